@@ -1,0 +1,16 @@
+//! Sentence embeddings with a BERT-family model on candle: tokenisation without fixed
+//! padding, length-grouped batches, mean pooling, L2 normalisation, on a dedicated thread.
+
+mod bert;
+mod config;
+mod error;
+mod locate;
+mod worker;
+
+pub use bert::SentenceEncoder;
+pub use config::{DevicePreference, EmbedConfig, Padding};
+pub use error::EmbedError;
+pub use locate::{
+    default_cache_dir, ModelLocator, DEFAULT_HUB_ID, DEFAULT_MODEL_NAME, FETCH_COMMAND,
+};
+pub use worker::Embedder;

@@ -1,0 +1,195 @@
+//! The embedding worker: a dedicated OS thread owns the model and serves requests from a
+//! bounded channel, coalescing queued requests into shared batches; replies go back on
+//! oneshot channels.
+
+use crate::{EmbedConfig, EmbedError, SentenceEncoder};
+use shelf_types::{BoxFuture, Embedding, TextEmbedder};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Requests waiting for the worker before callers feel backpressure.
+const QUEUE_CAPACITY: usize = 256;
+/// Queued requests are merged into one `embed` call up to this many texts.
+const MAX_COALESCED_TEXTS: usize = 512;
+
+type Reply = oneshot::Sender<Result<Vec<Embedding>, EmbedError>>;
+
+struct Job {
+    texts: Vec<String>,
+    reply: Reply,
+}
+
+#[derive(Debug)]
+struct Info {
+    model_id: String,
+    dim: usize,
+    max_tokens: usize,
+    device: String,
+}
+
+/// A cheap, cloneable handle to a model running on its own thread.
+///
+/// The thread stops when the last handle is dropped.
+#[derive(Clone, Debug)]
+pub struct Embedder {
+    tx: mpsc::Sender<Job>,
+    info: Arc<Info>,
+}
+
+impl Embedder {
+    /// Starts the worker thread and loads the model from `dir` on it (CUDA contexts belong
+    /// to the thread that uses them). Blocks until the model is loaded or has failed to load.
+    pub fn spawn(dir: PathBuf, config: EmbedConfig) -> Result<Self, EmbedError> {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("shelf-embed".into())
+            .spawn(move || match SentenceEncoder::load(&dir, config) {
+                Ok(encoder) => {
+                    let info = Info {
+                        model_id: encoder.model_id().to_owned(),
+                        dim: encoder.dim(),
+                        max_tokens: encoder.max_tokens(),
+                        device: format!("{:?}", encoder.device()),
+                    };
+                    if ready_tx.send(Ok(info)).is_ok() {
+                        serve(&encoder, rx);
+                    }
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| EmbedError::Device {
+                requested: "worker thread".into(),
+                reason: e.to_string(),
+            })?;
+        let info = ready_rx.recv().map_err(|_| EmbedError::WorkerGone)??;
+        Ok(Self {
+            tx,
+            info: Arc::new(info),
+        })
+    }
+
+    /// Embeds `texts` (one vector per text, in input order) without blocking the runtime.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Embedding>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { texts, reply })
+            .await
+            .map_err(|_| EmbedError::WorkerGone)?;
+        rx.await.map_err(|_| EmbedError::WorkerGone)?
+    }
+
+    /// Blocking variant of [`Embedder::embed`] for code outside an async runtime.
+    ///
+    /// # Panics
+    /// When called from within an async runtime (use `embed` there).
+    pub fn embed_blocking(&self, texts: Vec<String>) -> Result<Vec<Embedding>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .blocking_send(Job { texts, reply })
+            .map_err(|_| EmbedError::WorkerGone)?;
+        rx.blocking_recv().map_err(|_| EmbedError::WorkerGone)?
+    }
+
+    /// Name of the model.
+    pub fn model_id(&self) -> &str {
+        &self.info.model_id
+    }
+
+    /// Output dimension.
+    pub fn dim(&self) -> usize {
+        self.info.dim
+    }
+
+    /// Truncation length in tokens.
+    pub fn max_tokens(&self) -> usize {
+        self.info.max_tokens
+    }
+
+    /// The device the model runs on, for logs.
+    pub fn device(&self) -> &str {
+        &self.info.device
+    }
+}
+
+impl TextEmbedder for Embedder {
+    type Error = EmbedError;
+
+    fn model_id(&self) -> &str {
+        Embedder::model_id(self)
+    }
+
+    fn dim(&self) -> usize {
+        Embedder::dim(self)
+    }
+
+    fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Embedding>, EmbedError>> {
+        Box::pin(Embedder::embed(self, texts))
+    }
+}
+
+/// The worker loop: take a job, merge whatever else is queued, run, answer each job.
+fn serve(encoder: &SentenceEncoder, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = Vec::new();
+        let mut queued = 0;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            // A bad request fails alone; it never spoils the batch it would have joined.
+            if let Err(e) = encoder.validate_texts(&job.texts) {
+                let _ = job.reply.send(Err(e));
+            } else {
+                queued += job.texts.len();
+                jobs.push(job);
+            }
+            if queued < MAX_COALESCED_TEXTS {
+                next = rx.try_recv().ok();
+            }
+        }
+        if jobs.is_empty() {
+            continue;
+        }
+        let texts: Vec<&str> = jobs
+            .iter()
+            .flat_map(|j| j.texts.iter().map(String::as_str))
+            .collect();
+        let result =
+            catch_unwind(AssertUnwindSafe(|| encoder.embed(&texts))).unwrap_or_else(|panic| {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(EmbedError::Inference(candle_core::Error::Msg(format!(
+                    "model panicked: {msg}"
+                ))))
+            });
+        match result {
+            Ok(vectors) => {
+                let mut vectors = vectors.into_iter().map(Embedding);
+                for job in jobs {
+                    let mine = vectors.by_ref().take(job.texts.len()).collect();
+                    let _ = job.reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "embedding batch failed");
+                let msg = e.to_string();
+                for job in jobs {
+                    let err = EmbedError::Inference(candle_core::Error::Msg(msg.clone()));
+                    let _ = job.reply.send(Err(err));
+                }
+            }
+        }
+    }
+}

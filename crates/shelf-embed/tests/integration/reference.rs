@@ -1,0 +1,124 @@
+//! Embeddings and token ids match sentence-transformers' reference output.
+
+use crate::{cosine, encoder};
+use serde::Deserialize;
+use shelf_embed::{EmbedConfig, Padding, SentenceEncoder};
+
+#[derive(Deserialize)]
+struct Reference {
+    dim: usize,
+    max_seq_length: usize,
+    items: Vec<RefItem>,
+}
+
+#[derive(Deserialize)]
+struct RefItem {
+    text: String,
+    input_ids: Vec<u32>,
+    embedding: Vec<f32>,
+}
+
+fn reference() -> Reference {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/minilm_reference.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn token_ids_match_sentence_transformers() {
+    let reference = reference();
+    assert_eq!(encoder().max_tokens(), reference.max_seq_length);
+    for item in &reference.items {
+        assert_eq!(
+            encoder().token_ids(&item.text).unwrap(),
+            item.input_ids,
+            "{}",
+            item.text
+        );
+    }
+}
+
+#[test]
+fn embeddings_match_sentence_transformers() {
+    let reference = reference();
+    let texts: Vec<&str> = reference.items.iter().map(|i| i.text.as_str()).collect();
+    let vectors = encoder().embed(&texts).unwrap();
+    for (item, vector) in reference.items.iter().zip(&vectors) {
+        assert_eq!(vector.len(), reference.dim);
+        let cos = cosine(vector, &item.embedding);
+        assert!(cos >= 0.9999, "cosine {cos} for {:?}", item.text);
+        let norm: f32 = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+    }
+}
+
+#[test]
+fn padding_does_not_change_embeddings() {
+    let alone = encoder().embed(&["red leather sofa"]).unwrap().remove(0);
+    let long = "a very long description of a sofa ".repeat(20);
+    let batch = encoder()
+        .embed(&[
+            "x",
+            long.as_str(),
+            "red leather sofa",
+            "the sofa is red and made of leather",
+        ])
+        .unwrap();
+    let max_diff = alone
+        .iter()
+        .zip(&batch[2])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(max_diff < 1e-5, "max diff {max_diff}");
+
+    let fixed = SentenceEncoder::load(
+        &crate::model_dir(),
+        EmbedConfig {
+            padding: Padding::Fixed(128),
+            ..EmbedConfig::default()
+        },
+    )
+    .unwrap();
+    let padded = fixed.embed(&["red leather sofa"]).unwrap().remove(0);
+    assert!(cosine(&alone, &padded) > 0.99999);
+}
+
+#[test]
+fn long_texts_are_truncated_at_max_tokens() {
+    let long = "wireless headphones with long battery life and deep bass ".repeat(60);
+    let ids = encoder().token_ids(&long).unwrap();
+    assert_eq!(ids.len(), 256);
+    assert_eq!(
+        ids.last(),
+        Some(&102),
+        "truncated sequence still ends with [SEP]"
+    );
+    let short = SentenceEncoder::load(
+        &crate::model_dir(),
+        EmbedConfig {
+            max_tokens: Some(16),
+            ..EmbedConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(short.token_ids(&long).unwrap().len(), 16);
+    let v = encoder().embed(&[long.as_str()]).unwrap();
+    assert_eq!(v[0].len(), 384);
+}
+
+#[test]
+fn batches_return_vectors_in_input_order() {
+    let texts = [
+        "blue jeans",
+        "a garden hose of thirty meters with a brass nozzle",
+        "tea",
+        "desk lamp",
+    ];
+    let together = encoder().embed(&texts).unwrap();
+    for (text, vector) in texts.iter().zip(&together) {
+        let alone = encoder().embed(&[*text]).unwrap().remove(0);
+        assert!(cosine(&alone, vector) > 0.99999, "{text}");
+    }
+}

@@ -1,0 +1,83 @@
+//! Flags that choose and configure the embedding model, shared by every subcommand that embeds.
+
+use anyhow::Context;
+use clap::Args;
+use shelf_embed::{DevicePreference, EmbedConfig, Embedder, ModelLocator, Padding};
+use std::path::PathBuf;
+
+/// Where the model is and how it runs.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Model directory with config.json, tokenizer.json and model.safetensors. When set, it is
+    /// the only place looked at.
+    #[arg(long, env = "SHELF_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+
+    /// shelf's model cache, searched when --model-dir is not set
+    /// [default: $XDG_CACHE_HOME/shelf/models or ~/.cache/shelf/models].
+    #[arg(long, env = "SHELF_MODEL_CACHE")]
+    pub model_cache: Option<PathBuf>,
+
+    /// Model name: its directory inside the cache.
+    #[arg(long, env = "SHELF_MODEL_NAME", default_value = shelf_embed::DEFAULT_MODEL_NAME)]
+    pub model_name: String,
+
+    /// Hugging Face model id, downloaded when nothing local is found (needs a build with
+    /// the `hub` feature and internet access).
+    #[arg(long, env = "SHELF_MODEL_ID", default_value = shelf_embed::DEFAULT_HUB_ID)]
+    pub model_id: String,
+
+    /// Device: auto (CUDA GPU 0 when built with `cuda` and present, else CPU), cpu, cuda, cuda:N.
+    #[arg(long, env = "SHELF_DEVICE", default_value = "auto")]
+    pub device: DevicePreference,
+
+    /// Truncate texts to this many tokens, special tokens included
+    /// [default: the model's sentence_bert_config.json max_seq_length, else 256].
+    #[arg(long, env = "SHELF_MAX_TOKENS")]
+    pub max_tokens: Option<usize>,
+
+    /// Pad each batch to its longest text (`longest`), or every text to N tokens (`fixed:N`).
+    #[arg(long, env = "SHELF_PADDING", default_value = "longest", value_parser = parse_padding)]
+    pub padding: Padding,
+
+    /// Longest accepted text in bytes; longer texts are rejected with an error.
+    #[arg(long, env = "SHELF_MAX_TEXT_BYTES", default_value_t = 256 * 1024)]
+    pub max_text_bytes: usize,
+}
+
+impl ModelArgs {
+    /// Finds the model and starts its worker thread.
+    pub fn start(&self, batch_size: usize) -> anyhow::Result<Embedder> {
+        let mut locator = ModelLocator {
+            explicit: self.model_dir.clone(),
+            name: self.model_name.clone(),
+            hub_id: Some(self.model_id.clone()),
+            ..ModelLocator::default()
+        };
+        if let Some(cache) = &self.model_cache {
+            locator.cache_dir = cache.clone();
+        }
+        let dir = locator.resolve()?;
+        let config = EmbedConfig {
+            max_tokens: self.max_tokens,
+            padding: self.padding,
+            batch_size,
+            max_text_bytes: self.max_text_bytes,
+            device: self.device,
+        };
+        Embedder::spawn(dir.clone(), config)
+            .with_context(|| format!("loading the model from {}", dir.display()))
+    }
+}
+
+fn parse_padding(s: &str) -> Result<Padding, String> {
+    match s {
+        "longest" => Ok(Padding::BatchLongest),
+        _ => s
+            .strip_prefix("fixed:")
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0)
+            .map(Padding::Fixed)
+            .ok_or_else(|| format!("unknown padding `{s}`; use longest or fixed:N")),
+    }
+}

@@ -1,0 +1,109 @@
+//! User events (views, clicks, carts, purchases, searches) as they arrive on the event stream.
+
+use crate::{ItemId, RecordError, RequestId, UserId};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// What the user did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    View,
+    Click,
+    AddToCart,
+    Purchase,
+    Search,
+}
+
+impl EventKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [EventKind; 5] = [
+        EventKind::View,
+        EventKind::Click,
+        EventKind::AddToCart,
+        EventKind::Purchase,
+        EventKind::Search,
+    ];
+
+    /// The wire name (`add_to_cart`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::View => "view",
+            EventKind::Click => "click",
+            EventKind::AddToCart => "add_to_cart",
+            EventKind::Purchase => "purchase",
+            EventKind::Search => "search",
+        }
+    }
+}
+
+/// One user event. `item_id` is required except for `search`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub user_id: UserId,
+    pub kind: EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<ItemId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Ties a click to the search response that showed the item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+    /// 1-based position of the item in that response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ts: OffsetDateTime,
+}
+
+impl Event {
+    /// Checks the contract serde cannot express.
+    pub fn validate(&self) -> Result<(), RecordError> {
+        if self.user_id.0.trim().is_empty() {
+            return Err(RecordError::MissingField { field: "user_id" });
+        }
+        let has_item = self
+            .item_id
+            .as_ref()
+            .is_some_and(|id| !id.0.trim().is_empty());
+        if self.kind != EventKind::Search && !has_item {
+            return Err(RecordError::MissingField { field: "item_id" });
+        }
+        if self.kind == EventKind::Search && self.query.as_deref().is_none_or(str::is_empty) {
+            return Err(RecordError::MissingField { field: "query" });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_validates() {
+        let e: Event = serde_json::from_str(
+            r#"{"user_id":"u1","kind":"add_to_cart","item_id":"sku-1","request_id":"r1","position":3,"ts":"2026-11-01T10:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.kind, EventKind::AddToCart);
+        assert_eq!(e.validate(), Ok(()));
+        let search: Event = serde_json::from_str(
+            r#"{"user_id":"u1","kind":"search","query":"red sofa","ts":"2026-11-01T10:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(search.validate(), Ok(()));
+        let click: Event =
+            serde_json::from_str(r#"{"user_id":"u1","kind":"click","ts":"2026-11-01T10:00:00Z"}"#)
+                .unwrap();
+        assert_eq!(
+            click.validate(),
+            Err(RecordError::MissingField { field: "item_id" })
+        );
+        assert!(serde_json::from_str::<Event>(
+            r#"{"user_id":"u1","kind":"like","item_id":"a","ts":"2026-11-01T10:00:00Z"}"#
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! Shared vocabulary of shelf: ids, catalog items, user events, embeddings and the traits
+//! at the boundaries between crates.
+
+mod embedding;
+mod error;
+mod event;
+mod ids;
+mod item;
+mod traits;
+
+pub use embedding::Embedding;
+pub use error::RecordError;
+pub use event::{Event, EventKind};
+pub use ids::{ItemId, RequestId, UserId};
+pub use item::{Item, ItemRecord};
+pub use traits::{BoxFuture, TextEmbedder};

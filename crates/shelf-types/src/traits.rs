@@ -1,0 +1,24 @@
+//! Boundary traits: what the engine needs from the components it wires together.
+
+use crate::Embedding;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed, sendable future (keeps the traits object-safe without extra crates).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Turns texts into embeddings. Implementations must not block the async runtime:
+/// model work runs elsewhere and the future only waits for it.
+pub trait TextEmbedder: Send + Sync {
+    /// The error an embedding call can fail with.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// A stable identifier of the model (checked against vectors made elsewhere).
+    fn model_id(&self) -> &str;
+
+    /// Number of dimensions of every vector this embedder returns.
+    fn dim(&self) -> usize;
+
+    /// Embeds `texts`; the result has one vector per text, in input order.
+    fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Embedding>, Self::Error>>;
+}
