@@ -1,1 +1,63 @@
-fn main() {}
+//! Embedding throughput (sentences/second) for batch sizes 1 and 32 on short product titles
+//! (~12 tokens) and on descriptions (~120 tokens), with the real all-MiniLM-L6-v2 model.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use shelf_embed::{EmbedConfig, ModelLocator, SentenceEncoder};
+
+const TITLES: [&str; 8] = [
+    "Men's Trail Running Shoes, Waterproof, Size 10",
+    "Stainless Steel Insulated Water Bottle 750ml Blue",
+    "Wireless Noise Cancelling Over-Ear Headphones",
+    "Organic Cotton Crew Neck T-Shirt, Pack of 3",
+    "Cast Iron Skillet 12 inch Pre-Seasoned",
+    "LED Desk Lamp with USB Charging Port",
+    "Kids' Wooden Building Blocks Set, 100 Pieces",
+    "Ergonomic Office Chair with Lumbar Support",
+];
+
+fn description(i: usize) -> String {
+    format!(
+        "{} — designed for everyday use, this product combines durable materials with a \
+         thoughtful design. It is easy to clean, built to last for years and backed by a \
+         two year warranty. Ideal as a gift or for your own home, it ships in recyclable \
+         packaging. Dimensions and care instructions are included in the box, and our \
+         customer service team is happy to help with any questions about sizing or fit.",
+        TITLES[i % TITLES.len()]
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = ModelLocator::default()
+        .resolve()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let encoder = SentenceEncoder::load(&dir, EmbedConfig::default()).expect("model loads");
+    let titles: Vec<String> = (0..32)
+        .map(|i| TITLES[i % TITLES.len()].to_owned())
+        .collect();
+    let descriptions: Vec<String> = (0..32).map(description).collect();
+    let tokens = |t: &String| encoder.token_ids(t).map(|ids| ids.len()).unwrap_or(0);
+    eprintln!(
+        "tokens per text: titles ~{}, descriptions ~{}; cpu threads: {}",
+        titles.iter().map(tokens).sum::<usize>() / titles.len(),
+        descriptions.iter().map(tokens).sum::<usize>() / descriptions.len(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    let mut group = c.benchmark_group("embed");
+    group.sample_size(10);
+    for (name, texts) in [("titles", &titles), ("descriptions", &descriptions)] {
+        for batch in [1usize, 32] {
+            group.throughput(Throughput::Elements(batch as u64));
+            group.bench_with_input(
+                BenchmarkId::new(name, batch),
+                &texts[..batch],
+                |b, texts| b.iter(|| encoder.embed(texts).expect("embeds")),
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
