@@ -1,0 +1,23 @@
+# The two commands of the README, and the model they need.
+#   make run    starts shelf's main job (for now: embed JSON lines from stdin)
+#   make test   fetches the model if missing, then runs every test of the workspace
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/shelf/target
+
+.PHONY: model run test bench lint
+
+model:
+	scripts/fetch-model.sh
+
+run: model
+	cargo run --release -p shelf-server --bin shelf -- embed
+
+test: model
+	cargo test --workspace --all-targets
+	cargo test --workspace --doc
+
+bench: model
+	cargo bench -p shelf-embed --bench embed
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
