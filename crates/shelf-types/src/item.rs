@@ -74,6 +74,8 @@ impl Item {
 }
 
 /// A record on the item stream: an upsert carrying the whole item, or a delete by id.
+// Records are short-lived (parsed, applied, dropped); boxing the item buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ItemRecord {

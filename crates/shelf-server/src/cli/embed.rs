@@ -19,6 +19,11 @@ pub struct EmbedArgs {
     pub batch_size: u32,
 }
 
+/// A parsed input line: the JSON object and its text.
+type ParsedLine = (Map<String, Value>, String);
+/// A parsed line waiting in the batch, with its 1-based number.
+type PendingLine = (usize, Map<String, Value>, String);
+
 /// A line that cannot be embedded: reported with its 1-based number.
 struct BadLine {
     line: usize,
@@ -50,7 +55,7 @@ fn embed_lines(
     out: &mut impl Write,
     batch_size: usize,
 ) -> anyhow::Result<Result<(), BadLine>> {
-    let mut batch: Vec<(usize, Map<String, Value>, String)> = Vec::with_capacity(batch_size);
+    let mut batch: Vec<PendingLine> = Vec::with_capacity(batch_size);
     let mut buf = Vec::new();
     let mut line_no = 0;
     loop {
@@ -80,7 +85,7 @@ fn embed_lines(
 }
 
 /// Parses one input line; `None` for a blank line.
-fn parse_line(bytes: &[u8]) -> Result<Option<(Map<String, Value>, String)>, String> {
+fn parse_line(bytes: &[u8]) -> Result<Option<ParsedLine>, String> {
     let line = std::str::from_utf8(bytes)
         .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))?
         .trim();
@@ -105,7 +110,7 @@ fn parse_line(bytes: &[u8]) -> Result<Option<(Map<String, Value>, String)>, Stri
 /// written and the rejected line is returned.
 fn flush(
     embedder: &Embedder,
-    batch: &mut Vec<(usize, Map<String, Value>, String)>,
+    batch: &mut Vec<PendingLine>,
     out: &mut impl Write,
 ) -> anyhow::Result<Result<(), BadLine>> {
     let mut bad = None;
