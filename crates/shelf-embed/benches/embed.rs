@@ -21,7 +21,8 @@ fn description(i: usize) -> String {
          thoughtful design. It is easy to clean, built to last for years and backed by a \
          two year warranty. Ideal as a gift or for your own home, it ships in recyclable \
          packaging. Dimensions and care instructions are included in the box, and our \
-         customer service team is happy to help with any questions about sizing or fit.",
+         customer service team is happy to help with any questions about sizing or fit. Every unit is inspected before it \
+         ships, and returns are free within thirty days of delivery.",
         TITLES[i % TITLES.len()]
     )
 }
