@@ -118,15 +118,25 @@ fn flush(
         let texts = batch.iter().map(|(_, _, t)| t.clone()).collect();
         match embedder.embed_blocking(texts) {
             Ok(v) => break v,
-            Err(e @ (EmbedError::EmptyText { index } | EmbedError::TextTooLong { index, .. })) => {
-                let line = batch[index].0;
-                let reason = match e {
-                    EmbedError::EmptyText { .. } => "field \"text\" is empty".to_owned(),
-                    other => other
-                        .to_string()
-                        .replacen(&format!("text #{index}"), "text", 1),
-                };
-                bad = Some(BadLine { line, reason });
+            Err(EmbedError::EmptyText { index }) => {
+                let reason = "field \"text\" is empty".to_owned();
+                bad = Some(BadLine {
+                    line: batch[index].0,
+                    reason,
+                });
+                batch.truncate(index);
+            }
+            Err(EmbedError::TextTooLong {
+                index,
+                bytes,
+                max_bytes,
+            }) => {
+                let reason =
+                    format!("text is {bytes} bytes, more than the limit of {max_bytes} bytes");
+                bad = Some(BadLine {
+                    line: batch[index].0,
+                    reason,
+                });
                 batch.truncate(index);
             }
             Err(e) => return Err(e.into()),
