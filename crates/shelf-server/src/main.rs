@@ -1,4 +1,4 @@
-//! The `shelf` command: subcommands for embedding (and, as they land, serving and ingest).
+//! The `shelf` command: embedding, ingest into the embedded log, the jobs, and inspection.
 
 mod cli;
 
@@ -17,6 +17,14 @@ struct Cli {
 enum Command {
     /// Embed JSON lines from stdin: each needs a "text" field; each output line adds "vector".
     Embed(cli::embed::EmbedArgs),
+    /// Append a JSON-lines file of item records or events to the embedded log.
+    Ingest(cli::ingest::IngestArgs),
+    /// Run the item and event jobs over the log (exactly-once into the store).
+    Process(cli::process::ProcessArgs),
+    /// Print one user's profile as JSON.
+    Profile(cli::inspect::ProfileArgs),
+    /// Print every item, profile and item stat as JSON lines sorted by key.
+    Dump(cli::inspect::DumpArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +38,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embed(args) => cli::embed::run(args),
+        Command::Ingest(args) => cli::ingest::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Process(args) => cli::process::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Profile(args) => cli::inspect::profile(args),
+        Command::Dump(args) => cli::inspect::dump(args),
     };
     match result {
         Ok(code) => code,

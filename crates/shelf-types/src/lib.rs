@@ -5,6 +5,7 @@ mod embedding;
 mod error;
 mod event;
 mod ids;
+mod index;
 mod item;
 mod traits;
 
@@ -12,5 +13,6 @@ pub use embedding::Embedding;
 pub use error::RecordError;
 pub use event::{Event, EventKind};
 pub use ids::{ItemId, RequestId, UserId};
+pub use index::{category_has_prefix, ItemAttributes, ScoredItem, SearchFilter, VectorIndex};
 pub use item::{Item, ItemRecord};
 pub use traits::{BoxFuture, TextEmbedder};

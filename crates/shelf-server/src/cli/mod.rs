@@ -1,4 +1,8 @@
 //! Subcommands of the `shelf` binary and the flags they share.
 
+pub mod data;
 pub mod embed;
+pub mod ingest;
+pub mod inspect;
 pub mod model;
+pub mod process;

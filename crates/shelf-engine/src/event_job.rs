@@ -1,0 +1,168 @@
+//! The event job: user events -> profiles and item stats (with the offset, one write).
+
+use crate::consumer::{Applied, Job};
+use crate::EngineError;
+use shelf_store::{Counter, DeadLetter, DecayConfig, ItemFacts, ItemStats, Profile, Store};
+use shelf_stream::Record;
+use shelf_types::Event;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Consumer name of the event job.
+pub const EVENT_JOB: &str = "event-job";
+
+/// Applies user events.
+#[derive(Debug)]
+pub struct EventJob {
+    store: Arc<Store>,
+    config: DecayConfig,
+    dim: usize,
+}
+
+/// What the job needs of an item, cached per batch.
+struct ItemView {
+    vector: Vec<f32>,
+    category: Option<String>,
+    price: Option<f64>,
+}
+
+impl EventJob {
+    /// A job with profile vectors of `dim` dimensions.
+    pub fn new(store: Arc<Store>, config: DecayConfig, dim: usize) -> Self {
+        Self { store, config, dim }
+    }
+
+    fn item_view(&self, id: &str) -> Result<Option<ItemView>, EngineError> {
+        let (Some(item), Some(vector)) = (self.store.item(id)?, self.store.vector(id)?) else {
+            return Ok(None);
+        };
+        Ok(Some(ItemView {
+            vector: vector.vector,
+            category: item.category,
+            price: item.price,
+        }))
+    }
+}
+
+impl EventJob {
+    /// Applies one valid event to the batch's working set; `Err(reason)` for a dead letter.
+    fn apply_event(
+        &self,
+        event: &Event,
+        items: &mut HashMap<String, Option<ItemView>>,
+        profiles: &mut BTreeMap<String, Profile>,
+        stats: &mut BTreeMap<String, ItemStats>,
+    ) -> Result<Result<(), String>, EngineError> {
+        let ts = millis(event);
+        let user = event.user_id.as_str();
+        let item_id = event.item_id.as_ref().map(|i| i.as_str());
+        if let Some(id) = item_id {
+            if !items.contains_key(id) {
+                let view = self.item_view(id)?;
+                items.insert(id.to_string(), view);
+            }
+            if items[id].is_none() {
+                return Ok(Err(format!(
+                    "unknown item `{id}` (not in the catalog, or deleted)"
+                )));
+            }
+        }
+        if !profiles.contains_key(user) {
+            let stored = self
+                .store
+                .profile(user)?
+                .unwrap_or_else(|| Profile::new(user, self.dim));
+            profiles.insert(user.to_string(), stored);
+        }
+        let facts = item_id.map(|id| {
+            let view = items[id].as_ref().expect("checked above");
+            ItemFacts {
+                id,
+                vector: &view.vector,
+                category: view.category.as_deref(),
+                price: view.price,
+            }
+        });
+        profiles
+            .get_mut(user)
+            .expect("inserted above")
+            .apply(event.kind, ts, facts, &self.config);
+        if let Some(id) = item_id {
+            if !stats.contains_key(id) {
+                let stored = self
+                    .store
+                    .item_stats(id)?
+                    .unwrap_or_else(|| ItemStats::new(id));
+                stats.insert(id.to_string(), stored);
+            }
+            stats.get_mut(id).expect("inserted above").observe(
+                Counter::Event(event.kind),
+                ts,
+                &self.config,
+            );
+        }
+        Ok(Ok(()))
+    }
+}
+
+fn parse(payload: &[u8]) -> Result<Event, String> {
+    let event: Event =
+        serde_json::from_slice(payload).map_err(|e| format!("invalid event: {e}"))?;
+    event
+        .validate()
+        .map_err(|e| format!("invalid event: {e}"))?;
+    Ok(event)
+}
+
+fn millis(event: &Event) -> i64 {
+    (event.ts.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl Job for EventJob {
+    fn name(&self) -> &'static str {
+        EVENT_JOB
+    }
+
+    async fn apply(&mut self, records: Vec<Record>) -> Result<Applied, EngineError> {
+        let Some(last) = records.last() else {
+            return Ok(Applied::default());
+        };
+        let next_offset = last.offset + 1;
+        let mut items: HashMap<String, Option<ItemView>> = HashMap::new();
+        // Ordered maps: the write batch is the same on every run.
+        let mut profiles: BTreeMap<String, Profile> = BTreeMap::new();
+        let mut stats: BTreeMap<String, ItemStats> = BTreeMap::new();
+        let mut batch = self.store.batch();
+        let mut dead_total = self.store.dead_letter_count(EVENT_JOB)?;
+        let mut dead = 0;
+        for record in &records {
+            let outcome = match parse(&record.payload) {
+                Ok(event) => self.apply_event(&event, &mut items, &mut profiles, &mut stats)?,
+                Err(reason) => Err(reason),
+            };
+            if let Err(reason) = outcome {
+                dead += 1;
+                dead_total += 1;
+                let letter = DeadLetter {
+                    consumer: EVENT_JOB.into(),
+                    offset: record.offset,
+                    reason,
+                    payload: String::from_utf8_lossy(&record.payload).into_owned(),
+                };
+                batch.put_dead_letter(&letter, dead_total);
+            }
+        }
+        for profile in profiles.values() {
+            batch.put_profile(profile);
+        }
+        for s in stats.values() {
+            batch.put_item_stats(s);
+        }
+        batch.put_offset(EVENT_JOB, next_offset);
+        self.store.commit(batch)?;
+        Ok(Applied {
+            records: records.len(),
+            dead_letters: dead,
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! The item job: item records -> embed new or changed text -> items, vectors and tombstones
+//! in the store (with the offset, one write) -> the vector index.
+
+use crate::consumer::{Applied, Job};
+use crate::EngineError;
+use shelf_store::{text_hash, DeadLetter, Store, StoredVector};
+use shelf_stream::Record;
+use shelf_types::{ItemAttributes, ItemId, ItemRecord, TextEmbedder, VectorIndex};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Consumer name of the item job.
+pub const ITEM_JOB: &str = "item-job";
+
+/// Applies item records.
+#[derive(Debug)]
+pub struct ItemJob<E, I> {
+    store: Arc<Store>,
+    embedder: E,
+    index: Option<I>,
+    embedded: u64,
+    reused: u64,
+}
+
+enum Parsed {
+    Upsert(Box<shelf_types::Item>, String, u64),
+    Delete(ItemId),
+    Dead(String),
+}
+
+impl<E: TextEmbedder, I: VectorIndex> ItemJob<E, I> {
+    /// A job writing to `store` and, when given, keeping `index` in step.
+    pub fn new(store: Arc<Store>, embedder: E, index: Option<I>) -> Result<Self, EngineError> {
+        if let Some(index) = &index {
+            if index.dim() != embedder.dim() {
+                return Err(EngineError::DimensionMismatch {
+                    embedder: embedder.dim(),
+                    index: index.dim(),
+                });
+            }
+        }
+        Ok(Self {
+            store,
+            embedder,
+            index,
+            embedded: 0,
+            reused: 0,
+        })
+    }
+
+    /// Texts embedded and vectors reused (text unchanged) so far.
+    pub fn embed_counts(&self) -> (u64, u64) {
+        (self.embedded, self.reused)
+    }
+
+    fn parse(record: &Record) -> Parsed {
+        let parsed: ItemRecord = match serde_json::from_slice(&record.payload) {
+            Ok(parsed) => parsed,
+            Err(e) => return Parsed::Dead(format!("invalid item record: {e}")),
+        };
+        match parsed {
+            ItemRecord::Upsert(item) => {
+                if let Err(e) = item.validate() {
+                    return Parsed::Dead(format!("invalid item: {e}"));
+                }
+                let text = item.embedding_text();
+                let hash = text_hash(&text);
+                Parsed::Upsert(Box::new(item), text, hash)
+            }
+            ItemRecord::Delete { id } if id.as_str().trim().is_empty() => {
+                Parsed::Dead("invalid item delete: empty id".into())
+            }
+            ItemRecord::Delete { id } => Parsed::Delete(id),
+        }
+    }
+
+    /// Embeds `texts`; when the whole call fails, retries one by one so that one bad text
+    /// fails only its own record.
+    async fn embed(
+        &mut self,
+        texts: Vec<String>,
+    ) -> Result<HashMap<String, Result<Vec<f32>, String>>, EngineError> {
+        let mut out = HashMap::new();
+        if texts.is_empty() {
+            return Ok(out);
+        }
+        match self.embedder.embed(texts.clone()).await {
+            Ok(vectors) => {
+                for (text, v) in texts.into_iter().zip(vectors) {
+                    out.insert(text, Ok(v.0));
+                }
+            }
+            Err(batch_error) => {
+                tracing::warn!(error = %batch_error, "batch embedding failed; embedding texts one by one");
+                for text in texts {
+                    let one = self.embedder.embed(vec![text.clone()]).await;
+                    out.insert(
+                        text,
+                        one.map(|mut v| v.remove(0).0).map_err(|e| e.to_string()),
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<E: TextEmbedder, I: VectorIndex> Job for ItemJob<E, I> {
+    fn name(&self) -> &'static str {
+        ITEM_JOB
+    }
+
+    async fn apply(&mut self, records: Vec<Record>) -> Result<Applied, EngineError> {
+        let Some(last) = records.last() else {
+            return Ok(Applied::default());
+        };
+        let next_offset = last.offset + 1;
+        let parsed: Vec<(u64, &[u8], Parsed)> = records
+            .iter()
+            .map(|r| (r.offset, &r.payload[..], Self::parse(r)))
+            .collect();
+
+        // Which texts need the model: those whose hash differs from the stored vector's
+        // (or that were touched earlier in this batch).
+        let model_id = self.embedder.model_id().to_string();
+        let mut touched = HashSet::new();
+        let mut reuse: HashMap<String, StoredVector> = HashMap::new();
+        let mut to_embed: Vec<String> = Vec::new();
+        let mut seen_text = HashSet::new();
+        for (_, _, p) in &parsed {
+            match p {
+                Parsed::Upsert(item, text, hash) => {
+                    let id = item.id.as_str().to_string();
+                    let stored = if touched.contains(&id) {
+                        None
+                    } else {
+                        self.store.vector(&id)?
+                    };
+                    match stored {
+                        Some(v) if v.text_hash == *hash && v.model_id == model_id => {
+                            reuse.insert(id.clone(), v);
+                        }
+                        _ => {
+                            if seen_text.insert(text.clone()) {
+                                to_embed.push(text.clone());
+                            }
+                        }
+                    }
+                    touched.insert(id);
+                }
+                Parsed::Delete(id) => {
+                    touched.insert(id.as_str().to_string());
+                }
+                Parsed::Dead(_) => {}
+            }
+        }
+        self.embedded += to_embed.len() as u64;
+        let vectors = self.embed(to_embed).await?;
+
+        let mut batch = self.store.batch();
+        let mut dead_total = self.store.dead_letter_count(ITEM_JOB)?;
+        let mut dead = 0;
+        let mut index_ops: Vec<(ItemId, Option<(Vec<f32>, ItemAttributes)>)> = Vec::new();
+        for (offset, payload, p) in parsed {
+            let reason = match p {
+                Parsed::Upsert(item, text, hash) => {
+                    let vector = match reuse.remove(item.id.as_str()) {
+                        Some(v) => {
+                            self.reused += 1;
+                            Ok(v.vector)
+                        }
+                        None => vectors
+                            .get(&text)
+                            .cloned()
+                            .unwrap_or_else(|| Err("text was not embedded".into())),
+                    };
+                    match vector {
+                        Ok(vector) => {
+                            let stored = StoredVector {
+                                model_id: model_id.clone(),
+                                text_hash: hash,
+                                vector,
+                            };
+                            batch.put_item(&item, &stored);
+                            index_ops.push((
+                                item.id.clone(),
+                                Some((stored.vector, ItemAttributes::of(&item))),
+                            ));
+                            continue;
+                        }
+                        Err(e) => format!("embedding failed: {e}"),
+                    }
+                }
+                Parsed::Delete(id) => {
+                    batch.delete_item(id.as_str(), offset);
+                    index_ops.push((id, None));
+                    continue;
+                }
+                Parsed::Dead(reason) => reason,
+            };
+            dead += 1;
+            dead_total += 1;
+            let letter = DeadLetter {
+                consumer: ITEM_JOB.into(),
+                offset,
+                reason,
+                payload: String::from_utf8_lossy(payload).into_owned(),
+            };
+            batch.put_dead_letter(&letter, dead_total);
+        }
+        batch.put_offset(ITEM_JOB, next_offset);
+        self.store.commit(batch)?;
+
+        if let Some(index) = &self.index {
+            for (id, op) in index_ops {
+                let result = match op {
+                    Some((vector, attrs)) => index.upsert(&id, &vector, attrs),
+                    None => index.delete(&id).map(|_| ()),
+                };
+                if let Err(e) = result {
+                    // The store holds the item; a restart rebuilds the index from it.
+                    tracing::error!(item = %id, error = %e, "index update failed");
+                }
+            }
+        }
+        Ok(Applied {
+            records: records.len(),
+            dead_letters: dead,
+        })
+    }
+}

@@ -1,0 +1,472 @@
+//! shelf-store: the durable state of shelf in RocksDB — items, item vectors, tombstones,
+//! profiles, item stats, impressions, dead letters and consumer offsets — and the profile
+//! and item-stat math. Every change goes through a [`StoreBatch`], written atomically with
+//! the source offset it reflects (exactly-once effect).
+
+mod codec;
+mod keys;
+mod profile;
+mod stats;
+
+pub use codec::{text_hash, StoredVector};
+pub use keys::KEY_VERSION;
+pub use profile::{DecayConfig, ItemFacts, KindCounts, KindWeights, Profile, RecentItem};
+pub use stats::{Counter, ItemStats};
+
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
+};
+use serde::{Deserialize, Serialize};
+use shelf_types::Item;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const ITEMS: &str = "items";
+const ITEM_VECTORS: &str = "item_vectors";
+const TOMBSTONES: &str = "tombstones";
+const PROFILES: &str = "profiles";
+const ITEM_STATS: &str = "item_stats";
+const IMPRESSIONS: &str = "impressions";
+const USER_REQUESTS: &str = "user_requests";
+const OFFSETS: &str = "offsets";
+const DEAD_LETTERS: &str = "dead_letters";
+const COLUMN_FAMILIES: [&str; 9] = [
+    ITEMS,
+    ITEM_VECTORS,
+    TOMBSTONES,
+    PROFILES,
+    ITEM_STATS,
+    IMPRESSIONS,
+    USER_REQUESTS,
+    OFFSETS,
+    DEAD_LETTERS,
+];
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("RocksDB at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
+    #[error("no store at {0} (run `shelf process` first)")]
+    Missing(PathBuf),
+    #[error("RocksDB: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("stored {what} cannot be decoded: {reason}")]
+    Corrupt { what: &'static str, reason: String },
+}
+
+/// How writes reach the disk.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// fsync the write-ahead log on every batch (survives power loss, not only a crash).
+    pub sync: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { sync: true }
+    }
+}
+
+/// A record that could not be applied, kept with the reason.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub consumer: String,
+    pub offset: u64,
+    pub reason: String,
+    /// The record as received (lossy UTF-8).
+    pub payload: String,
+}
+
+/// One search response, kept so that clicks carrying its request id become training data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Impression {
+    pub request_id: String,
+    pub user_id: Option<String>,
+    pub ts_ms: i64,
+    pub query: Option<String>,
+    /// Shown items in order, each with the feature values it was ranked with.
+    pub items: Vec<ImpressionItem>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImpressionItem {
+    pub item_id: String,
+    pub position: u32,
+    pub features: Vec<f32>,
+}
+
+/// The RocksDB store.
+pub struct Store {
+    db: DB,
+    write_options: WriteOptions,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = COLUMN_FAMILIES.iter().map(|name| {
+            let mut cf = Options::default();
+            cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
+        let db =
+            DB::open_cf_descriptors(&db_options, path, cfs).map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(options.sync);
+        Ok(Self {
+            db,
+            write_options,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing store for reading only; works while another process writes it
+    /// (it sees the state as of opening).
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        if !path.join("CURRENT").exists() {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        let db = DB::open_cf_for_read_only(&Options::default(), path, COLUMN_FAMILIES, false)
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            db,
+            write_options: WriteOptions::default(),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    fn get_raw(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(cf), key)?)
+    }
+
+    /// A new batch of changes; nothing is visible until [`Store::commit`].
+    pub fn batch(&self) -> StoreBatch<'_> {
+        StoreBatch {
+            store: self,
+            batch: WriteBatch::default(),
+        }
+    }
+
+    /// Writes a batch atomically.
+    pub fn commit(&self, batch: StoreBatch<'_>) -> Result<(), StoreError> {
+        self.db.write_opt(batch.batch, &self.write_options)?;
+        Ok(())
+    }
+
+    pub fn item(&self, id: &str) -> Result<Option<Item>, StoreError> {
+        self.get_raw(ITEMS, &keys::id_key(id))?
+            .map(|v| codec::decode(&v, "item"))
+            .transpose()
+    }
+
+    pub fn vector(&self, id: &str) -> Result<Option<StoredVector>, StoreError> {
+        self.get_raw(ITEM_VECTORS, &keys::id_key(id))?
+            .map(|v| codec::decode_vector(&v))
+            .transpose()
+    }
+
+    /// The item-log offset at which `id` was deleted, if it was and has not come back.
+    pub fn tombstone(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        self.get_raw(TOMBSTONES, &keys::id_key(id))?
+            .map(|v| codec::decode(&v, "tombstone"))
+            .transpose()
+    }
+
+    pub fn profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError> {
+        self.get_raw(PROFILES, &keys::id_key(user_id))?
+            .map(|v| codec::decode(&v, "profile"))
+            .transpose()
+    }
+
+    pub fn item_stats(&self, id: &str) -> Result<Option<ItemStats>, StoreError> {
+        self.get_raw(ITEM_STATS, &keys::id_key(id))?
+            .map(|v| codec::decode(&v, "item stats"))
+            .transpose()
+    }
+
+    pub fn impression(&self, request_id: &str) -> Result<Option<Impression>, StoreError> {
+        self.get_raw(IMPRESSIONS, &keys::id_key(request_id))?
+            .map(|v| codec::decode(&v, "impression"))
+            .transpose()
+    }
+
+    /// The next offset `consumer` has to read (0 when it never committed).
+    pub fn offset(&self, consumer: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .get_raw(OFFSETS, &keys::id_key(consumer))?
+            .map(|v| codec::decode(&v, "offset"))
+            .transpose()?
+            .unwrap_or(0))
+    }
+
+    /// How many dead letters `consumer` has written.
+    pub fn dead_letter_count(&self, consumer: &str) -> Result<u64, StoreError> {
+        let key = keys::id_key(&format!("dead-letters:{consumer}"));
+        Ok(self
+            .get_raw(OFFSETS, &key)?
+            .map(|v| codec::decode(&v, "count"))
+            .transpose()?
+            .unwrap_or(0))
+    }
+
+    /// Dead letters of `consumer` in offset order.
+    pub fn dead_letters(&self, consumer: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        self.scan_prefix(DEAD_LETTERS, &keys::prefix_key(consumer))?
+            .into_iter()
+            .map(|(_, v)| codec::decode(&v, "dead letter"))
+            .collect()
+    }
+
+    fn scan_prefix(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward))
+        {
+            let (k, v) = entry?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` with every item that has a vector, in key order (to build the index).
+    pub fn for_each_item_vector(
+        &self,
+        mut f: impl FnMut(Item, StoredVector),
+    ) -> Result<(), StoreError> {
+        for entry in self
+            .db
+            .iterator_cf(self.cf(ITEM_VECTORS), IteratorMode::Start)
+        {
+            let (k, v) = entry?;
+            let Some(id) = keys::decode_id(&k) else {
+                continue;
+            };
+            if let Some(item) = self.item(id)? {
+                f(item, codec::decode_vector(&v)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of keys in a column family (estimate from RocksDB properties).
+    pub fn estimate_count(&self, cf: &str) -> u64 {
+        self.db
+            .property_int_value_cf(self.cf(cf), "rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// Removes everything held about `user_id`: the profile, impressions of their requests
+    /// and the request index. Returns how many records were deleted.
+    pub fn delete_user(&self, user_id: &str) -> Result<usize, StoreError> {
+        let mut batch = self.batch();
+        let mut removed = 0;
+        if self.profile(user_id)?.is_some() {
+            removed += 1;
+        }
+        batch
+            .batch
+            .delete_cf(self.cf(PROFILES), keys::id_key(user_id));
+        for (key, _) in self.scan_prefix(USER_REQUESTS, &keys::prefix_key(user_id))? {
+            if let Some(request_id) = keys::decode_second(&key) {
+                batch
+                    .batch
+                    .delete_cf(self.cf(IMPRESSIONS), keys::id_key(request_id));
+                removed += 1;
+            }
+            batch.batch.delete_cf(self.cf(USER_REQUESTS), &key);
+        }
+        self.commit(batch)?;
+        Ok(removed)
+    }
+
+    /// Writes every item (with its vector), profile and item stat as JSON lines sorted by
+    /// column family and key. Floats print in shortest round-trip form, so two dumps are
+    /// equal exactly when the states are bit-for-bit equal.
+    pub fn dump(&self, out: &mut impl Write) -> Result<(), DumpError> {
+        for entry in self.db.iterator_cf(self.cf(ITEMS), IteratorMode::Start) {
+            let (k, v) = entry.map_err(StoreError::from)?;
+            let id = keys::decode_id(&k).unwrap_or_default();
+            let item: Item = codec::decode(&v, "item")?;
+            let vector = self.vector(id)?;
+            let line = serde_json::json!({
+                "type": "item",
+                "id": id,
+                "item": item,
+                "model_id": vector.as_ref().map(|v| v.model_id.clone()),
+                "vector": vector.map(|v| v.vector),
+            });
+            writeln!(out, "{line}")?;
+        }
+        for (cf, kind) in [
+            (TOMBSTONES, "tombstone"),
+            (PROFILES, "profile"),
+            (ITEM_STATS, "item_stats"),
+            (OFFSETS, "offset"),
+        ] {
+            for entry in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+                let (k, v) = entry.map_err(StoreError::from)?;
+                let id = keys::decode_id(&k).unwrap_or_default();
+                let value = match cf {
+                    PROFILES => serde_json::to_value(codec::decode::<Profile>(&v, "profile")?),
+                    ITEM_STATS => {
+                        serde_json::to_value(codec::decode::<ItemStats>(&v, "item stats")?)
+                    }
+                    _ => serde_json::to_value(codec::decode::<u64>(&v, kind)?),
+                }
+                .expect("JSON value");
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({ "type": kind, "id": id, "value": value })
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Errors while dumping.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("writing the dump: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Changes to apply atomically, together with the consumer offset they reflect.
+pub struct StoreBatch<'a> {
+    store: &'a Store,
+    batch: WriteBatch,
+}
+
+impl std::fmt::Debug for StoreBatch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreBatch")
+            .field("len", &self.batch.len())
+            .finish()
+    }
+}
+
+impl StoreBatch<'_> {
+    fn put(&mut self, cf: &str, key: Vec<u8>, value: Vec<u8>) {
+        self.batch.put_cf(self.store.cf(cf), key, value);
+    }
+
+    pub fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    /// Stores an item and its vector; clears a tombstone of the same id.
+    pub fn put_item(&mut self, item: &Item, vector: &StoredVector) {
+        let key = keys::id_key(item.id.as_str());
+        self.put(ITEMS, key.clone(), codec::encode(item));
+        self.put(ITEM_VECTORS, key.clone(), codec::encode_vector(vector));
+        self.batch.delete_cf(self.store.cf(TOMBSTONES), key);
+    }
+
+    /// Deletes an item and its vector and records a tombstone at `offset`.
+    pub fn delete_item(&mut self, id: &str, offset: u64) {
+        let key = keys::id_key(id);
+        self.batch.delete_cf(self.store.cf(ITEMS), &key);
+        self.batch.delete_cf(self.store.cf(ITEM_VECTORS), &key);
+        self.put(TOMBSTONES, key, codec::encode(&offset));
+    }
+
+    pub fn put_profile(&mut self, profile: &Profile) {
+        self.put(
+            PROFILES,
+            keys::id_key(&profile.user_id),
+            codec::encode(profile),
+        );
+    }
+
+    pub fn put_item_stats(&mut self, stats: &ItemStats) {
+        self.put(
+            ITEM_STATS,
+            keys::id_key(&stats.item_id),
+            codec::encode(stats),
+        );
+    }
+
+    /// Logs a search response, indexed by user so that deleting the user deletes it.
+    pub fn put_impression(&mut self, impression: &Impression) {
+        self.put(
+            IMPRESSIONS,
+            keys::id_key(&impression.request_id),
+            codec::encode(impression),
+        );
+        if let Some(user) = &impression.user_id {
+            self.put(
+                USER_REQUESTS,
+                keys::pair_key(user, &impression.request_id),
+                Vec::new(),
+            );
+        }
+    }
+
+    /// Records that `consumer` has applied everything before `next_offset`.
+    pub fn put_offset(&mut self, consumer: &str, next_offset: u64) {
+        self.put(OFFSETS, keys::id_key(consumer), codec::encode(&next_offset));
+    }
+
+    /// Keeps a record that could not be applied; `total` is the consumer's new count.
+    pub fn put_dead_letter(&mut self, letter: &DeadLetter, total: u64) {
+        self.put(
+            DEAD_LETTERS,
+            keys::offset_key(&letter.consumer, letter.offset),
+            codec::encode(letter),
+        );
+        self.put(
+            OFFSETS,
+            keys::id_key(&format!("dead-letters:{}", letter.consumer)),
+            codec::encode(&total),
+        );
+    }
+}
