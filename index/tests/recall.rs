@@ -18,13 +18,23 @@ struct Truth {
 }
 
 impl Truth {
-    fn top_k(&self, query: &[f32], filter: &SearchFilter) -> Vec<String> {
+    /// Exact top-k ids of every query under `filter`.
+    fn top_k(&self, queries: &[Vec<f32>], filter: &SearchFilter) -> Vec<Vec<String>> {
         let ids: Vec<&String> = self.items.keys().collect();
         let rows: Vec<Vec<f32>> = self.items.values().map(|(v, _)| v.clone()).collect();
-        let attrs: Vec<&ItemAttributes> = self.items.values().map(|(_, a)| a).collect();
-        exact_top_k(&rows, query, K, |i| filter.matches(attrs[i]))
-            .into_iter()
-            .map(|i| ids[i].clone())
+        let pass: Vec<bool> = self
+            .items
+            .values()
+            .map(|(_, a)| filter.matches(a))
+            .collect();
+        queries
+            .iter()
+            .map(|q| {
+                exact_top_k(&rows, q, K, |i| pass[i])
+                    .into_iter()
+                    .map(|i| ids[i].clone())
+                    .collect()
+            })
             .collect()
     }
 }
@@ -70,8 +80,8 @@ fn fixture() -> (HnswIndex, Truth, Vec<Vec<f32>>) {
 fn recall(index: &HnswIndex, truth: &Truth, queries: &[Vec<f32>], filter: &SearchFilter) -> f64 {
     let mut found = 0;
     let mut expected = 0;
-    for q in queries {
-        let exact: HashSet<String> = truth.top_k(q, filter).into_iter().collect();
+    for (q, exact) in queries.iter().zip(truth.top_k(queries, filter)) {
+        let exact: HashSet<String> = exact.into_iter().collect();
         let hits = index.search(q, K, None, filter).unwrap();
         assert_eq!(
             hits.len(),
@@ -250,7 +260,8 @@ fn qps(index: &HnswIndex, queries: &[Vec<f32>], filter: &SearchFilter) -> f64 {
 fn fewer_than_k_only_when_fewer_match() {
     let (index, truth, queries) = fixture();
     let rare = SearchFilter {
-        price_min: Some(999.0),
+        category: Some("Dept3/Leaf7".into()),
+        price_min: Some(990.0),
         price_max: Some(999.0),
         ..Default::default()
     };
