@@ -17,6 +17,7 @@ test: model
 
 bench: model
 	cargo bench -p shelf-embed --bench embed
+	cargo bench -p shelf-index --bench index
 
 lint:
 	cargo fmt --all --check
