@@ -162,11 +162,7 @@ fn dump(data: &Path) -> String {
     run_ok(shelf(data, &["dump"]))
 }
 
-// Not yet run to completion on the development machine (the session ended while RocksDB
-// rebuilt); run it with `cargo test --workspace --test crash -- --ignored` and then drop the
-// ignore.
 #[test]
-#[ignore = "awaiting a first verified run; see the comment above"]
 fn sigkill_at_random_points_then_restart_gives_the_uninterrupted_state() {
     let tmp = tempfile::tempdir().unwrap();
     let (items, events) = write_fixture(tmp.path());
