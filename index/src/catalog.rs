@@ -233,7 +233,6 @@ impl Catalog {
                     .take(cap + 1)
                     .count()
             };
-            // A capped count underestimates the share; scale from the full price index.
             consider(CandidateSource::PriceRange(low, high), count, &mut best);
         }
         match filter.in_stock {
