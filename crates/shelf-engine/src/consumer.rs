@@ -67,3 +67,49 @@ pub async fn catch_up<J: Job, S: Source>(
         on_batch(&progress, end);
     }
 }
+
+/// How long a following job sleeps when the source is idle and nobody wakes it (records
+/// appended by another process are found within this delay).
+pub const IDLE_WAIT: Duration = Duration::from_millis(50);
+
+/// Applies `source` batch by batch, forever: after the last record it waits for `wake`
+/// (notified by in-process appenders) or [`IDLE_WAIT`], until `stop` turns true. After
+/// each committed batch, `after_batch` runs with the progress and the source's end offset;
+/// it runs between batches, so it sees the job's state exactly at the committed offset.
+pub async fn follow<J: Job, S: Source>(
+    job: &mut J,
+    source: &mut S,
+    store: &Store,
+    batch_size: usize,
+    wake: &tokio::sync::Notify,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut after_batch: impl FnMut(&J, &Progress, u64),
+) -> Result<Progress, EngineError> {
+    let mut progress = Progress {
+        offset: store.offset(job.name())?,
+        ..Default::default()
+    };
+    source.seek(0, progress.offset)?;
+    loop {
+        if *stop.borrow() {
+            return Ok(progress);
+        }
+        let records = source.poll(batch_size, Duration::ZERO)?;
+        let Some(last) = records.last() else {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(IDLE_WAIT) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        };
+        let next = last.offset + 1;
+        let applied = job.apply(records).await?;
+        progress.records += applied.records as u64;
+        progress.dead_letters += applied.dead_letters as u64;
+        progress.batches += 1;
+        progress.offset = next;
+        let end = source.end_offset(0)?;
+        after_batch(job, &progress, end);
+    }
+}

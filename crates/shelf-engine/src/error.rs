@@ -8,6 +8,8 @@ pub enum EngineError {
     Store(#[from] shelf_store::StoreError),
     #[error(transparent)]
     Stream(#[from] shelf_stream::StreamError),
+    #[error("index failed: {0}")]
+    Index(String),
     #[error("embedding failed: {0}")]
     Embed(String),
     #[error("the embedder makes {embedder}-d vectors but the index expects {index}")]

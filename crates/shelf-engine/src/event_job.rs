@@ -1,8 +1,11 @@
-//! The event job: user events -> profiles and item stats (with the offset, one write).
+//! The event job: user events and served impressions -> profiles, item stats and the
+//! impression log (with the offset, one write).
 
 use crate::consumer::{Applied, Job};
 use crate::EngineError;
-use shelf_store::{Counter, DeadLetter, DecayConfig, ItemFacts, ItemStats, Profile, Store};
+use shelf_store::{
+    Counter, DeadLetter, DecayConfig, Impression, ItemFacts, ItemStats, Profile, Store,
+};
 use shelf_stream::Record;
 use shelf_types::Event;
 use std::collections::{BTreeMap, HashMap};
@@ -88,30 +91,78 @@ impl EventJob {
             .expect("inserted above")
             .apply(event.kind, ts, facts, &self.config);
         if let Some(id) = item_id {
-            if !stats.contains_key(id) {
-                let stored = self
-                    .store
-                    .item_stats(id)?
-                    .unwrap_or_else(|| ItemStats::new(id));
-                stats.insert(id.to_string(), stored);
-            }
-            stats.get_mut(id).expect("inserted above").observe(
-                Counter::Event(event.kind),
-                ts,
-                &self.config,
-            );
+            self.stats_entry(id, stats)?
+                .observe(Counter::Event(event.kind), ts, &self.config);
         }
         Ok(Ok(()))
     }
+
+    /// The batch's working copy of `id`'s stats, loaded from the store on first use.
+    fn stats_entry<'s>(
+        &self,
+        id: &str,
+        stats: &'s mut BTreeMap<String, ItemStats>,
+    ) -> Result<&'s mut ItemStats, EngineError> {
+        if !stats.contains_key(id) {
+            let stored = self
+                .store
+                .item_stats(id)?
+                .unwrap_or_else(|| ItemStats::new(id));
+            stats.insert(id.to_string(), stored);
+        }
+        Ok(stats.get_mut(id).expect("inserted above"))
+    }
 }
 
-fn parse(payload: &[u8]) -> Result<Event, String> {
+/// A record of the events topic: a user event, or the impression log of one search
+/// response (appended by the query endpoint, `"kind": "impression"`).
+enum EventRecord {
+    Event(Event),
+    Impression(Impression),
+}
+
+/// The tagged form of an impression on the events topic.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TaggedImpression {
+    kind: ImpressionKind,
+    #[serde(flatten)]
+    impression: Impression,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ImpressionKind {
+    Impression,
+}
+
+/// The events-topic payload that logs `impression` (what the query endpoint appends).
+pub fn impression_record(impression: &Impression) -> Vec<u8> {
+    serde_json::to_vec(&TaggedImpression {
+        kind: ImpressionKind::Impression,
+        impression: impression.clone(),
+    })
+    .expect("an impression always serialises")
+}
+
+fn parse(payload: &[u8]) -> Result<EventRecord, String> {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(borrow)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+    }
+    let is_impression = serde_json::from_slice::<Kind>(payload)
+        .is_ok_and(|k| k.kind.as_deref() == Some("impression"));
+    if is_impression {
+        let tagged: TaggedImpression =
+            serde_json::from_slice(payload).map_err(|e| format!("invalid impression: {e}"))?;
+        return Ok(EventRecord::Impression(tagged.impression));
+    }
     let event: Event =
         serde_json::from_slice(payload).map_err(|e| format!("invalid event: {e}"))?;
     event
         .validate()
         .map_err(|e| format!("invalid event: {e}"))?;
-    Ok(event)
+    Ok(EventRecord::Event(event))
 }
 
 fn millis(event: &Event) -> i64 {
@@ -137,7 +188,20 @@ impl Job for EventJob {
         let mut dead = 0;
         for record in &records {
             let outcome = match parse(&record.payload) {
-                Ok(event) => self.apply_event(&event, &mut items, &mut profiles, &mut stats)?,
+                Ok(EventRecord::Event(event)) => {
+                    self.apply_event(&event, &mut items, &mut profiles, &mut stats)?
+                }
+                Ok(EventRecord::Impression(impression)) => {
+                    for shown in &impression.items {
+                        self.stats_entry(&shown.item_id, &mut stats)?.observe(
+                            Counter::Impression,
+                            impression.ts_ms,
+                            &self.config,
+                        );
+                    }
+                    batch.put_impression(&impression);
+                    Ok(())
+                }
                 Err(reason) => Err(reason),
             };
             if let Err(reason) = outcome {

@@ -1,12 +1,20 @@
-//! shelf-engine: the item job (embed, store, index), the event job (profiles, item stats)
-//! and the consumer loop that applies a source batch by batch with exactly-once effect.
+//! shelf-engine: the item job (embed, store, index), the event job (profiles, item stats,
+//! impressions), the consumer loops that apply a source with exactly-once effect, and
+//! two-stage retrieval.
 
 mod consumer;
 mod error;
 mod event_job;
 mod item_job;
+mod query_cache;
+mod retrieval;
 
-pub use consumer::{catch_up, Job, Progress};
+pub use consumer::{catch_up, follow, Applied, Job, Progress, IDLE_WAIT};
 pub use error::EngineError;
-pub use event_job::{EventJob, EVENT_JOB};
+pub use event_job::{impression_record, EventJob, EVENT_JOB};
 pub use item_job::{ItemJob, ITEM_JOB};
+pub use query_cache::QueryCache;
+pub use retrieval::{
+    new_request_id, request_id_floor, RankedItem, RetrievalConfig, Retriever, SearchRequest,
+    SearchResponse, Timings,
+};

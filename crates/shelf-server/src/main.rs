@@ -1,6 +1,6 @@
 //! The `shelf` command: embedding, ingest into the embedded log, the jobs, and inspection.
 
-mod cli;
+use shelf_server::cli;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -21,6 +21,11 @@ enum Command {
     Ingest(cli::ingest::IngestArgs),
     /// Run the item and event jobs over the log (exactly-once into the store).
     Process(cli::process::ProcessArgs),
+    /// Serve the HTTP API (search, ingest, profiles, metrics) with the jobs in-process.
+    Serve(Box<cli::serve::ServeArgs>),
+    /// Benchmarks printing JSON lines: `ingest` (jobs, freshness), `search` (load generator).
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
     /// Print one user's profile as JSON.
     Profile(cli::inspect::ProfileArgs),
     /// Print every item, profile and item stat as JSON lines sorted by key.
@@ -40,6 +45,8 @@ fn main() -> ExitCode {
         Command::Embed(args) => cli::embed::run(args),
         Command::Ingest(args) => cli::ingest::run(args).map(|()| ExitCode::SUCCESS),
         Command::Process(args) => cli::process::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => cli::serve::run(*args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(command) => cli::bench::run(command).map(|()| ExitCode::SUCCESS),
         Command::Profile(args) => cli::inspect::profile(args),
         Command::Dump(args) => cli::inspect::dump(args),
     };

@@ -175,7 +175,10 @@ fn sigkill_at_random_points_then_restart_gives_the_uninterrupted_state() {
     let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
     assert_eq!(summary["items"]["dead_letters"], 3, "{summary}");
     // 18 malformed events, plus events that name items deleted earlier in the log.
-    assert!(summary["events"]["dead_letters"].as_u64().unwrap() >= 18, "{summary}");
+    assert!(
+        summary["events"]["dead_letters"].as_u64().unwrap() >= 18,
+        "{summary}"
+    );
     let expected = dump(&reference);
     assert!(expected.lines().count() > ITEMS, "dump too small");
 

@@ -321,6 +321,38 @@ impl Store {
         Ok(removed)
     }
 
+    /// Deletes impressions whose request id sorts before `cutoff` (request ids start with
+    /// their time, so this is "older than"), with their per-user index entries. Returns how
+    /// many impressions were deleted.
+    pub fn expire_impressions(&self, cutoff: &str) -> Result<usize, StoreError> {
+        let mut batch = self.batch();
+        let mut removed = 0;
+        for entry in self
+            .db
+            .iterator_cf(self.cf(IMPRESSIONS), IteratorMode::Start)
+        {
+            let (key, _) = entry?;
+            match keys::decode_id(&key) {
+                Some(request_id) if request_id < cutoff => {
+                    batch.batch.delete_cf(self.cf(IMPRESSIONS), &key);
+                    removed += 1;
+                }
+                _ => break,
+            }
+        }
+        for entry in self
+            .db
+            .iterator_cf(self.cf(USER_REQUESTS), IteratorMode::Start)
+        {
+            let (key, _) = entry?;
+            if keys::decode_second(&key).is_some_and(|request_id| request_id < cutoff) {
+                batch.batch.delete_cf(self.cf(USER_REQUESTS), &key);
+            }
+        }
+        self.commit(batch)?;
+        Ok(removed)
+    }
+
     /// Writes every item (with its vector), profile and item stat as JSON lines sorted by
     /// column family and key. Floats print in shortest round-trip form, so two dumps are
     /// equal exactly when the states are bit-for-bit equal.

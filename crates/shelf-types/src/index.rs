@@ -31,6 +31,7 @@ impl ItemAttributes {
 
 /// A conjunction of optional conditions; the default matches every item.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SearchFilter {
     /// The item's category equals this path exactly.

@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 
 /// One catalog item. `id` and `title` are required; everything else is optional.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Item {
     pub id: ItemId,
@@ -24,6 +25,7 @@ pub struct Item {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_stock: Option<bool>,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub attributes: serde_json::Map<String, serde_json::Value>,
     #[serde(
         default,
@@ -77,6 +79,7 @@ impl Item {
 // Records are short-lived (parsed, applied, dropped); boxing the item buys nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ItemRecord {
     Upsert(Item),

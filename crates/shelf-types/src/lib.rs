@@ -7,6 +7,7 @@ mod event;
 mod ids;
 mod index;
 mod item;
+mod rank;
 mod traits;
 
 pub use embedding::Embedding;
@@ -15,4 +16,5 @@ pub use event::{Event, EventKind};
 pub use ids::{ItemId, RequestId, UserId};
 pub use index::{category_has_prefix, ItemAttributes, ScoredItem, SearchFilter, VectorIndex};
 pub use item::{Item, ItemRecord};
+pub use rank::{Contribution, Features, Ranker, FEATURE_COUNT, FEATURE_NAMES};
 pub use traits::{BoxFuture, TextEmbedder};

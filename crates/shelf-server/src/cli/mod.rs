@@ -1,8 +1,10 @@
 //! Subcommands of the `shelf` binary and the flags they share.
 
+pub mod bench;
 pub mod data;
 pub mod embed;
 pub mod ingest;
 pub mod inspect;
 pub mod model;
 pub mod process;
+pub mod serve;

@@ -1,0 +1,506 @@
+//! Two-stage retrieval: ANN candidates from the query and profile vectors, then features
+//! per candidate and a re-rank through the [`Ranker`] trait, logged as an impression.
+
+use crate::query_cache::QueryCache;
+use crate::EngineError;
+use shelf_store::{DecayConfig, Impression, ImpressionItem, Profile, Store};
+use shelf_types::{
+    Contribution, Features, Item, ItemId, Ranker, SearchFilter, TextEmbedder, UserId, VectorIndex,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use time::OffsetDateTime;
+
+/// Tunables of retrieval.
+#[derive(Clone, Debug)]
+pub struct RetrievalConfig {
+    /// Candidates fetched from each ANN search (at least `k`).
+    pub candidates: usize,
+    /// Weight of the profile vector in the query/profile blend (0 = query only).
+    pub profile_blend: f32,
+    /// ANN search breadth; `None` uses the index default.
+    pub ef: Option<usize>,
+    /// Query embeddings kept in memory.
+    pub query_cache_capacity: usize,
+    /// Age at which an item's freshness feature halves, in days.
+    pub freshness_half_life_days: f64,
+    /// Decayed engagement at which the popularity feature reaches 1.
+    pub popularity_saturation: f64,
+    /// CTR prior and decay, as the event job uses them.
+    pub decay: DecayConfig,
+}
+
+impl Default for RetrievalConfig {
+    fn default() -> Self {
+        Self {
+            candidates: 100,
+            profile_blend: 0.35,
+            ef: None,
+            query_cache_capacity: 10_000,
+            freshness_half_life_days: 30.0,
+            popularity_saturation: 1000.0,
+            decay: DecayConfig::default(),
+        }
+    }
+}
+
+/// One search or recommendation request.
+#[derive(Clone, Debug, Default)]
+pub struct SearchRequest {
+    pub query: Option<String>,
+    pub user_id: Option<UserId>,
+    pub k: usize,
+    pub filter: SearchFilter,
+    pub explain: bool,
+}
+
+/// One ranked item of a response.
+#[derive(Clone, Debug)]
+pub struct RankedItem {
+    pub id: ItemId,
+    pub score: f32,
+    pub title: String,
+    pub category: Option<String>,
+    pub price: Option<f64>,
+    pub features: Features,
+    pub explanation: Option<Vec<Contribution>>,
+}
+
+/// Milliseconds spent per stage.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timings {
+    pub embed_ms: f64,
+    pub ann_ms: f64,
+    pub rerank_ms: f64,
+    pub total_ms: f64,
+}
+
+/// A response plus the impression to log for it.
+#[derive(Clone, Debug)]
+pub struct SearchResponse {
+    pub request_id: String,
+    pub items: Vec<RankedItem>,
+    pub timings: Timings,
+    /// Whether the user's profile took part.
+    pub personalized: bool,
+    pub impression: Impression,
+}
+
+/// Retrieval over an embedder, an index, the store and a ranker.
+pub struct Retriever<E, I> {
+    store: Arc<Store>,
+    embedder: E,
+    index: I,
+    ranker: Arc<dyn Ranker>,
+    cache: QueryCache,
+    config: RetrievalConfig,
+}
+
+impl<E, I> std::fmt::Debug for Retriever<E, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retriever")
+            .field("ranker", &self.ranker.name())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// A candidate after stage 1: its best rank over the ANN lists.
+struct Candidate {
+    id: ItemId,
+    stage1_rank: usize,
+}
+
+impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
+    pub fn new(
+        store: Arc<Store>,
+        embedder: E,
+        index: I,
+        ranker: Arc<dyn Ranker>,
+        config: RetrievalConfig,
+    ) -> Self {
+        let cache = QueryCache::new(config.query_cache_capacity);
+        Self {
+            store,
+            embedder,
+            index,
+            ranker,
+            cache,
+            config,
+        }
+    }
+
+    pub fn index(&self) -> &I {
+        &self.index
+    }
+
+    pub fn ranker_name(&self) -> &str {
+        self.ranker.name()
+    }
+
+    /// Query-embedding cache hits and misses so far.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        self.cache.counts()
+    }
+
+    /// Runs both stages. Without a query and without a profile there is nothing to
+    /// retrieve by, and the response is empty.
+    pub async fn search(&self, request: &SearchRequest) -> Result<SearchResponse, EngineError> {
+        let started = Instant::now();
+        let request_id = new_request_id();
+        let query = request
+            .query
+            .as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty());
+        let query_vector = match query {
+            Some(q) => Some(self.embed_query(q).await?),
+            None => None,
+        };
+        let embed_ms = ms_since(started);
+
+        let ann_started = Instant::now();
+        let profile = match &request.user_id {
+            Some(user) => self.store.profile(user.as_str())?,
+            None => None,
+        };
+        let profile_vector = profile.as_ref().and_then(interest_direction);
+        let fetch = self.config.candidates.max(request.k);
+        let mut lists: Vec<Vec<shelf_types::ScoredItem>> = Vec::new();
+        let ann = |v: &[f32]| {
+            self.index
+                .search(v, fetch, self.config.ef, &request.filter)
+                .map_err(|e| EngineError::Index(e.to_string()))
+        };
+        if let Some(q) = &query_vector {
+            lists.push(ann(q)?);
+        }
+        if let Some(p) = &profile_vector {
+            match &query_vector {
+                Some(q) => lists.push(ann(&blend(q, p, self.config.profile_blend))?),
+                None => lists.push(ann(p)?),
+            }
+        }
+        let candidates = union(lists);
+        let ann_ms = ms_since(ann_started);
+
+        let rerank_started = Instant::now();
+        let now_ms = unix_ms(OffsetDateTime::now_utc());
+        let query_terms = query.map(terms).unwrap_or_default();
+        let mut ranked = Vec::with_capacity(candidates.len());
+        for candidate in candidates {
+            let id = candidate.id.as_str();
+            let (Some(item), Some(vector)) = (self.store.item(id)?, self.store.vector(id)?) else {
+                continue; // deleted since the index answered
+            };
+            let features = self.features(
+                &item,
+                &vector.vector,
+                query_vector.as_ref().map(|v| v.as_slice()),
+                &query_terms,
+                profile.as_ref(),
+                profile_vector.as_deref(),
+                candidate.stage1_rank,
+                now_ms,
+            )?;
+            let score = self.ranker.score(&features);
+            ranked.push(RankedItem {
+                id: candidate.id,
+                score,
+                title: item.title,
+                category: item.category,
+                price: item.price,
+                features,
+                explanation: None,
+            });
+        }
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+        ranked.truncate(request.k);
+        if request.explain {
+            for item in &mut ranked {
+                item.explanation = Some(self.ranker.explain(&item.features));
+            }
+        }
+        let rerank_ms = ms_since(rerank_started);
+
+        let impression = Impression {
+            request_id: request_id.clone(),
+            user_id: request.user_id.as_ref().map(|u| u.as_str().to_string()),
+            ts_ms: now_ms,
+            query: query.map(str::to_string),
+            items: ranked
+                .iter()
+                .enumerate()
+                .map(|(position, item)| ImpressionItem {
+                    item_id: item.id.as_str().to_string(),
+                    position: position as u32,
+                    features: item.features.to_vec(),
+                })
+                .collect(),
+        };
+        Ok(SearchResponse {
+            request_id,
+            items: ranked,
+            timings: Timings {
+                embed_ms,
+                ann_ms,
+                rerank_ms,
+                total_ms: ms_since(started),
+            },
+            personalized: profile_vector.is_some(),
+            impression,
+        })
+    }
+
+    async fn embed_query(&self, query: &str) -> Result<Arc<Vec<f32>>, EngineError> {
+        if let Some(v) = self.cache.get(query) {
+            return Ok(v);
+        }
+        let mut vectors = self
+            .embedder
+            .embed(vec![query.to_string()])
+            .await
+            .map_err(|e| EngineError::Embed(e.to_string()))?;
+        let vector = Arc::new(vectors.pop().map(|v| v.0).unwrap_or_default());
+        self.cache.insert(query, Arc::clone(&vector));
+        Ok(vector)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn features(
+        &self,
+        item: &Item,
+        vector: &[f32],
+        query: Option<&[f32]>,
+        query_terms: &[String],
+        profile: Option<&Profile>,
+        profile_vector: Option<&[f32]>,
+        stage1_rank: usize,
+        now_ms: i64,
+    ) -> Result<Features, EngineError> {
+        let stats = self.store.item_stats(item.id.as_str())?;
+        let decay = &self.config.decay;
+        let ctr = stats.as_ref().map_or(decay.prior_ctr, |s| s.ctr(decay));
+        let engagement = stats.as_ref().map_or(0.0, |s| {
+            let w = &decay.weights;
+            s.views * w.view
+                + s.clicks * w.click
+                + s.carts * w.add_to_cart
+                + s.purchases * w.purchase
+        });
+        let popularity = (engagement.ln_1p() / self.config.popularity_saturation.ln_1p()).min(1.0);
+        let freshness = item.updated_at.map_or(0.0, |t| {
+            let age_days = ((now_ms - unix_ms(t)) as f64 / 86_400_000.0).max(0.0);
+            0.5f64.powf(age_days / self.config.freshness_half_life_days)
+        });
+        let price_fit = match (item.price, profile.and_then(Profile::price_preference)) {
+            (Some(price), Some(preferred)) if price > 0.0 && preferred > 0.0 => {
+                (-(price / preferred).ln().abs()).exp()
+            }
+            _ => 0.0,
+        };
+        Ok([
+            query.map_or(0.0, |q| dot(q, vector)),
+            profile_vector.map_or(0.0, |p| dot(p, vector)),
+            profile.map_or(0.0, |p| category_affinity(p, item.category.as_deref())) as f32,
+            ctr as f32,
+            popularity as f32,
+            price_fit as f32,
+            freshness as f32,
+            lexical_overlap(query_terms, item),
+            1.0 / (1.0 + stage1_rank as f32),
+        ])
+    }
+}
+
+/// The profile's interest vector as a unit vector, when it has one.
+fn interest_direction(profile: &Profile) -> Option<Vec<f32>> {
+    let norm = profile.interest.iter().map(|x| x * x).sum::<f32>().sqrt();
+    (norm > 0.0 && norm.is_finite()).then(|| profile.interest.iter().map(|x| x / norm).collect())
+}
+
+/// `(1 - w) * query + w * profile`, normalised.
+fn blend(query: &[f32], profile: &[f32], w: f32) -> Vec<f32> {
+    let mixed: Vec<f32> = query
+        .iter()
+        .zip(profile)
+        .map(|(q, p)| (1.0 - w) * q + w * p)
+        .collect();
+    let norm = mixed.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        mixed.iter().map(|x| x / norm).collect()
+    } else {
+        query.to_vec()
+    }
+}
+
+/// Union of ranked lists, each id once at its best rank, ordered by that rank.
+fn union(lists: Vec<Vec<shelf_types::ScoredItem>>) -> Vec<Candidate> {
+    let mut best: HashMap<ItemId, usize> = HashMap::new();
+    for list in lists {
+        for (rank, hit) in list.into_iter().enumerate() {
+            best.entry(hit.id)
+                .and_modify(|r| *r = (*r).min(rank))
+                .or_insert(rank);
+        }
+    }
+    let mut out: Vec<Candidate> = best
+        .into_iter()
+        .map(|(id, stage1_rank)| Candidate { id, stage1_rank })
+        .collect();
+    out.sort_by(|a, b| {
+        a.stage1_rank
+            .cmp(&b.stage1_rank)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    out
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Share of the profile's category weight on the item's category or its ancestors (a
+/// category path `A/B/C` counts affinity to `A/B/C` fully, to `A/B` by 2/3, to `A` by 1/3).
+fn category_affinity(profile: &Profile, category: Option<&str>) -> f64 {
+    let Some(category) = category else {
+        return 0.0;
+    };
+    let total: f64 = profile.categories.iter().map(|(_, w)| w).sum();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let depth = category.split('/').count() as f64;
+    let matched: f64 = profile
+        .categories
+        .iter()
+        .map(|(c, w)| {
+            let shared = c
+                .split('/')
+                .zip(category.split('/'))
+                .take_while(|(a, b)| a.trim() == b.trim())
+                .count() as f64;
+            w * shared / depth.max(c.split('/').count() as f64)
+        })
+        .sum();
+    matched / total
+}
+
+/// Lowercase alphanumeric words.
+fn terms(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Share of query words found in the item's title, brand or category.
+fn lexical_overlap(query_terms: &[String], item: &Item) -> f32 {
+    if query_terms.is_empty() {
+        return 0.0;
+    }
+    let mut words = terms(&item.title);
+    for field in [&item.brand, &item.category].into_iter().flatten() {
+        words.extend(terms(field));
+    }
+    let found = query_terms.iter().filter(|t| words.contains(t)).count();
+    found as f32 / query_terms.len() as f32
+}
+
+fn unix_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// A request id that sorts by creation time: 12 hex digits of Unix milliseconds, `-`,
+/// 16 hex digits unique within the process (and random across processes).
+pub fn new_request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+        splitmix(nanos ^ u64::from(std::process::id()) << 32)
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let ms = unix_ms(OffsetDateTime::now_utc()).max(0) as u64;
+    format!("{ms:012x}-{:016x}", splitmix(seed.wrapping_add(n)))
+}
+
+/// The smallest request id of time `ts_ms` (for expiring older impressions).
+pub fn request_id_floor(ts_ms: i64) -> String {
+    format!("{:012x}-", ts_ms.max(0) as u64)
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn union_keeps_each_id_once_at_its_best_rank() {
+        let hit = |id: &str| shelf_types::ScoredItem {
+            id: ItemId::from(id),
+            score: 0.0,
+        };
+        let merged = union(vec![
+            vec![hit("a"), hit("b"), hit("c")],
+            vec![hit("c"), hit("d")],
+        ]);
+        let got: Vec<(&str, usize)> = merged
+            .iter()
+            .map(|c| (c.id.as_str(), c.stage1_rank))
+            .collect();
+        assert_eq!(got, vec![("a", 0), ("c", 0), ("b", 1), ("d", 1)]);
+    }
+
+    #[test]
+    fn category_affinity_credits_ancestors() {
+        let mut p = Profile::new("u", 2);
+        p.categories = vec![("A/B/C".into(), 3.0), ("X".into(), 1.0)];
+        assert!((category_affinity(&p, Some("A/B/C")) - 0.75).abs() < 1e-9);
+        // Shares A/B with A/B/C: 2 of 3 levels of the weight 3, over a total of 4.
+        assert!((category_affinity(&p, Some("A/B/D")) - 0.5).abs() < 1e-9);
+        assert_eq!(category_affinity(&p, Some("Y")), 0.0);
+        assert_eq!(category_affinity(&p, None), 0.0);
+    }
+
+    #[test]
+    fn lexical_overlap_counts_query_words_in_title_brand_category() {
+        let item: Item = serde_json::from_str(
+            r#"{"id":"1","title":"Red leather sofa","brand":"Nord","category":"Furniture/Sofas"}"#,
+        )
+        .unwrap();
+        let q = terms("red SOFA, nord velvet");
+        assert_eq!(lexical_overlap(&q, &item), 0.75);
+        assert_eq!(lexical_overlap(&[], &item), 0.0);
+    }
+
+    #[test]
+    fn blend_is_unit_and_between_its_inputs() {
+        let v = blend(&[1.0, 0.0], &[0.0, 1.0], 0.25);
+        assert!((v[0] * v[0] + v[1] * v[1] - 1.0).abs() < 1e-6);
+        assert!(v[0] > v[1] && v[1] > 0.0);
+    }
+
+    #[test]
+    fn request_ids_sort_by_time_and_are_unique() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 29);
+        let floor = request_id_floor(unix_ms(OffsetDateTime::now_utc()) + 1000);
+        assert!(a < floor && b < floor);
+        assert!(request_id_floor(0) < a);
+    }
+}

@@ -1,0 +1,712 @@
+//! The HTTP API (axum): search, item and event ingestion, profiles, health, metrics and
+//! the OpenAPI document. Errors are mapped to status codes in [`ApiError`] only.
+
+use crate::app::{App, Scope};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use shelf_engine::SearchRequest;
+use shelf_types::{Event, ItemRecord, SearchFilter, UserId};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use utoipa::{OpenApi, ToSchema};
+
+/// Largest `k` a search may ask for.
+pub const MAX_K: usize = 1000;
+
+/// An error answered as `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code: malformed_json, unauthorized, forbidden, not_found,
+    /// body_too_large, invalid_request, overloaded, not_ready, internal.
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed_json", message)
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
+    }
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            error.to_string(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The router with every route, limit and the metrics layer.
+pub fn router(app: Arc<App>) -> Router {
+    let max_body = app.config.limits.max_body_bytes;
+    Router::new()
+        .route("/v1/search", post(search))
+        .route("/v1/items", post(post_items))
+        .route("/v1/items/{id}", delete(delete_item))
+        .route("/v1/events", post(post_events))
+        .route("/v1/users/{id}/profile", get(get_profile))
+        .route("/v1/users/{id}", delete(delete_user))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            record_metrics,
+        ))
+        .with_state(app)
+}
+
+async fn record_metrics(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    app.metrics
+        .observe_request(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Checks the presented API key (`Authorization: Bearer KEY` or `x-api-key: KEY`).
+fn authorize(app: &App, headers: &HeaderMap, needed: Scope) -> ApiResult<()> {
+    let keys = &app.config.api_keys;
+    if keys.is_open() {
+        return Ok(());
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+    let Some(key) = presented else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "an API key is required (Authorization: Bearer KEY)",
+        ));
+    };
+    match keys.scope_of(key.trim()) {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown API key",
+        )),
+        Some(Scope::Read) if needed == Scope::Write => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this API key may only read; writes need a write key",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+fn body(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(rejection.body_text())
+        } else {
+            ApiError::malformed(rejection.body_text())
+        }
+    })
+}
+
+/// Parses JSON: syntax errors are 400, values of the wrong shape 422.
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(bytes).map_err(json_error)
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
+    match e.classify() {
+        serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
+        _ => ApiError::malformed(e.to_string()),
+    }
+}
+
+fn default_k() -> usize {
+    10
+}
+
+/// A search (with `query`), a recommendation (with `user_id` only), or a personalised
+/// search (both).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBody {
+    /// Free-text query.
+    pub query: Option<String>,
+    /// The user; their profile personalises the results when they have one.
+    pub user_id: Option<UserId>,
+    /// Number of results, 1..=1000.
+    #[serde(default = "default_k")]
+    #[schema(default = 10, minimum = 1, maximum = 1000)]
+    pub k: usize,
+    /// Conditions every result meets.
+    #[serde(default)]
+    pub filters: Option<SearchFilter>,
+    /// Add each feature's contribution to every result's score.
+    #[serde(default)]
+    pub explain: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResult {
+    /// Send this back with clicks (`request_id` on events) so they become training data.
+    pub request_id: String,
+    /// The ranking model that scored the results.
+    pub model: String,
+    /// Whether the user's profile took part.
+    pub personalized: bool,
+    pub items: Vec<ResultItem>,
+    pub timings: TimingsMs,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultItem {
+    pub id: String,
+    pub score: f32,
+    pub title: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Vec<ExplanationEntry>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExplanationEntry {
+    pub feature: String,
+    pub value: f32,
+    /// This feature's additive part of the score.
+    pub contribution: f32,
+}
+
+/// Milliseconds per stage.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimingsMs {
+    pub embed: f64,
+    pub ann: f64,
+    pub rerank: f64,
+    pub total: f64,
+}
+
+#[utoipa::path(post, path = "/v1/search", tag = "search", request_body = SearchBody,
+    responses(
+        (status = 200, body = SearchResult),
+        (status = 400, body = ErrorBody, description = "malformed JSON"),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "invalid values: k, filters, unknown fields"),
+        (status = 429, body = ErrorBody, description = "too many searches in flight"),
+        (status = 503, body = ErrorBody, description = "index still loading"),
+    ))]
+async fn search(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<SearchResult>> {
+    authorize(&app, &headers, Scope::Read)?;
+    let request: SearchBody = parse(&body(raw)?)?;
+    let request = validate_search(&app, request)?;
+    let Some(retriever) = app.retriever() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the index is still loading; see GET /ready",
+        ));
+    };
+    let Ok(_slot) = app.search_slots.try_acquire() else {
+        app.metrics
+            .searches_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            "too many searches in flight; retry shortly",
+        ));
+    };
+    let response = retriever
+        .search(&request)
+        .await
+        .map_err(ApiError::internal)?;
+    let t = response.timings;
+    let m = &app.metrics;
+    m.search_embed.observe_ms(t.embed_ms);
+    m.search_ann.observe_ms(t.ann_ms);
+    m.search_rerank.observe_ms(t.rerank_ms);
+    m.search_total.observe_ms(t.total_ms);
+    if !response.impression.items.is_empty() {
+        app.log_impression(response.impression);
+    }
+    Ok(Json(SearchResult {
+        request_id: response.request_id,
+        model: retriever.ranker_name().to_string(),
+        personalized: response.personalized,
+        items: response
+            .items
+            .into_iter()
+            .map(|item| ResultItem {
+                id: item.id.0,
+                score: item.score,
+                title: item.title,
+                category: item.category,
+                price: item.price,
+                explanation: item.explanation.map(|e| {
+                    e.into_iter()
+                        .map(|c| ExplanationEntry {
+                            feature: c.feature.to_string(),
+                            value: c.value,
+                            contribution: c.contribution,
+                        })
+                        .collect()
+                }),
+            })
+            .collect(),
+        timings: TimingsMs {
+            embed: round3(t.embed_ms),
+            ann: round3(t.ann_ms),
+            rerank: round3(t.rerank_ms),
+            total: round3(t.total_ms),
+        },
+    }))
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn validate_search(app: &App, body: SearchBody) -> ApiResult<SearchRequest> {
+    if !(1..=MAX_K).contains(&body.k) {
+        return Err(ApiError::invalid(format!(
+            "k must be between 1 and {MAX_K}, got {}",
+            body.k
+        )));
+    }
+    let query = body.query.map(|q| q.trim().to_string());
+    if let Some(q) = &query {
+        let max = app.config.limits.max_query_bytes;
+        if q.len() > max {
+            return Err(ApiError::invalid(format!(
+                "query is {} bytes; the limit is {max}",
+                q.len()
+            )));
+        }
+    }
+    let has_query = query.as_deref().is_some_and(|q| !q.is_empty());
+    if let Some(user) = &body.user_id {
+        check_id("user_id", user.as_str())?;
+    }
+    if !has_query && body.user_id.is_none() {
+        return Err(ApiError::invalid(
+            "give a non-empty query, a user_id (recommendations), or both",
+        ));
+    }
+    let filter = body.filters.unwrap_or_default();
+    filter
+        .validate()
+        .map_err(|e| ApiError::invalid(format!("filters: {e}")))?;
+    Ok(SearchRequest {
+        query: query.filter(|q| !q.is_empty()),
+        user_id: body.user_id,
+        k: body.k,
+        filter,
+        explain: body.explain,
+    })
+}
+
+fn check_id(field: &str, id: &str) -> ApiResult<()> {
+    if id.trim().is_empty() || id.contains('\0') || id.len() > 512 {
+        return Err(ApiError::invalid(format!(
+            "{field} must be 1 to 512 bytes without NUL"
+        )));
+    }
+    Ok(())
+}
+
+/// Records appended to a log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// Number of records appended.
+    pub accepted: u64,
+    /// Offset of the first appended record in its log.
+    pub first_offset: u64,
+    /// Offset the next record will get (first_offset + accepted).
+    pub next_offset: u64,
+}
+
+/// Parses a body holding one record or an array of records, validating each; errors name
+/// the record's position.
+fn parse_batch<T: serde::de::DeserializeOwned>(
+    app: &App,
+    bytes: &[u8],
+    validate: impl Fn(&T) -> Result<(), String>,
+) -> ApiResult<Vec<T>> {
+    let value: serde_json::Value = parse(bytes)?;
+    let values = match value {
+        serde_json::Value::Array(values) => values,
+        one @ serde_json::Value::Object(_) => vec![one],
+        _ => {
+            return Err(ApiError::invalid(
+                "expected a JSON object or an array of objects",
+            ))
+        }
+    };
+    if values.is_empty() {
+        return Err(ApiError::invalid("the batch is empty"));
+    }
+    let max = app.config.limits.max_batch;
+    if values.len() > max {
+        return Err(ApiError::too_large(format!(
+            "{} records in one batch; the limit is {max}",
+            values.len()
+        )));
+    }
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let record: T = serde_json::from_value(v)
+                .map_err(|e| ApiError::invalid(format!("record {i}: {e}")))?;
+            validate(&record).map_err(|e| ApiError::invalid(format!("record {i}: {e}")))?;
+            Ok(record)
+        })
+        .collect()
+}
+
+#[utoipa::path(post, path = "/v1/items", tag = "ingest",
+    request_body(content = Vec<ItemRecord>, description = "One item record or an array of them"),
+    responses(
+        (status = 202, body = Accepted, description = "appended durably to the item log"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+async fn post_items(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    authorize(&app, &headers, Scope::Write)?;
+    let records: Vec<ItemRecord> = parse_batch(&app, &body(raw)?, |r: &ItemRecord| {
+        check_id("id", r.id().as_str()).map_err(|e| e.message)?;
+        match r {
+            ItemRecord::Upsert(item) => item.validate().map_err(|e| e.to_string()),
+            ItemRecord::Delete { .. } => Ok(()),
+        }
+    })?;
+    let payloads = records
+        .iter()
+        .map(|r| serde_json::to_vec(r).map_err(ApiError::internal))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let range = app
+        .append_items(payloads)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(accepted(range))
+}
+
+fn accepted(range: std::ops::Range<u64>) -> (StatusCode, Json<Accepted>) {
+    (
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            accepted: range.end - range.start,
+            first_offset: range.start,
+            next_offset: range.end,
+        }),
+    )
+}
+
+#[utoipa::path(delete, path = "/v1/items/{id}", tag = "ingest",
+    params(("id" = String, Path, description = "Item id")),
+    responses((status = 202, body = Accepted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn delete_item(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    authorize(&app, &headers, Scope::Write)?;
+    check_id("id", &id)?;
+    let record = ItemRecord::Delete { id: id.into() };
+    let payload = serde_json::to_vec(&record).map_err(ApiError::internal)?;
+    let range = app
+        .append_items(vec![payload])
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(accepted(range))
+}
+
+#[utoipa::path(post, path = "/v1/events", tag = "ingest",
+    request_body(content = Vec<Event>, description = "One event or an array of them"),
+    responses(
+        (status = 202, body = Accepted, description = "appended durably to the event log"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+async fn post_events(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    authorize(&app, &headers, Scope::Write)?;
+    let events: Vec<Event> = parse_batch(&app, &body(raw)?, |e: &Event| {
+        check_id("user_id", e.user_id.as_str()).map_err(|e| e.message)?;
+        e.validate().map_err(|e| e.to_string())
+    })?;
+    let payloads = events
+        .iter()
+        .map(|e| serde_json::to_vec(e).map_err(ApiError::internal))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let n = payloads.len() as u64;
+    let range = app
+        .append_events(payloads)
+        .await
+        .map_err(ApiError::internal)?;
+    app.metrics.events_appended.fetch_add(n, Ordering::Relaxed);
+    Ok(accepted(range))
+}
+
+/// What shelf holds about a user (the interest vector is summarised by its weight).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProfileView {
+    pub user_id: String,
+    /// Event time of the latest applied event (RFC 3339).
+    pub last_event_at: Option<String>,
+    /// Decayed total weight behind the interest vector.
+    pub interest_weight: f64,
+    /// Decayed category affinities, strongest first.
+    pub categories: Vec<CategoryAffinity>,
+    /// Mean price of interacted items, weighted by decayed event weight.
+    pub price_preference: Option<f64>,
+    /// Most recent interactions, newest first.
+    pub recent: Vec<RecentView>,
+    /// Events applied, by kind.
+    #[schema(value_type = Object)]
+    pub counts: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CategoryAffinity {
+    pub category: String,
+    pub weight: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecentView {
+    pub item_id: String,
+    pub kind: String,
+    pub at: Option<String>,
+}
+
+fn rfc3339(ms: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+}
+
+#[utoipa::path(get, path = "/v1/users/{id}/profile", tag = "users",
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 200, body = ProfileView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_profile(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ProfileView>> {
+    authorize(&app, &headers, Scope::Read)?;
+    check_id("user id", &id)?;
+    let Some(profile) = app.store.profile(&id).map_err(ApiError::internal)? else {
+        return Err(ApiError::not_found(format!("no profile for user `{id}`")));
+    };
+    let mut categories: Vec<CategoryAffinity> = profile
+        .categories
+        .iter()
+        .map(|(category, weight)| CategoryAffinity {
+            category: category.clone(),
+            weight: *weight,
+        })
+        .collect();
+    categories.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+    let mut recent: Vec<RecentView> = profile
+        .recent
+        .iter()
+        .map(|r| RecentView {
+            item_id: r.item_id.clone(),
+            kind: r.kind.as_str().to_string(),
+            at: rfc3339(r.ts_ms),
+        })
+        .collect();
+    recent.reverse();
+    Ok(Json(ProfileView {
+        user_id: profile.user_id.clone(),
+        last_event_at: (profile.last_ts_ms != i64::MIN)
+            .then(|| rfc3339(profile.last_ts_ms))
+            .flatten(),
+        interest_weight: profile.weight,
+        categories,
+        price_preference: profile.price_preference(),
+        recent,
+        counts: serde_json::to_value(&profile.counts).map_err(ApiError::internal)?,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    /// Records removed: the profile and the impressions of the user's requests.
+    pub deleted_records: usize,
+}
+
+#[utoipa::path(delete, path = "/v1/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 200, body = Deleted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn delete_user(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
+    authorize(&app, &headers, Scope::Write)?;
+    check_id("user id", &id)?;
+    let store = Arc::clone(&app.store);
+    let removed = tokio::task::spawn_blocking(move || store.delete_user(&id))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(Deleted {
+        deleted_records: removed,
+    }))
+}
+
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "the process is up")))]
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, description = "the index is loaded"), (status = 503, body = ErrorBody)))]
+async fn ready(State(app): State<Arc<App>>) -> ApiResult<Json<serde_json::Value>> {
+    match app.retriever() {
+        Some(r) => Ok(Json(
+            serde_json::json!({ "status": "ready", "items": r.index().len() }),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the index is still loading",
+        )),
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let text = app.metrics.render(&app.gauges());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "shelf",
+        description = "Real-time retrieval and ranking for e-commerce search and recommendation."
+    ),
+    paths(
+        search,
+        post_items,
+        delete_item,
+        post_events,
+        get_profile,
+        delete_user,
+        health,
+        ready,
+        metrics
+    ),
+    components(schemas(
+        SearchBody,
+        SearchResult,
+        ErrorBody,
+        Accepted,
+        ProfileView,
+        Deleted,
+        ItemRecord,
+        Event
+    ))
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}

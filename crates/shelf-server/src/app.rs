@@ -1,0 +1,575 @@
+//! The serving process's shared state: store, logs, retriever, jobs, limits and metrics.
+
+use crate::metrics::Metrics;
+use anyhow::Context;
+use shelf_embed::Embedder;
+use shelf_engine::{
+    follow, impression_record, EventJob, ItemJob, Progress, RetrievalConfig, Retriever, EVENT_JOB,
+    ITEM_JOB,
+};
+use shelf_index::{HnswIndex, IndexConfig};
+use shelf_store::{DecayConfig, Impression, Store};
+use shelf_stream::{Log, LogReader, Sink, Source};
+use shelf_types::{ItemAttributes, ItemRecord, Ranker};
+use std::collections::{HashSet, VecDeque};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+
+/// The retriever as the server runs it.
+pub type ShelfRetriever = Retriever<Embedder, HnswIndex>;
+
+/// Request limits.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// Most records in one `POST /v1/items` or `/v1/events` (413 above).
+    pub max_batch: usize,
+    /// Longest query in bytes (422 above).
+    pub max_query_bytes: usize,
+    /// Searches running at once; more are refused with 429.
+    pub max_concurrent_searches: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 << 20,
+            max_batch: 10_000,
+            max_query_bytes: 1024,
+            max_concurrent_searches: 64,
+        }
+    }
+}
+
+/// API keys: when neither set has a key, the API is open.
+#[derive(Clone, Debug, Default)]
+pub struct ApiKeys {
+    /// Keys allowed to search and read profiles.
+    pub read: HashSet<String>,
+    /// Keys allowed everything (writes include reads).
+    pub write: HashSet<String>,
+}
+
+/// What a request is allowed to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Read,
+    Write,
+}
+
+impl ApiKeys {
+    pub fn is_open(&self) -> bool {
+        self.read.is_empty() && self.write.is_empty()
+    }
+
+    /// The scope a presented key has, if any.
+    pub fn scope_of(&self, key: &str) -> Option<Scope> {
+        if self.write.contains(key) {
+            Some(Scope::Write)
+        } else if self.read.contains(key) {
+            Some(Scope::Read)
+        } else {
+            None
+        }
+    }
+}
+
+/// Everything the server is configured with.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub limits: Limits,
+    pub api_keys: ApiKeys,
+    pub retrieval: RetrievalConfig,
+    pub decay: DecayConfig,
+    pub batch_size: usize,
+    /// How often the index is snapshotted while items change (also at shutdown).
+    pub snapshot_interval: Duration,
+    /// Impressions older than this are deleted.
+    pub impression_retention: Duration,
+}
+
+/// The shared state of a running server.
+pub struct App {
+    pub config: ServeConfig,
+    pub store: Arc<Store>,
+    pub metrics: Metrics,
+    retriever: OnceLock<ShelfRetriever>,
+    items_log: Arc<Mutex<Log>>,
+    events_log: Arc<Mutex<Log>>,
+    item_wake: Arc<Notify>,
+    event_wake: Arc<Notify>,
+    impressions: mpsc::Sender<Impression>,
+    impressions_rx: Mutex<Option<mpsc::Receiver<Impression>>>,
+    pub search_slots: Semaphore,
+    /// Offsets of items appended through the API with their append time (for freshness).
+    pending_items: Mutex<VecDeque<(u64, Instant)>>,
+    ready: AtomicBool,
+    stop: watch::Sender<bool>,
+    query_embedder: Embedder,
+    item_embedder: Embedder,
+    dim: usize,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("data_dir", &self.config.data_dir)
+            .field("ready", &self.is_ready())
+            .finish()
+    }
+}
+
+/// Capacity of the queue of impressions waiting to be appended to the log.
+const IMPRESSION_QUEUE: usize = 16_384;
+
+/// Largest log record the readers accept (the log's own default).
+fn max_record_bytes() -> usize {
+    shelf_stream::LogOptions::default().max_record_bytes
+}
+
+impl App {
+    /// Opens the data directory. Nothing runs until [`App::start`].
+    pub fn open(
+        config: ServeConfig,
+        store: Store,
+        items_log: Log,
+        events_log: Log,
+        query_embedder: Embedder,
+        item_embedder: Embedder,
+    ) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(IMPRESSION_QUEUE);
+        let dim = query_embedder.dim();
+        let slots = config.limits.max_concurrent_searches;
+        Arc::new(Self {
+            config,
+            store: Arc::new(store),
+            metrics: Metrics::default(),
+            retriever: OnceLock::new(),
+            items_log: Arc::new(Mutex::new(items_log)),
+            events_log: Arc::new(Mutex::new(events_log)),
+            item_wake: Arc::new(Notify::new()),
+            event_wake: Arc::new(Notify::new()),
+            impressions: tx,
+            impressions_rx: Mutex::new(Some(rx)),
+            search_slots: Semaphore::new(slots),
+            pending_items: Mutex::new(VecDeque::new()),
+            ready: AtomicBool::new(false),
+            stop: watch::channel(false).0,
+            query_embedder,
+            item_embedder,
+            dim,
+        })
+    }
+
+    /// True once the index is loaded and searches are answered.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn retriever(&self) -> Option<&ShelfRetriever> {
+        self.retriever.get()
+    }
+
+    fn snapshot_dir(&self) -> PathBuf {
+        self.config.data_dir.join("index")
+    }
+
+    fn log_dir(&self, topic: &str) -> PathBuf {
+        self.config.data_dir.join("log").join(topic)
+    }
+
+    /// Loads the index (snapshot plus the item changes since, or a build from the store's
+    /// vectors), then starts the item job, the event job, the impression writer and the
+    /// impression expiry. Returns the tasks, which end after [`App::shutdown`].
+    pub async fn start(
+        self: &Arc<Self>,
+        ranker: Arc<dyn Ranker>,
+    ) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+        let mut tasks = Vec::new();
+
+        // Events do not need the index: start them first.
+        let app = Arc::clone(self);
+        tasks.push(tokio::spawn(async move { app.run_event_job().await }));
+        let app = Arc::clone(self);
+        tasks.push(tokio::spawn(
+            async move { app.run_impression_writer().await },
+        ));
+        let app = Arc::clone(self);
+        tasks.push(tokio::spawn(
+            async move { app.run_impression_expiry().await },
+        ));
+
+        let app = Arc::clone(self);
+        let index = tokio::task::spawn_blocking(move || app.load_index())
+            .await
+            .context("index loading panicked")??;
+        let retriever = Retriever::new(
+            Arc::clone(&self.store),
+            self.query_embedder.clone(),
+            index.clone(),
+            ranker,
+            self.config.retrieval.clone(),
+        );
+        self.retriever
+            .set(retriever)
+            .map_err(|_| anyhow::anyhow!("the server was started twice"))?;
+        self.ready.store(true, Ordering::Release);
+        tracing::info!(items = index.len(), "index loaded; ready");
+
+        let app = Arc::clone(self);
+        tasks.push(tokio::spawn(async move { app.run_item_job(index).await }));
+        Ok(tasks)
+    }
+
+    /// Asks every job to stop after its current batch.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    fn index_config(&self) -> IndexConfig {
+        IndexConfig::new(self.dim)
+    }
+
+    /// The index as of the item job's committed offset.
+    fn load_index(&self) -> anyhow::Result<HnswIndex> {
+        let committed = self.store.offset(ITEM_JOB)?;
+        let dir = self.snapshot_dir();
+        if dir.exists() {
+            match HnswIndex::restore(&dir, self.index_config()) {
+                Ok((index, info)) if info.position <= committed => {
+                    let replayed = self.catch_up_index(&index, info.position, committed)?;
+                    tracing::info!(
+                        position = info.position,
+                        replayed,
+                        "index restored from its snapshot"
+                    );
+                    return Ok(index);
+                }
+                Ok((_, info)) => tracing::warn!(
+                    snapshot = info.position,
+                    committed,
+                    "index snapshot is ahead of the store; rebuilding from the store"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "index snapshot unusable; rebuilding from the store")
+                }
+            }
+        }
+        let mut rows = Vec::new();
+        self.store.for_each_item_vector(|item, vector| {
+            let attrs = ItemAttributes::of(&item);
+            rows.push((item.id, vector.vector, attrs));
+        })?;
+        tracing::info!(items = rows.len(), "building the index from the store");
+        let index = HnswIndex::build(
+            self.index_config(),
+            rows.iter().map(|(id, v, a)| (id, &v[..], a.clone())),
+        )?;
+        Ok(index)
+    }
+
+    /// Brings a restored index from `from` to `to` on the item log: every item touched in
+    /// between gets the store's current state (the store is already at `to`).
+    fn catch_up_index(&self, index: &HnswIndex, from: u64, to: u64) -> anyhow::Result<u64> {
+        let mut reader = LogReader::open(&self.log_dir("items"), max_record_bytes())?;
+        reader.seek(0, from)?;
+        let mut replayed = 0;
+        let mut offset = from;
+        while offset < to {
+            let records = reader.poll(1024, Duration::ZERO)?;
+            if records.is_empty() {
+                break;
+            }
+            for record in records {
+                offset = record.offset + 1;
+                if record.offset >= to {
+                    break;
+                }
+                let Ok(parsed) = serde_json::from_slice::<ItemRecord>(&record.payload) else {
+                    continue; // a dead letter: it never reached the store
+                };
+                let id = parsed.id();
+                match (
+                    self.store.item(id.as_str())?,
+                    self.store.vector(id.as_str())?,
+                ) {
+                    (Some(item), Some(vector)) => {
+                        index.upsert(id, &vector.vector, ItemAttributes::of(&item))?;
+                    }
+                    _ => {
+                        index.delete(id);
+                    }
+                }
+                replayed += 1;
+            }
+        }
+        Ok(replayed)
+    }
+
+    async fn run_item_job(self: Arc<Self>, index: HnswIndex) -> anyhow::Result<()> {
+        let mut job = ItemJob::new(
+            Arc::clone(&self.store),
+            self.item_embedder.clone(),
+            Some(index.clone()),
+        )?;
+        let mut source = LogReader::open(&self.log_dir("items"), max_record_bytes())?;
+        let mut last_snapshot = Instant::now();
+        let mut snapshotted_at = self.store.offset(ITEM_JOB)?;
+        let interval = self.config.snapshot_interval;
+        let app = Arc::clone(&self);
+        let index_for_batches = index.clone();
+        let progress = follow(
+            &mut job,
+            &mut source,
+            &self.store,
+            self.config.batch_size,
+            &self.item_wake,
+            self.stop.subscribe(),
+            move |_, progress: &Progress, _end| {
+                app.observe_freshness(progress.offset);
+                if last_snapshot.elapsed() >= interval && progress.offset > snapshotted_at {
+                    app.snapshot(&index_for_batches, progress.offset);
+                    last_snapshot = Instant::now();
+                    snapshotted_at = progress.offset;
+                }
+            },
+        )
+        .await?;
+        if progress.offset > snapshotted_at || !self.snapshot_dir().exists() {
+            self.snapshot(&index, self.store.offset(ITEM_JOB)?);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self, index: &HnswIndex, position: u64) {
+        let started = Instant::now();
+        match index.snapshot(&self.snapshot_dir(), position) {
+            Ok(info) => tracing::info!(
+                position,
+                live = info.live,
+                seconds = started.elapsed().as_secs_f64(),
+                "index snapshot written"
+            ),
+            Err(e) => tracing::error!(error = %e, "index snapshot failed"),
+        }
+    }
+
+    async fn run_event_job(self: Arc<Self>) -> anyhow::Result<()> {
+        let mut job = EventJob::new(Arc::clone(&self.store), self.config.decay.clone(), self.dim);
+        let mut source = LogReader::open(&self.log_dir("events"), max_record_bytes())?;
+        follow(
+            &mut job,
+            &mut source,
+            &self.store,
+            self.config.batch_size,
+            &self.event_wake,
+            self.stop.subscribe(),
+            |_, _, _| {},
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Appends queued impressions to the events log in batches.
+    async fn run_impression_writer(self: Arc<Self>) -> anyhow::Result<()> {
+        let Some(mut rx) = self.impressions_rx.lock().expect("not poisoned").take() else {
+            return Ok(());
+        };
+        let mut stop = self.stop.subscribe();
+        let mut buffer = Vec::new();
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut buffer, 4096) => {
+                    if n == 0 {
+                        return Ok(());
+                    }
+                }
+                _ = stop.changed() => {
+                    // Drain what is queued, then stop.
+                    while let Ok(impression) = rx.try_recv() {
+                        buffer.push(impression);
+                    }
+                    if !buffer.is_empty() {
+                        self.append_events(buffer.iter().map(impression_record).collect()).await?;
+                    }
+                    return Ok(());
+                }
+            }
+            let payloads: Vec<Vec<u8>> = buffer.drain(..).map(|i| impression_record(&i)).collect();
+            if let Err(e) = self.append_events(payloads).await {
+                tracing::error!(error = %e, "appending impressions failed; they are lost");
+            }
+        }
+    }
+
+    /// Deletes impressions older than the retention, hourly.
+    async fn run_impression_expiry(self: Arc<Self>) -> anyhow::Result<()> {
+        let mut stop = self.stop.subscribe();
+        loop {
+            let retention = self.config.impression_retention;
+            let now_ms =
+                (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+            let cutoff = shelf_engine::request_id_floor(now_ms - retention.as_millis() as i64);
+            let store = Arc::clone(&self.store);
+            match tokio::task::spawn_blocking(move || store.expire_impressions(&cutoff)).await? {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "old impressions deleted"),
+                Err(e) => tracing::error!(error = %e, "expiring impressions failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+    }
+
+    /// Queues an impression for the log; when the queue is full it is dropped and counted.
+    pub fn log_impression(&self, impression: Impression) {
+        if self.impressions.try_send(impression).is_err() {
+            tracing::warn!("impression queue full; an impression was dropped");
+        }
+    }
+
+    /// Appends item records durably; returns their offsets.
+    pub async fn append_items(&self, payloads: Vec<Vec<u8>>) -> anyhow::Result<Range<u64>> {
+        let n = payloads.len() as u64;
+        let started = Instant::now();
+        let range = append(&self.items_log, payloads).await?;
+        {
+            let mut pending = self.pending_items.lock().expect("not poisoned");
+            // Bounded: freshness is sampled, never a memory leak when the job lags.
+            if pending.len() < 100_000 {
+                pending.push_back((range.end - 1, started));
+            }
+        }
+        self.metrics
+            .items_appended
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        self.item_wake.notify_one();
+        Ok(range)
+    }
+
+    /// Appends events durably; returns their offsets.
+    pub async fn append_events(&self, payloads: Vec<Vec<u8>>) -> anyhow::Result<Range<u64>> {
+        let range = append(&self.events_log, payloads).await?;
+        self.event_wake.notify_one();
+        Ok(range)
+    }
+
+    fn observe_freshness(&self, applied_up_to: u64) {
+        let mut pending = self.pending_items.lock().expect("not poisoned");
+        while let Some(&(offset, appended)) = pending.front() {
+            if offset >= applied_up_to {
+                break;
+            }
+            self.metrics.item_freshness.observe(appended.elapsed());
+            pending.pop_front();
+        }
+    }
+
+    /// Gauges read at scrape time: index size, tombstones, lag and dead letters.
+    pub fn gauges(&self) -> Vec<(&'static str, &'static str, f64)> {
+        let mut out = vec![(
+            "shelf_ready",
+            "1 once the index is loaded and searches are answered.",
+            f64::from(u8::from(self.is_ready())),
+        )];
+        if let Some(r) = self.retriever() {
+            let stats = r.index().stats();
+            let (hits, misses) = r.cache_counts();
+            out.extend([
+                (
+                    "shelf_index_items",
+                    "Items searchable in the vector index.",
+                    stats.live as f64,
+                ),
+                (
+                    "shelf_index_graph_points",
+                    "Points in the HNSW graph, live and tombstoned.",
+                    stats.graph_points as f64,
+                ),
+                (
+                    "shelf_index_tombstones",
+                    "Graph points of deleted or re-embedded items, until the next rebuild.",
+                    stats.tombstones as f64,
+                ),
+                (
+                    "shelf_index_rebuilds",
+                    "Background graph rebuilds completed.",
+                    stats.rebuilds as f64,
+                ),
+                (
+                    "shelf_query_cache_hits",
+                    "Query embeddings served from the cache.",
+                    hits as f64,
+                ),
+                (
+                    "shelf_query_cache_misses",
+                    "Query embeddings computed.",
+                    misses as f64,
+                ),
+            ]);
+        }
+        let items_end = self.items_log.lock().map(|l| l.next_offset()).unwrap_or(0);
+        let events_end = self.events_log.lock().map(|l| l.next_offset()).unwrap_or(0);
+        let items_at = self.store.offset(ITEM_JOB).unwrap_or(0);
+        let events_at = self.store.offset(EVENT_JOB).unwrap_or(0);
+        out.extend([
+            (
+                "shelf_ingest_lag_items",
+                "Item records in the log not yet applied.",
+                items_end.saturating_sub(items_at) as f64,
+            ),
+            (
+                "shelf_ingest_lag_events",
+                "Events (and impressions) in the log not yet applied.",
+                events_end.saturating_sub(events_at) as f64,
+            ),
+            (
+                "shelf_dead_letters_items",
+                "Item records rejected by the item job.",
+                self.store.dead_letter_count(ITEM_JOB).unwrap_or(0) as f64,
+            ),
+            (
+                "shelf_dead_letters_events",
+                "Events rejected by the event job.",
+                self.store.dead_letter_count(EVENT_JOB).unwrap_or(0) as f64,
+            ),
+        ]);
+        out
+    }
+
+    /// Item records ever appended to the item log (its next offset).
+    pub fn items_appended_ever(&self) -> u64 {
+        self.items_log.lock().map(|l| l.next_offset()).unwrap_or(0)
+    }
+
+    /// A receiver that turns true at shutdown.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Flushes the logs to disk.
+    pub fn sync_logs(&self) -> anyhow::Result<()> {
+        self.items_log.lock().expect("not poisoned").sync()?;
+        self.events_log.lock().expect("not poisoned").sync()?;
+        Ok(())
+    }
+}
+
+async fn append(log: &Arc<Mutex<Log>>, payloads: Vec<Vec<u8>>) -> anyhow::Result<Range<u64>> {
+    let log = Arc::clone(log);
+    tokio::task::spawn_blocking(move || {
+        let mut log = log
+            .lock()
+            .map_err(|_| anyhow::anyhow!("log lock poisoned"))?;
+        Ok(log.append(&payloads)?)
+    })
+    .await?
+}

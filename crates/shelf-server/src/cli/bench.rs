@@ -1,0 +1,413 @@
+//! `shelf bench`: measurements that print JSON lines — `ingest` (job throughput and item
+//! freshness on the embedded log) and `search` (a load generator against a running server).
+
+use super::data::{DataArgs, Topic};
+use super::model::ModelArgs;
+use crate::client::{HttpTransport, Transport};
+use crate::demo::shop::Shop;
+use crate::demo::users;
+use axum::http::{Method, StatusCode};
+use clap::{Args, Subcommand};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use shelf_engine::{catch_up, follow, EventJob, ItemJob, ITEM_JOB};
+use shelf_index::{HnswIndex, IndexConfig};
+use shelf_store::DecayConfig;
+use shelf_stream::Sink;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Item job and event job throughput, and append-to-searchable freshness of items.
+    Ingest(IngestBenchArgs),
+    /// Load generator for POST /v1/search of a running server (closed loop per
+    /// concurrency, then an open loop at a fixed rate).
+    Search(SearchBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IngestBenchArgs {
+    /// Data directory; it must be empty or absent (default: a fresh temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Catalog items embedded and indexed by the item job.
+    #[arg(long, default_value_t = 2_000)]
+    pub items: usize,
+    /// Events applied by the event job.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: usize,
+    /// Items appended one by one (after the catalog) to measure freshness.
+    #[arg(long, default_value_t = 200)]
+    pub freshness_items: usize,
+    /// Appends per second while measuring freshness.
+    #[arg(long, default_value_t = 20.0)]
+    pub freshness_rate: f64,
+    /// Records per job batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Log fsync policy: always, never, or an interval like 100ms.
+    #[arg(long, default_value = "always")]
+    pub fsync: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchBenchArgs {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API key (read scope is enough).
+    #[arg(long, env = "SHELF_API_KEY")]
+    pub api_key: Option<String>,
+    /// Concurrent clients of the closed-loop runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub concurrency: Vec<usize>,
+    /// Requests per second of the open-loop run (0 skips it).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Share of requests that carry a demo user id (personalised).
+    #[arg(long, default_value_t = 0.5)]
+    pub personalized_share: f64,
+    /// Results per search.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+}
+
+pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match command {
+        BenchCommand::Ingest(args) => runtime.block_on(ingest(args)),
+        BenchCommand::Search(args) => runtime.block_on(search(args)),
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+async fn ingest(args: IngestBenchArgs) -> anyhow::Result<()> {
+    let temp;
+    let data_dir = match &args.data_dir {
+        Some(dir) => {
+            anyhow::ensure!(
+                !dir.exists() || std::fs::read_dir(dir)?.next().is_none(),
+                "{} is not empty: the bench needs a fresh data directory",
+                dir.display()
+            );
+            dir.clone()
+        }
+        None => {
+            temp = std::env::temp_dir().join(format!("shelf-bench-{}", std::process::id()));
+            temp.clone()
+        }
+    };
+    let data = DataArgs {
+        data_dir: data_dir.clone(),
+        fsync: args.fsync.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+    };
+    let result = ingest_in(&args, &data).await;
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    result
+}
+
+async fn ingest_in(args: &IngestBenchArgs, data: &DataArgs) -> anyhow::Result<()> {
+    let store = Arc::new(data.open_store()?);
+    let embedder = args.model.start(32)?;
+    let dim = embedder.dim();
+    let index = HnswIndex::new(IndexConfig::new(dim))?;
+    let shop = Shop::generate(args.items + args.freshness_items, 42);
+    let (catalog, fresh) = shop.products.split_at(args.items);
+
+    // 1. The item job over the catalog: parse, embed, store, index.
+    let mut items_log = data.open_log(Topic::Items)?;
+    let payloads = catalog
+        .iter()
+        .map(|p| serde_json::to_vec(&shelf_types::ItemRecord::Upsert(p.item.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    items_log.append(&payloads)?;
+    let mut item_job = ItemJob::new(Arc::clone(&store), embedder.clone(), Some(index.clone()))?;
+    let mut reader = data.open_reader(Topic::Items)?;
+    let started = Instant::now();
+    let progress = catch_up(
+        &mut item_job,
+        &mut reader,
+        &store,
+        args.batch_size,
+        |_, _| {},
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "item_job", "items": progress.records, "seconds": round(seconds),
+            "items_per_s": round(progress.records as f64 / seconds),
+            "embedded": item_job.embed_counts().0, "device": embedder.device(),
+        })
+    );
+
+    // 2. The event job: views, clicks, carts and purchases of 1000 users on the catalog.
+    let mut rng = SmallRng::seed_from_u64(7);
+    let base = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    let kinds = [
+        "view",
+        "view",
+        "view",
+        "click",
+        "click",
+        "add_to_cart",
+        "purchase",
+    ];
+    let events: Vec<Vec<u8>> = (0..args.events)
+        .map(|i| {
+            let item = &catalog[rng.random_range(0..catalog.len())].item.id;
+            let ts = base + time::Duration::seconds(i as i64 * 2);
+            serde_json::to_vec(&serde_json::json!({
+                "user_id": format!("user-{}", rng.random_range(0..1000)),
+                "kind": kinds[rng.random_range(0..kinds.len())],
+                "item_id": item,
+                "ts": ts.format(&time::format_description::well_known::Rfc3339).expect("formats"),
+            }))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut events_log = data.open_log(Topic::Events)?;
+    for chunk in events.chunks(10_000) {
+        events_log.append(chunk)?;
+    }
+    let mut event_job = EventJob::new(Arc::clone(&store), DecayConfig::default(), dim);
+    let mut reader = data.open_reader(Topic::Events)?;
+    let started = Instant::now();
+    let progress = catch_up(
+        &mut event_job,
+        &mut reader,
+        &store,
+        args.batch_size,
+        |_, _| {},
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "event_job", "events": progress.records, "seconds": round(seconds),
+            "events_per_s": round(progress.records as f64 / seconds),
+            "dead_letters": progress.dead_letters,
+        })
+    );
+
+    // 3. Freshness: single items appended at a steady rate while the item job follows the
+    //    log; time from the start of the append to the end of the batch that indexed it.
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let appended: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let follower = {
+        let (store, wake, appended, latencies) = (
+            Arc::clone(&store),
+            Arc::clone(&wake),
+            Arc::clone(&appended),
+            Arc::clone(&latencies),
+        );
+        let mut reader = data.open_reader(Topic::Items)?;
+        let batch_size = args.batch_size;
+        tokio::spawn(async move {
+            follow(
+                &mut item_job,
+                &mut reader,
+                &store,
+                batch_size,
+                &wake,
+                stop_rx,
+                |_, p, _| {
+                    let now = Instant::now();
+                    let mut appended = appended.lock().expect("not poisoned");
+                    let mut latencies = latencies.lock().expect("not poisoned");
+                    appended.retain(|&(offset, at)| {
+                        let done = offset < p.offset;
+                        if done {
+                            latencies.push((now - at).as_secs_f64() * 1e3);
+                        }
+                        !done
+                    });
+                },
+            )
+            .await
+        })
+    };
+    let pause = Duration::from_secs_f64(1.0 / args.freshness_rate.max(0.1));
+    let log = Arc::new(Mutex::new(items_log));
+    for p in fresh {
+        let payload = serde_json::to_vec(&shelf_types::ItemRecord::Upsert(p.item.clone()))?;
+        let at = Instant::now();
+        let log = Arc::clone(&log);
+        let range = tokio::task::spawn_blocking(move || {
+            log.lock().expect("not poisoned").append(&[payload])
+        })
+        .await??;
+        appended
+            .lock()
+            .expect("not poisoned")
+            .push((range.start, at));
+        wake.notify_one();
+        tokio::time::sleep(pause).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.offset(ITEM_JOB)? < (args.items + fresh.len()) as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+    follower.await??;
+    let mut latencies = latencies.lock().expect("not poisoned").clone();
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "item_freshness", "items": latencies.len(), "rate_per_s": args.freshness_rate,
+            "fsync": args.fsync,
+            "p50_ms": round(percentile(&latencies, 0.5)), "p99_ms": round(percentile(&latencies, 0.99)),
+            "max_ms": round(latencies.last().copied().unwrap_or(f64::NAN)),
+        })
+    );
+    Ok(())
+}
+
+/// One request body of the load: a demo-shop query, sometimes with a demo user.
+fn search_body(
+    rng: &mut SmallRng,
+    users: &[users::SimUser],
+    args: &SearchBenchArgs,
+) -> serde_json::Value {
+    let leaf = rng.random_range(0..Shop::leaves());
+    let color =
+        (rng.random::<f64>() < 0.3).then(|| rng.random_range(0..crate::demo::shop::COLORS.len()));
+    let mut body = serde_json::json!({ "query": Shop::query_for(leaf, color, rng), "k": args.k });
+    if rng.random::<f64>() < args.personalized_share {
+        body["user_id"] = serde_json::json!(users[rng.random_range(0..users.len())].id);
+    }
+    body
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<f64>,
+    errors: u64,
+}
+
+fn report(mode: &str, label: serde_json::Value, mut tally: Tally, seconds: f64) {
+    tally.latencies.sort_by(f64::total_cmp);
+    let l = &tally.latencies;
+    let mut line = serde_json::json!({
+        "bench": "search", "mode": mode,
+        "requests": l.len(), "errors": tally.errors,
+        "qps": round(l.len() as f64 / seconds),
+        "p50_ms": round(percentile(l, 0.5)), "p90_ms": round(percentile(l, 0.9)),
+        "p99_ms": round(percentile(l, 0.99)), "max_ms": round(l.last().copied().unwrap_or(f64::NAN)),
+    });
+    if let (Some(obj), Some(extra)) = (line.as_object_mut(), label.as_object()) {
+        obj.extend(extra.clone());
+    }
+    println!("{line}");
+}
+
+async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
+    let api = Arc::new(HttpTransport::new(&args.url, args.api_key.clone()));
+    let (status, body) = api.call(Method::GET, "/ready", None).await?;
+    anyhow::ensure!(
+        status == StatusCode::OK,
+        "{} is not ready: {status} {body}",
+        args.url
+    );
+    let users = Arc::new(users::users(500, 42 ^ 0x5eed));
+    let args = Arc::new(args);
+    // No warm-up: each distinct query is embedded on first sight (then cached), as in
+    // production, where shop queries repeat heavily too.
+    for &concurrency in &args.concurrency {
+        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for w in 0..concurrency {
+            let (api, users, args) = (Arc::clone(&api), Arc::clone(&users), Arc::clone(&args));
+            workers.push(tokio::spawn(async move {
+                let mut rng = SmallRng::seed_from_u64(w as u64);
+                let mut tally = Tally::default();
+                while Instant::now() < deadline {
+                    let body = search_body(&mut rng, &users, &args);
+                    let t = Instant::now();
+                    match api.call(Method::POST, "/v1/search", Some(body)).await {
+                        Ok((StatusCode::OK, _)) => {
+                            tally.latencies.push(t.elapsed().as_secs_f64() * 1e3)
+                        }
+                        _ => tally.errors += 1,
+                    }
+                }
+                tally
+            }));
+        }
+        let mut total = Tally::default();
+        for w in workers {
+            let t = w.await?;
+            total.latencies.extend(t.latencies);
+            total.errors += t.errors;
+        }
+        report(
+            "closed_loop",
+            serde_json::json!({ "concurrency": concurrency }),
+            total,
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    if args.rate > 0.0 {
+        // Open loop: requests start on schedule whether or not earlier ones finished, and
+        // latency counts from the scheduled start (no coordinated omission).
+        let interval = Duration::from_secs_f64(1.0 / args.rate);
+        let n = (args.rate * args.seconds as f64) as usize;
+        let started = Instant::now();
+        let mut rng = SmallRng::seed_from_u64(99);
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n {
+            let scheduled = started + interval.mul_f64(i as f64);
+            tokio::time::sleep_until(scheduled.into()).await;
+            let body = search_body(&mut rng, &users, &args);
+            let api = Arc::clone(&api);
+            handles.push(tokio::spawn(async move {
+                match api.call(Method::POST, "/v1/search", Some(body)).await {
+                    Ok((StatusCode::OK, _)) => Some(scheduled.elapsed().as_secs_f64() * 1e3),
+                    _ => None,
+                }
+            }));
+        }
+        let mut tally = Tally::default();
+        for h in handles {
+            match h.await? {
+                Some(ms) => tally.latencies.push(ms),
+                None => tally.errors += 1,
+            }
+        }
+        report(
+            "open_loop",
+            serde_json::json!({ "rate": args.rate }),
+            tally,
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! `shelf serve`: the HTTP API with the item and event jobs running in the same process.
+
+use super::data::{DataArgs, Topic};
+use super::model::ModelArgs;
+use crate::api;
+use crate::app::{ApiKeys, App, Limits, ServeConfig};
+use crate::demo::{self, DemoConfig};
+use anyhow::Context;
+use clap::Args;
+use shelf_engine::RetrievalConfig;
+use shelf_rank::PriorRanker;
+use shelf_store::DecayConfig;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Flags of `shelf serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on.
+    #[arg(long, env = "SHELF_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Run the demo shop: a generated catalog and simulated shoppers using the API.
+    #[arg(long)]
+    pub demo: bool,
+    /// Demo catalog size.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(100..=10_000_000))]
+    pub demo_items: u32,
+    /// Demo shoppers.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub demo_users: u32,
+    /// Demo shopper sessions (one search each, then clicks) per second.
+    #[arg(long, default_value_t = 5.0)]
+    pub demo_rate: f64,
+    /// Seed of the demo catalog and shoppers.
+    #[arg(long, default_value_t = 42)]
+    pub demo_seed: u64,
+
+    /// API keys that may search and read profiles (comma-separated). With no key of
+    /// either kind the API is open.
+    #[arg(long, env = "SHELF_API_KEYS_READ", value_delimiter = ',')]
+    pub api_keys_read: Vec<String>,
+    /// API keys that may also write items, events and delete users (comma-separated).
+    #[arg(long, env = "SHELF_API_KEYS_WRITE", value_delimiter = ',')]
+    pub api_keys_write: Vec<String>,
+
+    /// Largest request body in bytes.
+    #[arg(long, env = "SHELF_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+    /// Most records in one POST /v1/items or /v1/events.
+    #[arg(long, env = "SHELF_MAX_BATCH", default_value_t = 10_000)]
+    pub max_batch: usize,
+    /// Longest query in bytes.
+    #[arg(long, env = "SHELF_MAX_QUERY_BYTES", default_value_t = 1024)]
+    pub max_query_bytes: usize,
+    /// Searches running at once; more are answered 429.
+    #[arg(long, env = "SHELF_MAX_CONCURRENT_SEARCHES", default_value_t = 64)]
+    pub max_concurrent_searches: usize,
+
+    /// ANN candidates per retrieval list (query, and query+profile blend).
+    #[arg(long, env = "SHELF_CANDIDATES", default_value_t = 100)]
+    pub candidates: usize,
+    /// Weight of the profile vector in the query/profile blend, 0..1.
+    #[arg(long, env = "SHELF_PROFILE_BLEND", default_value_t = 0.35)]
+    pub profile_blend: f32,
+    /// ANN search breadth (default: the index's, 64).
+    #[arg(long, env = "SHELF_EF")]
+    pub ef: Option<usize>,
+    /// Records applied per batch by the jobs.
+    #[arg(long, env = "SHELF_BATCH_SIZE", default_value_t = 256)]
+    pub batch_size: usize,
+    /// Half-life of event weights in profiles and item stats, in days.
+    #[arg(long, env = "SHELF_HALF_LIFE_DAYS", default_value_t = 14.0)]
+    pub half_life_days: f64,
+    /// Seconds between index snapshots while items change (one is also written at shutdown).
+    #[arg(long, env = "SHELF_SNAPSHOT_INTERVAL_SECS", default_value_t = 600)]
+    pub snapshot_interval_secs: u64,
+    /// Days impressions are kept for training.
+    #[arg(long, env = "SHELF_IMPRESSION_RETENTION_DAYS", default_value_t = 30)]
+    pub impression_retention_days: u64,
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<ServeConfig> {
+        anyhow::ensure!(
+            self.half_life_days > 0.0,
+            "--half-life-days must be positive"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.profile_blend),
+            "--profile-blend must be between 0 and 1"
+        );
+        anyhow::ensure!(self.batch_size > 0, "--batch-size must be positive");
+        anyhow::ensure!(self.candidates > 0, "--candidates must be positive");
+        anyhow::ensure!(
+            self.max_concurrent_searches > 0,
+            "--max-concurrent-searches must be positive"
+        );
+        let keys = |v: &[String]| -> HashSet<String> {
+            v.iter()
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .collect()
+        };
+        let decay = DecayConfig {
+            half_life_secs: self.half_life_days * 86_400.0,
+            ..Default::default()
+        };
+        Ok(ServeConfig {
+            data_dir: self.data.data_dir.clone(),
+            limits: Limits {
+                max_body_bytes: self.max_body_bytes,
+                max_batch: self.max_batch,
+                max_query_bytes: self.max_query_bytes,
+                max_concurrent_searches: self.max_concurrent_searches,
+            },
+            api_keys: ApiKeys {
+                read: keys(&self.api_keys_read),
+                write: keys(&self.api_keys_write),
+            },
+            retrieval: RetrievalConfig {
+                candidates: self.candidates,
+                profile_blend: self.profile_blend,
+                ef: self.ef,
+                decay: decay.clone(),
+                ..Default::default()
+            },
+            decay,
+            batch_size: self.batch_size,
+            snapshot_interval: Duration::from_secs(self.snapshot_interval_secs),
+            impression_retention: Duration::from_secs(self.impression_retention_days * 86_400),
+        })
+    }
+}
+
+/// Opens the data directory and the model and builds the app (not started yet).
+pub fn open_app(args: &ServeArgs) -> anyhow::Result<Arc<App>> {
+    let config = args.config()?;
+    let store = args.data.open_store()?;
+    let items = args.data.open_log(Topic::Items)?;
+    let events = args.data.open_log(Topic::Events)?;
+    // Queries get their own model worker so that catalog embedding never delays them.
+    let query_embedder = args.model.start(8)?;
+    let item_embedder = args.model.start(32)?;
+    Ok(App::open(
+        config,
+        store,
+        items,
+        events,
+        query_embedder,
+        item_embedder,
+    ))
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let app = open_app(&args)?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        let base_url = format!("http://{address}");
+        eprintln!(
+            "shelf: listening on {base_url} (data in {})",
+            args.data.data_dir.display()
+        );
+
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let server_app = Arc::clone(&app);
+        let mut server_stop = stop_rx.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, api::router(server_app))
+                .with_graceful_shutdown(async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+
+        let tasks = tokio::select! {
+            tasks = app.start(Arc::new(PriorRanker::default())) => tasks?,
+            _ = stop_rx.wait_for(|s| *s) => {
+                app.shutdown();
+                server.await??;
+                return Ok(());
+            }
+        };
+        eprintln!("shelf: ready; POST {base_url}/v1/search (API: {base_url}/openapi.json)");
+        let demo = args.demo.then(|| {
+            let config = DemoConfig {
+                items: args.demo_items as usize,
+                users: args.demo_users as usize,
+                sessions_per_second: args.demo_rate,
+                seed: args.demo_seed,
+            };
+            tokio::spawn(demo::run(
+                Arc::clone(&app),
+                base_url.clone(),
+                config,
+                stop_rx.clone(),
+            ))
+        });
+
+        server.await??;
+        eprintln!(
+            "shelf: shutting down: finishing the current batches and writing an index snapshot"
+        );
+        app.shutdown();
+        if let Some(demo) = demo {
+            demo.await??;
+        }
+        for task in tasks {
+            task.await??;
+        }
+        app.sync_logs()?;
+        eprintln!("shelf: stopped cleanly");
+        Ok(())
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,106 @@
+//! A minimal JSON client of shelf's API: over HTTP (hyper), or straight into a router
+//! (for tests). The demo's simulated users and the load generator use it.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::future::Future;
+
+/// Sends one JSON request and returns the status and the parsed JSON body (`Null` when the
+/// body is empty or not JSON).
+pub trait Transport: Send + Sync {
+    fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> impl Future<Output = anyhow::Result<(StatusCode, serde_json::Value)>> + Send;
+}
+
+/// HTTP/1.1 to a running server, with keep-alive connections.
+#[derive(Clone, Debug)]
+pub struct HttpTransport {
+    base: String,
+    api_key: Option<String>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl HttpTransport {
+    /// `base` like `http://127.0.0.1:8080`.
+    pub fn new(base: &str, api_key: Option<String>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            api_key,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+}
+
+fn request(
+    method: Method,
+    uri: &str,
+    api_key: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<Request<Full<Bytes>>> {
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Some(key) = api_key {
+        builder = builder.header("authorization", format!("Bearer {key}"));
+    }
+    let bytes = match body {
+        Some(v) => {
+            builder = builder.header("content-type", "application/json");
+            Bytes::from(serde_json::to_vec(&v)?)
+        }
+        None => Bytes::new(),
+    };
+    Ok(builder.body(Full::new(bytes))?)
+}
+
+fn parse_body(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null)
+}
+
+impl Transport for HttpTransport {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+        let uri = format!("{}{path}", self.base);
+        let req = request(method, &uri, self.api_key.as_deref(), body)?;
+        let response = self.client.request(req).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok((status, parse_body(&bytes)))
+    }
+}
+
+/// Calls an axum router in-process (no socket).
+#[derive(Clone, Debug)]
+pub struct RouterTransport {
+    pub router: axum::Router,
+    pub api_key: Option<String>,
+}
+
+impl Transport for RouterTransport {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+        use tower::ServiceExt;
+        let req = request(method, path, self.api_key.as_deref(), body)?.map(Body::new);
+        let response = self.router.clone().oneshot(req).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok((status, parse_body(&bytes)))
+    }
+}

@@ -1,0 +1,110 @@
+//! `shelf serve --demo`: a synthetic shop fed into the item log, and simulated shoppers who
+//! search and click through the public HTTP API, so profiles, item stats and impressions
+//! fill up as on a real site.
+
+pub mod shop;
+pub mod users;
+
+use crate::app::App;
+use crate::client::HttpTransport;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use shop::Shop;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use users::{Facets, SessionOutcome};
+
+/// Settings of the demo.
+#[derive(Clone, Debug)]
+pub struct DemoConfig {
+    pub items: usize,
+    pub users: usize,
+    /// Simulated sessions (one search each) per second.
+    pub sessions_per_second: f64,
+    pub seed: u64,
+}
+
+/// Feeds the catalog (first run only), waits until it is indexed, prints how to query,
+/// then runs shopper sessions until `stop`.
+pub async fn run(
+    app: Arc<App>,
+    base_url: String,
+    config: DemoConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let shop = Shop::generate(config.items, config.seed);
+    if app.store.item(shop.products[0].item.id.as_str())?.is_none()
+        && app.items_appended_ever() == 0
+    {
+        eprintln!(
+            "demo: appending {} catalog items to the item log",
+            shop.products.len()
+        );
+        for chunk in shop.products.chunks(1000) {
+            let payloads = chunk
+                .iter()
+                .map(|p| serde_json::to_vec(&shelf_types::ItemRecord::Upsert(p.item.clone())))
+                .collect::<Result<Vec<_>, _>>()?;
+            app.append_items(payloads).await?;
+        }
+    }
+    let started = Instant::now();
+    let mut last_report = Instant::now() - Duration::from_secs(60);
+    loop {
+        let indexed = app.retriever().map_or(0, |r| r.index().len());
+        if indexed >= shop.products.len() {
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            eprintln!(
+                "demo: {indexed} of {} items embedded and indexed ({:.0} s)",
+                shop.products.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+    eprintln!(
+        "\ndemo: the shop is ready ({} items). Try:\n\n  curl -s {base_url}/v1/search -H 'content-type: application/json' \\\n    -d '{{\"query\": \"grey sofa\", \"user_id\": \"user-00001\", \"k\": 5, \"explain\": true}}'\n\n\
+         demo: {} simulated shoppers now search and click at {} sessions/s (metrics: {base_url}/metrics)\n",
+        shop.products.len(),
+        config.users,
+        config.sessions_per_second
+    );
+    let api = HttpTransport::new(&base_url, app.config.api_keys.write.iter().next().cloned());
+    let facets = Facets::of(&shop);
+    let users = users::users(config.users, config.seed ^ 0x5eed);
+    let mut rng = SmallRng::seed_from_u64(config.seed ^ 0xc11c);
+    let pause = Duration::from_secs_f64(1.0 / config.sessions_per_second.max(0.01));
+    let mut total = SessionOutcome::default();
+    let mut last_report = Instant::now();
+    let mut i = 0usize;
+    loop {
+        let user = &users[i % users.len()];
+        i += 1;
+        match users::session(&api, &facets, user, &mut rng).await {
+            Ok(o) => {
+                total.searches += o.searches;
+                total.clicks += o.clicks;
+                total.carts += o.carts;
+                total.purchases += o.purchases;
+            }
+            Err(e) => tracing::warn!(error = %e, "demo session failed"),
+        }
+        if last_report.elapsed() >= Duration::from_secs(30) {
+            last_report = Instant::now();
+            eprintln!(
+                "demo: {} searches, {} clicks, {} carts, {} purchases so far",
+                total.searches, total.clicks, total.carts, total.purchases
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Simulated shoppers with hidden preferences who search through the public API and click
+//! by a position-biased click model, and the NDCG measure of how well results fit them.
+
+use super::shop::{Shop, Tier, COLORS};
+use crate::client::Transport;
+use axum::http::{Method, StatusCode};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+
+/// A shopper's hidden taste: two favourite leaf categories, a colour and a price tier.
+#[derive(Clone, Debug)]
+pub struct SimUser {
+    pub id: String,
+    pub leaves: [usize; 2],
+    pub color: usize,
+    pub tier: Tier,
+}
+
+/// The facets of the shop's items, by id (what the simulation judges relevance by).
+#[derive(Debug)]
+pub struct Facets {
+    by_id: HashMap<String, (usize, usize, Tier)>,
+}
+
+impl Facets {
+    pub fn of(shop: &Shop) -> Self {
+        Self {
+            by_id: shop
+                .products
+                .iter()
+                .map(|p| (p.item.id.0.clone(), (p.leaf, p.color, p.tier)))
+                .collect(),
+        }
+    }
+
+    /// Graded relevance 0..=4: 2 for a favourite category, 1 for the colour, 1 for the
+    /// price tier (colour and tier count only within a favourite category).
+    pub fn relevance(&self, user: &SimUser, item_id: &str) -> u32 {
+        let Some(&(leaf, color, tier)) = self.by_id.get(item_id) else {
+            return 0;
+        };
+        if !user.leaves.contains(&leaf) {
+            return 0;
+        }
+        2 + u32::from(color == user.color) + u32::from(tier == user.tier)
+    }
+}
+
+/// `n` users, deterministic in `seed`.
+pub fn users(n: usize, seed: u64) -> Vec<SimUser> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let a = rng.random_range(0..Shop::leaves());
+            let mut b = rng.random_range(0..Shop::leaves());
+            while b == a {
+                b = rng.random_range(0..Shop::leaves());
+            }
+            SimUser {
+                id: format!("user-{i:05}"),
+                leaves: [a, b],
+                color: rng.random_range(0..COLORS.len()),
+                tier: [Tier::Budget, Tier::Mid, Tier::Premium][rng.random_range(0..3)],
+            }
+        })
+        .collect()
+}
+
+/// Chance that a shopper looks at position `i` (0-based) of a result list.
+pub fn examine_probability(i: usize) -> f64 {
+    1.0 / (1.0 + i as f64).powf(0.9)
+}
+
+/// Chance of a click on an examined item of relevance `rel`.
+fn click_probability(rel: u32) -> f64 {
+    0.03 + 0.22 * f64::from(rel)
+}
+
+/// What one simulated session did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionOutcome {
+    pub searches: u64,
+    pub clicks: u64,
+    pub carts: u64,
+    pub purchases: u64,
+}
+
+/// One session of `user`: a search in one of their categories (sometimes with their
+/// colour), then clicks by the click model, some of which lead to carts and purchases;
+/// every action goes through the API.
+pub async fn session(
+    api: &impl Transport,
+    facets: &Facets,
+    user: &SimUser,
+    rng: &mut SmallRng,
+) -> anyhow::Result<SessionOutcome> {
+    let mut outcome = SessionOutcome::default();
+    let leaf = if rng.random::<f64>() < 0.85 {
+        user.leaves[rng.random_range(0..2)]
+    } else {
+        rng.random_range(0..Shop::leaves())
+    };
+    let color = (rng.random::<f64>() < 0.4).then_some(user.color);
+    let query = Shop::query_for(leaf, color, rng);
+    let (status, response) = api
+        .call(
+            Method::POST,
+            "/v1/search",
+            Some(serde_json::json!({ "query": query, "user_id": user.id, "k": 10 })),
+        )
+        .await?;
+    anyhow::ensure!(
+        status == StatusCode::OK,
+        "search answered {status}: {response}"
+    );
+    outcome.searches += 1;
+    let request_id = response["request_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let now =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
+    let mut events = vec![serde_json::json!({
+        "user_id": user.id, "kind": "search", "query": query, "ts": now,
+    })];
+    let items = response["items"].as_array().cloned().unwrap_or_default();
+    for (i, item) in items.iter().enumerate() {
+        let id = item["id"].as_str().unwrap_or_default();
+        if rng.random::<f64>() >= examine_probability(i) {
+            continue;
+        }
+        if rng.random::<f64>() >= click_probability(facets.relevance(user, id)) {
+            continue;
+        }
+        outcome.clicks += 1;
+        events.push(serde_json::json!({
+            "user_id": user.id, "kind": "click", "item_id": id, "query": query,
+            "request_id": request_id, "position": i + 1, "ts": now,
+        }));
+        if rng.random::<f64>() < 0.25 {
+            outcome.carts += 1;
+            events.push(serde_json::json!({
+                "user_id": user.id, "kind": "add_to_cart", "item_id": id, "ts": now,
+            }));
+            if rng.random::<f64>() < 0.4 {
+                outcome.purchases += 1;
+                events.push(serde_json::json!({
+                    "user_id": user.id, "kind": "purchase", "item_id": id, "ts": now,
+                }));
+            }
+        }
+    }
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/v1/events",
+            Some(serde_json::Value::Array(events)),
+        )
+        .await?;
+    anyhow::ensure!(
+        status == StatusCode::ACCEPTED,
+        "events answered {status}: {body}"
+    );
+    Ok(outcome)
+}
+
+/// NDCG@k of a ranked list of ids for `user` (1 when the list is ideal for the
+/// relevant items of the shop, 0 when it holds none).
+pub fn ndcg_at(k: usize, ranked: &[String], user: &SimUser, facets: &Facets) -> f64 {
+    let gain = |rel: u32| f64::from((1u32 << rel) - 1);
+    let discount = |i: usize| 1.0 / (i as f64 + 2.0).log2();
+    let dcg: f64 = ranked
+        .iter()
+        .take(k)
+        .enumerate()
+        .map(|(i, id)| gain(facets.relevance(user, id)) * discount(i))
+        .sum();
+    let mut ideal: Vec<u32> = facets
+        .by_id
+        .keys()
+        .map(|id| facets.relevance(user, id))
+        .filter(|r| *r > 0)
+        .collect();
+    ideal.sort_unstable_by(|a, b| b.cmp(a));
+    let idcg: f64 = ideal
+        .iter()
+        .take(k)
+        .enumerate()
+        .map(|(i, r)| gain(*r) * discount(i))
+        .sum();
+    if idcg == 0.0 {
+        0.0
+    } else {
+        dcg / idcg
+    }
+}
+
+/// Mean NDCG@10 of personalised and anonymous searches for the same queries: for each
+/// user, one query per favourite category (the bare product noun).
+pub async fn personalization_gain(
+    api: &impl Transport,
+    facets: &Facets,
+    users: &[SimUser],
+    seed: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let (mut personal, mut anonymous, mut n) = (0.0, 0.0, 0usize);
+    for user in users {
+        for &leaf in &user.leaves {
+            let query = Shop::query_for(leaf, None, &mut rng);
+            for (with_user, total) in [(true, &mut personal), (false, &mut anonymous)] {
+                let mut body = serde_json::json!({ "query": query, "k": 10 });
+                if with_user {
+                    body["user_id"] = serde_json::json!(user.id);
+                }
+                let (status, response) = api.call(Method::POST, "/v1/search", Some(body)).await?;
+                anyhow::ensure!(
+                    status == StatusCode::OK,
+                    "search answered {status}: {response}"
+                );
+                let ids: Vec<String> = response["items"]
+                    .as_array()
+                    .map(|items| {
+                        items
+                            .iter()
+                            .filter_map(|i| i["id"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                *total += ndcg_at(10, &ids, user, facets);
+            }
+            n += 1;
+        }
+    }
+    Ok((personal / n.max(1) as f64, anonymous / n.max(1) as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndcg_is_one_for_the_ideal_order_and_zero_without_relevant_items() {
+        let shop = Shop::generate(300, 1);
+        let facets = Facets::of(&shop);
+        let user = &users(1, 2)[0];
+        let mut ranked: Vec<(u32, String)> = shop
+            .products
+            .iter()
+            .map(|p| {
+                (
+                    facets.relevance(user, p.item.id.as_str()),
+                    p.item.id.0.clone(),
+                )
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0));
+        let ideal: Vec<String> = ranked.iter().map(|(_, id)| id.clone()).collect();
+        assert!((ndcg_at(10, &ideal, user, &facets) - 1.0).abs() < 1e-12);
+        let worst: Vec<String> = ideal.iter().rev().take(10).cloned().collect();
+        assert_eq!(ndcg_at(10, &worst, user, &facets), 0.0);
+    }
+
+    #[test]
+    fn attention_falls_with_position() {
+        assert_eq!(examine_probability(0), 1.0);
+        assert!(examine_probability(1) > examine_probability(5));
+        assert!(click_probability(4) > click_probability(0));
+    }
+}

@@ -1,0 +1,480 @@
+//! The HTTP API through its router (no socket), with the real model, index and store.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::server;
+use serde_json::json;
+use shelf_server::demo::shop::Shop;
+use std::time::{Duration, Instant};
+
+fn catalog(n: usize) -> Vec<serde_json::Value> {
+    Shop::generate(n, 3)
+        .products
+        .into_iter()
+        .map(|p| {
+            let mut v = serde_json::to_value(&p.item).unwrap();
+            v["op"] = json!("upsert");
+            v
+        })
+        .collect()
+}
+
+async fn wait_for_items(s: &common::TestServer, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (status, body) = s.call(Method::GET, "/ready", None).await;
+        if status == StatusCode::OK && body["items"].as_u64() == Some(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "index never reached {n} items: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ids(body: &serde_json::Value) -> Vec<String> {
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_events_search_profile_and_deletion_round_trip() {
+    let s = server(&[], true).await;
+    let (status, body) = s.call(Method::GET, "/health", None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+
+    let (status, body) = s
+        .call(Method::POST, "/v1/items", Some(json!(catalog(62))))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["next_offset"].as_u64()),
+        (Some(62), Some(62))
+    );
+    wait_for_items(&s, 62).await;
+
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/v1/search",
+            Some(json!({"query": "sofa", "k": 5, "explain": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5);
+    assert!(
+        items[0]["category"]
+            .as_str()
+            .unwrap()
+            .starts_with("Furniture/"),
+        "{body}"
+    );
+    for item in items {
+        let explanation = item["explanation"].as_array().unwrap();
+        assert_eq!(explanation.len(), shelf_types::FEATURE_COUNT);
+        let sum: f64 = explanation
+            .iter()
+            .map(|e| e["contribution"].as_f64().unwrap())
+            .sum();
+        assert!(
+            (sum - item["score"].as_f64().unwrap()).abs() < 1e-3,
+            "{item}"
+        );
+    }
+    let scores: Vec<f64> = items.iter().map(|i| i["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert!(
+        body["timings"]["total"].as_f64().unwrap() >= body["timings"]["embed"].as_f64().unwrap()
+    );
+    let request_id = body["request_id"].as_str().unwrap().to_string();
+    let clicked = items[1]["id"].as_str().unwrap().to_string();
+
+    // Filters are applied in the index.
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/v1/search",
+            Some(json!({"query": "sofa", "k": 20, "filters": {"category_prefix": "Electronics", "price_max": 500.0}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for item in body["items"].as_array().unwrap() {
+        assert!(item["category"]
+            .as_str()
+            .unwrap()
+            .starts_with("Electronics/"));
+        assert!(item["price"].as_f64().unwrap() <= 500.0);
+    }
+
+    // A click carrying the request id updates the profile and the item's stats.
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/v1/events",
+            Some(json!([{"user_id": "u1", "kind": "click", "item_id": clicked, "request_id": request_id,
+                          "position": 2, "ts": "2026-11-20T10:00:00Z"}])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    s.settle().await;
+    let (status, profile) = s.call(Method::GET, "/v1/users/u1/profile", None).await;
+    assert_eq!(status, StatusCode::OK, "{profile}");
+    assert_eq!(profile["counts"]["click"], 1);
+    assert_eq!(profile["recent"][0]["item_id"], clicked.as_str());
+    assert!(s.app.store.item_stats(&clicked).unwrap().unwrap().clicks > 0.0);
+    // The search above was logged as an impression (the writer appends it asynchronously).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.app.store.impression(&request_id).unwrap().is_none() {
+        assert!(Instant::now() < deadline, "impression never logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let impression = s.app.store.impression(&request_id).unwrap().unwrap();
+    assert_eq!(impression.items.len(), 5);
+    assert_eq!(impression.items[1].item_id, clicked);
+    assert_eq!(
+        impression.items[1].features.len(),
+        shelf_types::FEATURE_COUNT
+    );
+
+    // A recommendation: the profile alone.
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/v1/search",
+            Some(json!({"user_id": "u1", "k": 3})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["personalized"], true);
+    assert_eq!(ids(&body).len(), 3);
+
+    // Deleting an item removes it from results.
+    let (status, _) = s
+        .call(Method::DELETE, &format!("/v1/items/{clicked}"), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_for_items(&s, 61).await;
+    let (_, body) = s
+        .call(
+            Method::POST,
+            "/v1/search",
+            Some(json!({"query": "sofa", "k": 62})),
+        )
+        .await;
+    assert!(!ids(&body).contains(&clicked));
+
+    // Deleting a user removes the profile and their impressions.
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/v1/search",
+            Some(json!({"query": "lamp", "user_id": "u1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let user_request = body["request_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.app.store.impression(&user_request).unwrap().is_none() {
+        assert!(Instant::now() < deadline, "impression never logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = s.call(Method::DELETE, "/v1/users/u1", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["deleted_records"].as_u64().unwrap() >= 2, "{body}");
+    let (status, _) = s.call(Method::GET, "/v1/users/u1/profile", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(s.app.store.impression(&user_request).unwrap().is_none());
+
+    let (status, metrics) = s.call(Method::GET, "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        metrics,
+        serde_json::Value::Null,
+        "metrics are text, not JSON"
+    );
+    let text = s.app.metrics.render(&s.app.gauges());
+    for name in [
+        "shelf_search_stage_duration_seconds_bucket{stage=\"ann\"",
+        "shelf_http_requests_total{route=\"/v1/search\",status=\"200\"}",
+        "shelf_index_items 61",
+        "shelf_index_tombstones",
+        "shelf_ingest_lag_items 0",
+        "shelf_dead_letters_events 0",
+        "shelf_item_freshness_seconds_count",
+    ] {
+        assert!(text.contains(name), "metrics lack {name}:\n{text}");
+    }
+    let (status, doc) = s.call(Method::GET, "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    for path in [
+        "/v1/search",
+        "/v1/items",
+        "/v1/items/{id}",
+        "/v1/events",
+        "/v1/users/{id}/profile",
+        "/v1/users/{id}",
+        "/metrics",
+    ] {
+        assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
+    }
+    assert!(doc["components"]["schemas"]["SearchBody"]["properties"]["filters"].is_object());
+    s.stop().await;
+}
+
+async fn expect_error(
+    s: &common::TestServer,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    status: StatusCode,
+    code: &str,
+) {
+    let (got, body) = s.call(method.clone(), path, body).await;
+    assert_eq!(got, status, "{method} {path}: {body}");
+    assert_eq!(body["error"]["code"], code, "{method} {path}: {body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_class_has_its_status_and_leaves_state_unchanged() {
+    let mut s = server(
+        &[
+            "--max-body-bytes",
+            "4000",
+            "--max-batch",
+            "3",
+            "--max-concurrent-searches",
+            "2",
+        ],
+        false,
+    )
+    .await;
+    // Before the index is loaded: 503.
+    expect_error(
+        &s,
+        Method::GET,
+        "/ready",
+        None,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+    )
+    .await;
+    expect_error(
+        &s,
+        Method::POST,
+        "/v1/search",
+        Some(json!({"query": "x"})),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+    )
+    .await;
+    s.start().await;
+    let (status, _) = s
+        .call(Method::POST, "/v1/items", Some(json!(catalog(3))))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_for_items(&s, 3).await;
+    let search = |body: serde_json::Value| (Method::POST, "/v1/search", Some(body));
+
+    // 400: not JSON.
+    let req = axum::http::Request::post("/v1/search")
+        .body(axum::body::Body::from("{\"query\": "))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(s.api.router.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // 422: invalid values.
+    for body in [
+        json!({"query": "x", "k": 0}),
+        json!({"query": "x", "k": 1001}),
+        json!({"query": "x", "k": "ten"}),
+        json!({"query": "x", "k": -1}),
+        json!({"query": "x", "filters": {"colour": "red"}}),
+        json!({"query": "x", "filters": {"price_min": 10.0, "price_max": 5.0}}),
+        json!({"query": "x", "page": 2}),
+        json!({"query": 7}),
+        json!({"query": "  "}),
+        json!({}),
+        json!({"query": "x".repeat(1025)}),
+    ] {
+        let (m, p, b) = search(body.clone());
+        expect_error(
+            &s,
+            m,
+            p,
+            b,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        )
+        .await;
+    }
+    let before = s.app.items_appended_ever();
+    for body in [
+        json!({"op": "upsert", "id": "a"}),
+        json!({"op": "upsert", "id": "a", "title": "t", "price": -1.0}),
+        json!({"op": "upsert", "id": "", "title": "t"}),
+        json!({"op": "rename", "id": "a"}),
+        json!([{"op": "upsert", "id": "ok", "title": "fine"}, {"op": "upsert", "id": "b"}]),
+        json!([]),
+        json!("sofa"),
+    ] {
+        expect_error(
+            &s,
+            Method::POST,
+            "/v1/items",
+            Some(body),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        )
+        .await;
+    }
+    for body in [
+        json!({"user_id": "u", "kind": "stare", "item_id": "a", "ts": "2026-01-01T00:00:00Z"}),
+        json!({"user_id": "u", "kind": "click", "ts": "2026-01-01T00:00:00Z"}),
+        json!({"user_id": "u", "kind": "click", "item_id": "a", "ts": "yesterday"}),
+        json!({"kind": "impression", "request_id": "r", "ts_ms": 1, "items": []}),
+    ] {
+        expect_error(
+            &s,
+            Method::POST,
+            "/v1/events",
+            Some(body),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        )
+        .await;
+    }
+    // Nothing invalid reached the logs.
+    assert_eq!(s.app.items_appended_ever(), before);
+    s.settle().await;
+    assert_eq!(s.app.retriever().unwrap().index().len(), 3);
+
+    // 413: body and batch limits.
+    let big = json!({"query": "x".repeat(5000)});
+    let (m, p, b) = search(big);
+    expect_error(&s, m, p, b, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large").await;
+    expect_error(
+        &s,
+        Method::POST,
+        "/v1/items",
+        Some(json!(catalog(4))),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+    )
+    .await;
+
+    // 404: unknown route, unknown user.
+    expect_error(
+        &s,
+        Method::GET,
+        "/v2/nothing",
+        None,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        &s,
+        Method::GET,
+        "/v1/users/nobody/profile",
+        None,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+
+    // 429: every search slot taken.
+    {
+        let _held = s.app.search_slots.acquire_many(2).await.unwrap();
+        let (m, p, b) = search(json!({"query": "sofa"}));
+        expect_error(&s, m, p, b, StatusCode::TOO_MANY_REQUESTS, "overloaded").await;
+    }
+    let (status, _) = s
+        .call(Method::POST, "/v1/search", Some(json!({"query": "sofa"})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_separate_read_and_write() {
+    let mut s = server(
+        &["--api-keys-read", "reader", "--api-keys-write", "writer"],
+        true,
+    )
+    .await;
+    let event =
+        json!({"user_id": "u", "kind": "search", "query": "q", "ts": "2026-01-01T00:00:00Z"});
+    s.api.api_key = None;
+    expect_error(
+        &s,
+        Method::POST,
+        "/v1/search",
+        Some(json!({"query": "x"})),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    s.api.api_key = Some("guess".into());
+    expect_error(
+        &s,
+        Method::POST,
+        "/v1/search",
+        Some(json!({"query": "x"})),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    s.api.api_key = Some("reader".into());
+    let (status, _) = s
+        .call(Method::POST, "/v1/search", Some(json!({"query": "x"})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    expect_error(
+        &s,
+        Method::POST,
+        "/v1/events",
+        Some(event.clone()),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    expect_error(
+        &s,
+        Method::DELETE,
+        "/v1/users/u",
+        None,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    s.api.api_key = Some("writer".into());
+    let (status, _) = s.call(Method::POST, "/v1/events", Some(event)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = s
+        .call(Method::POST, "/v1/search", Some(json!({"query": "x"})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Operations endpoints stay open for probes and scrapers.
+    s.api.api_key = None;
+    for path in ["/health", "/ready", "/metrics", "/openapi.json"] {
+        let (status, _) = s.call(Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    s.stop().await;
+}

@@ -1,0 +1,99 @@
+//! An in-process server over a temporary data directory, called through its router.
+
+#![allow(dead_code)]
+
+use axum::http::{Method, StatusCode};
+use clap::Parser;
+use shelf_server::app::App;
+use shelf_server::cli::serve::{open_app, ServeArgs};
+use shelf_server::client::{RouterTransport, Transport};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Wrapper {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+pub struct TestServer {
+    pub app: Arc<App>,
+    pub api: RouterTransport,
+    pub dir: tempfile::TempDir,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Opens an app with `flags` (besides --data-dir); `start` also loads the index and runs
+/// the jobs.
+pub async fn server(flags: &[&str], start: bool) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let mut argv = vec![
+        "shelf",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--fsync",
+        "never",
+    ];
+    argv.extend_from_slice(flags);
+    let args = Wrapper::try_parse_from(argv).unwrap().args;
+    let app = open_app(&args).unwrap();
+    let router = shelf_server::api::router(Arc::clone(&app));
+    let mut server = TestServer {
+        app,
+        api: RouterTransport {
+            router,
+            api_key: None,
+        },
+        dir,
+        tasks: Vec::new(),
+    };
+    if start {
+        server.start().await;
+    }
+    server
+}
+
+impl TestServer {
+    pub async fn start(&mut self) {
+        self.tasks = self
+            .app
+            .start(Arc::new(shelf_rank::PriorRanker::default()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (StatusCode, serde_json::Value) {
+        self.api.call(method, path, body).await.unwrap()
+    }
+
+    /// Waits until the item and event jobs have applied everything appended so far.
+    pub async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let lag: f64 = self
+                .app
+                .gauges()
+                .iter()
+                .filter(|(name, _, _)| name.starts_with("shelf_ingest_lag"))
+                .map(|(_, _, v)| v)
+                .sum();
+            if lag == 0.0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "jobs did not catch up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.app.shutdown();
+        for t in self.tasks {
+            t.await.unwrap().unwrap();
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Ranking vocabulary shared by the engine (which computes features) and the rankers.
+
+/// The features of one (user, query, item) candidate, in the order rankers read them.
+///
+/// Every value is scaled to roughly `[0, 1]` (cosines stay in `[-1, 1]`) so hand-set
+/// weights are comparable and learned models train without further normalisation.
+pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
+    "query_cosine",
+    "profile_cosine",
+    "category_affinity",
+    "ctr_prior",
+    "popularity",
+    "price_fit",
+    "freshness",
+    "lexical_overlap",
+    "stage1_rank",
+];
+
+/// Number of ranking features.
+pub const FEATURE_COUNT: usize = 9;
+
+/// Feature values of one candidate, indexed like [`FEATURE_NAMES`].
+pub type Features = [f32; FEATURE_COUNT];
+
+/// One feature's share of a score.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Contribution {
+    pub feature: &'static str,
+    pub value: f32,
+    pub contribution: f32,
+}
+
+/// Scores candidates from their features; higher ranks first.
+pub trait Ranker: Send + Sync {
+    /// A short name of the model (reported in responses and metrics).
+    fn name(&self) -> &str;
+
+    /// The score of one candidate.
+    fn score(&self, features: &Features) -> f32;
+
+    /// Each feature's additive contribution to the score, when the model is additive
+    /// in its features (linear models); other models return their own decomposition.
+    fn explain(&self, features: &Features) -> Vec<Contribution>;
+}
