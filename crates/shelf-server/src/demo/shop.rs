@@ -432,6 +432,19 @@ impl Shop {
     }
 }
 
+impl Shop {
+    /// A broad query for the area of leaf `i`: its parent and top categories
+    /// (`Furniture/Living Room/Sofas` -> `living room furniture`), matching several leaves.
+    pub fn broad_query_for(leaf: usize) -> String {
+        let parts: Vec<&str> = LEAVES[leaf].path.split('/').collect();
+        let parent = parts
+            .get(parts.len().saturating_sub(2))
+            .copied()
+            .unwrap_or_default();
+        format!("{} {}", parent, parts[0]).to_lowercase()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,8 +101,13 @@ pub async fn session(
     } else {
         rng.random_range(0..Shop::leaves())
     };
-    let color = (rng.random::<f64>() < 0.4).then_some(user.color);
-    let query = Shop::query_for(leaf, color, rng);
+    // Shoppers type product words (sometimes with a colour) or browse broadly.
+    let query = if rng.random::<f64>() < 0.3 {
+        Shop::broad_query_for(leaf)
+    } else {
+        let color = (rng.random::<f64>() < 0.4).then_some(user.color);
+        Shop::query_for(leaf, color, rng)
+    };
     let (status, response) = api
         .call(
             Method::POST,
@@ -196,19 +201,32 @@ pub fn ndcg_at(k: usize, ranked: &[String], user: &SimUser, facets: &Facets) -> 
     }
 }
 
+/// Which queries [`personalization_gain`] asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryKind {
+    /// A product noun of the favourite category (`sofa`): one category answers it.
+    Product,
+    /// The favourite category's area (`living room furniture`): several categories do.
+    Broad,
+}
+
 /// Mean NDCG@10 of personalised and anonymous searches for the same queries: for each
-/// user, one query per favourite category (the bare product noun).
+/// user, one query per favourite category.
 pub async fn personalization_gain(
     api: &impl Transport,
     facets: &Facets,
     users: &[SimUser],
+    kind: QueryKind,
     seed: u64,
 ) -> anyhow::Result<(f64, f64)> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let (mut personal, mut anonymous, mut n) = (0.0, 0.0, 0usize);
     for user in users {
         for &leaf in &user.leaves {
-            let query = Shop::query_for(leaf, None, &mut rng);
+            let query = match kind {
+                QueryKind::Product => Shop::query_for(leaf, None, &mut rng),
+                QueryKind::Broad => Shop::broad_query_for(leaf),
+            };
             for (with_user, total) in [(true, &mut personal), (false, &mut anonymous)] {
                 let mut body = serde_json::json!({ "query": query, "k": 10 });
                 if with_user {
