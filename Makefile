@@ -1,5 +1,5 @@
 # The two commands of the README, and the model they need.
-#   make run    starts shelf's main job (for now: embed JSON lines from stdin)
+#   make run    starts shelf's main job: the HTTP API with the demo shop (shelf serve --demo)
 #   make test   fetches the model if missing, then runs every test of the workspace
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/shelf/target
 
@@ -9,7 +9,7 @@ model:
 	scripts/fetch-model.sh
 
 run: model
-	cargo run --release -p shelf-server --bin shelf -- embed
+	cargo run --release -p shelf-server --bin shelf -- serve --demo
 
 test: model
 	cargo test --workspace --all-targets

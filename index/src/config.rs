@@ -59,10 +59,12 @@ impl IndexConfig {
         if self.ef_search == 0 {
             return bad("ef_search", "must be at least 1");
         }
-        if !(self.capacity_growth >= 1.0) {
+        if self.capacity_growth.is_nan() || self.capacity_growth < 1.0 {
             return bad("capacity_growth", "must be at least 1.0");
         }
-        if !(self.rebuild_tombstone_ratio > 0.0 && self.rebuild_tombstone_ratio <= 1.0) {
+        if !(0.0..=1.0).contains(&self.rebuild_tombstone_ratio)
+            || self.rebuild_tombstone_ratio == 0.0
+        {
             return bad("rebuild_tombstone_ratio", "must be in (0, 1]");
         }
         Ok(())

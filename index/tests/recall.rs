@@ -417,7 +417,7 @@ fn searches_run_while_writes_and_a_rebuild_happen() {
             searches
         });
         let mut writes = Clustered::new(32, 10, 0.5, 6);
-        for i in 0..1500 {
+        for (i, slot) in vectors.iter_mut().enumerate().take(1500) {
             let v = writes.sample().0;
             index
                 .upsert(
@@ -426,7 +426,7 @@ fn searches_run_while_writes_and_a_rebuild_happen() {
                     ItemAttributes::default(),
                 )
                 .unwrap();
-            vectors[i] = v;
+            *slot = v;
         }
         assert_eq!(reader.join().unwrap(), 1000);
     });

@@ -22,6 +22,10 @@ pub struct ItemJob<E, I> {
     reused: u64,
 }
 
+/// What the index must do for one item after the batch commits: upsert (vector and
+/// attributes) or delete (`None`).
+type IndexOp = Option<(Vec<f32>, ItemAttributes)>;
+
 enum Parsed {
     Upsert(Box<shelf_types::Item>, String, u64),
     Delete(ItemId),
@@ -160,7 +164,7 @@ impl<E: TextEmbedder, I: VectorIndex> Job for ItemJob<E, I> {
         let mut batch = self.store.batch();
         let mut dead_total = self.store.dead_letter_count(ITEM_JOB)?;
         let mut dead = 0;
-        let mut index_ops: Vec<(ItemId, Option<(Vec<f32>, ItemAttributes)>)> = Vec::new();
+        let mut index_ops: Vec<(ItemId, IndexOp)> = Vec::new();
         for (offset, payload, p) in parsed {
             let reason = match p {
                 Parsed::Upsert(item, text, hash) => {

@@ -100,6 +100,9 @@ pub struct ImpressionItem {
     pub features: Vec<f32>,
 }
 
+/// A raw key and value read from RocksDB.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 /// The RocksDB store.
 pub struct Store {
     db: DB,
@@ -249,11 +252,7 @@ impl Store {
             .collect()
     }
 
-    fn scan_prefix(
-        &self,
-        cf: &str,
-        prefix: &[u8],
-    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, StoreError> {
+    fn scan_prefix(&self, cf: &str, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let mut out = Vec::new();
         for entry in self
             .db

@@ -273,7 +273,7 @@ mod tests {
                 )
             })
             .collect();
-        ranked.sort_by(|a, b| b.0.cmp(&a.0));
+        ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
         let ideal: Vec<String> = ranked.iter().map(|(_, id)| id.clone()).collect();
         assert!((ndcg_at(10, &ideal, user, &facets) - 1.0).abs() < 1e-12);
         let worst: Vec<String> = ideal.iter().rev().take(10).cloned().collect();
