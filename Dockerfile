@@ -11,9 +11,12 @@ RUN SHELF_MODEL_CACHE=/models scripts/fetch-model.sh
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* && useradd --system --uid 10001 shelf
+    && rm -rf /var/lib/apt/lists/* && useradd --system --uid 10001 shelf \
+    && mkdir /data && chown shelf /data
 COPY --from=build /usr/local/bin/shelf /usr/local/bin/shelf
 COPY --from=build /models /models
 ENV SHELF_MODEL_CACHE=/models
 USER shelf
+VOLUME /data
+EXPOSE 8080
 ENTRYPOINT ["shelf"]
