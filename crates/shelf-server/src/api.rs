@@ -634,6 +634,18 @@ async fn delete_user(
 ) -> ApiResult<Json<Deleted>> {
     authorize(&app, &headers, Scope::Write)?;
     check_id("user id", &id)?;
+    // Apply what was already sent about the user first, so nothing of it lands afterwards.
+    let drained = app
+        .drain_events(std::time::Duration::from_secs(10))
+        .await
+        .map_err(ApiError::internal)?;
+    if !drained {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the event job is behind; retry the deletion shortly",
+        ));
+    }
     let store = Arc::clone(&app.store);
     let removed = tokio::task::spawn_blocking(move || store.delete_user(&id))
         .await

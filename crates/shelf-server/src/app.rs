@@ -14,7 +14,7 @@ use shelf_types::{ItemAttributes, ItemRecord, Ranker};
 use std::collections::{HashSet, VecDeque};
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
@@ -106,6 +106,8 @@ pub struct App {
     event_wake: Arc<Notify>,
     impressions: mpsc::Sender<Impression>,
     impressions_rx: Mutex<Option<mpsc::Receiver<Impression>>>,
+    /// Impressions queued but not yet appended to the log.
+    impressions_pending: AtomicUsize,
     pub search_slots: Semaphore,
     /// Offsets of items appended through the API with their append time (for freshness).
     pending_items: Mutex<VecDeque<(u64, Instant)>>,
@@ -157,6 +159,7 @@ impl App {
             event_wake: Arc::new(Notify::new()),
             impressions: tx,
             impressions_rx: Mutex::new(Some(rx)),
+            impressions_pending: AtomicUsize::new(0),
             search_slots: Semaphore::new(slots),
             pending_items: Mutex::new(VecDeque::new()),
             ready: AtomicBool::new(false),
@@ -397,14 +400,17 @@ impl App {
                     }
                     if !buffer.is_empty() {
                         self.append_events(buffer.iter().map(impression_record).collect()).await?;
+                        self.impressions_pending.fetch_sub(buffer.len(), Ordering::AcqRel);
                     }
                     return Ok(());
                 }
             }
             let payloads: Vec<Vec<u8>> = buffer.drain(..).map(|i| impression_record(&i)).collect();
+            let n = payloads.len();
             if let Err(e) = self.append_events(payloads).await {
                 tracing::error!(error = %e, "appending impressions failed; they are lost");
             }
+            self.impressions_pending.fetch_sub(n, Ordering::AcqRel);
         }
     }
 
@@ -431,7 +437,9 @@ impl App {
 
     /// Queues an impression for the log; when the queue is full it is dropped and counted.
     pub fn log_impression(&self, impression: Impression) {
+        self.impressions_pending.fetch_add(1, Ordering::AcqRel);
         if self.impressions.try_send(impression).is_err() {
+            self.impressions_pending.fetch_sub(1, Ordering::AcqRel);
             tracing::warn!("impression queue full; an impression was dropped");
         }
     }
@@ -543,6 +551,28 @@ impl App {
             ),
         ]);
         out
+    }
+
+    /// Waits (at most `timeout`) until the event job has applied everything appended to
+    /// the events log so far, impressions still queued included. Returns whether it has.
+    pub async fn drain_events(&self, timeout: Duration) -> anyhow::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        // Queued impressions are appended within milliseconds; wait for them first.
+        while self.impressions_pending.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let end = self.events_log.lock().map(|l| l.next_offset()).unwrap_or(0);
+        while self.store.offset(EVENT_JOB)? < end {
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            self.event_wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(true)
     }
 
     /// Item records ever appended to the item log (its next offset).
