@@ -7,7 +7,7 @@ use shelf_store::{
     Counter, DeadLetter, DecayConfig, Impression, ItemFacts, ItemStats, Profile, Store,
 };
 use shelf_stream::Record;
-use shelf_types::Event;
+use shelf_types::{Event, EventKind};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -97,6 +97,38 @@ impl EventJob {
         Ok(Ok(()))
     }
 
+    /// Marks the clicked item in the impression the click's request id names (the label
+    /// for CTR training). Clicks on expired or unknown requests only update the profile.
+    fn label_click(
+        &self,
+        event: &Event,
+        impressions: &mut BTreeMap<String, Impression>,
+    ) -> Result<(), EngineError> {
+        let (EventKind::Click, Some(request), Some(item)) =
+            (event.kind, &event.request_id, &event.item_id)
+        else {
+            return Ok(());
+        };
+        let request = request.as_str();
+        if !impressions.contains_key(request) {
+            match self.store.impression(request)? {
+                Some(stored) => {
+                    impressions.insert(request.to_string(), stored);
+                }
+                None => return Ok(()),
+            }
+        }
+        let impression = impressions.get_mut(request).expect("inserted above");
+        if let Some(shown) = impression
+            .items
+            .iter_mut()
+            .find(|shown| shown.item_id == item.as_str())
+        {
+            shown.clicked = true;
+        }
+        Ok(())
+    }
+
     /// The batch's working copy of `id`'s stats, loaded from the store on first use.
     fn stats_entry<'s>(
         &self,
@@ -183,13 +215,19 @@ impl Job for EventJob {
         // Ordered maps: the write batch is the same on every run.
         let mut profiles: BTreeMap<String, Profile> = BTreeMap::new();
         let mut stats: BTreeMap<String, ItemStats> = BTreeMap::new();
+        let mut impressions: BTreeMap<String, Impression> = BTreeMap::new();
         let mut batch = self.store.batch();
         let mut dead_total = self.store.dead_letter_count(EVENT_JOB)?;
         let mut dead = 0;
         for record in &records {
             let outcome = match parse(&record.payload) {
                 Ok(EventRecord::Event(event)) => {
-                    self.apply_event(&event, &mut items, &mut profiles, &mut stats)?
+                    let outcome =
+                        self.apply_event(&event, &mut items, &mut profiles, &mut stats)?;
+                    if outcome.is_ok() {
+                        self.label_click(&event, &mut impressions)?;
+                    }
+                    outcome
                 }
                 Ok(EventRecord::Impression(impression)) => {
                     for shown in &impression.items {
@@ -199,7 +237,7 @@ impl Job for EventJob {
                             &self.config,
                         );
                     }
-                    batch.put_impression(&impression);
+                    impressions.insert(impression.request_id.clone(), impression);
                     Ok(())
                 }
                 Err(reason) => Err(reason),
@@ -221,6 +259,9 @@ impl Job for EventJob {
         }
         for s in stats.values() {
             batch.put_item_stats(s);
+        }
+        for impression in impressions.values() {
+            batch.put_impression(impression);
         }
         batch.put_offset(EVENT_JOB, next_offset);
         self.store.commit(batch)?;

@@ -81,6 +81,8 @@ pub struct Timings {
 #[derive(Clone, Debug)]
 pub struct SearchResponse {
     pub request_id: String,
+    /// The ranker that scored the items.
+    pub model: String,
     pub items: Vec<RankedItem>,
     pub timings: Timings,
     /// Whether the user's profile took part.
@@ -93,7 +95,7 @@ pub struct Retriever<E, I> {
     store: Arc<Store>,
     embedder: E,
     index: I,
-    ranker: Arc<dyn Ranker>,
+    ranker: std::sync::RwLock<Arc<dyn Ranker>>,
     cache: QueryCache,
     config: RetrievalConfig,
 }
@@ -101,7 +103,14 @@ pub struct Retriever<E, I> {
 impl<E, I> std::fmt::Debug for Retriever<E, I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Retriever")
-            .field("ranker", &self.ranker.name())
+            .field(
+                "ranker",
+                &self
+                    .ranker
+                    .read()
+                    .map(|r| r.name().to_string())
+                    .unwrap_or_default(),
+            )
             .field("config", &self.config)
             .finish()
     }
@@ -126,18 +135,24 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             store,
             embedder,
             index,
-            ranker,
+            ranker: std::sync::RwLock::new(ranker),
             cache,
             config,
         }
     }
 
-    pub fn index(&self) -> &I {
-        &self.index
+    /// The ranker now in use.
+    pub fn ranker(&self) -> Arc<dyn Ranker> {
+        Arc::clone(&self.ranker.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub fn ranker_name(&self) -> &str {
-        self.ranker.name()
+    /// Swaps in another ranker; searches in flight finish with the one they started with.
+    pub fn set_ranker(&self, ranker: Arc<dyn Ranker>) {
+        *self.ranker.write().unwrap_or_else(|e| e.into_inner()) = ranker;
+    }
+
+    pub fn index(&self) -> &I {
+        &self.index
     }
 
     /// Query-embedding cache hits and misses so far.
@@ -189,6 +204,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         let rerank_started = Instant::now();
         let now_ms = unix_ms(OffsetDateTime::now_utc());
         let query_terms = query.map(terms).unwrap_or_default();
+        let ranker = self.ranker();
         let mut ranked = Vec::with_capacity(candidates.len());
         for candidate in candidates {
             let id = candidate.id.as_str();
@@ -205,7 +221,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 candidate.stage1_rank,
                 now_ms,
             )?;
-            let score = self.ranker.score(&features);
+            let score = ranker.score(&features);
             ranked.push(RankedItem {
                 id: candidate.id,
                 score,
@@ -220,7 +236,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         ranked.truncate(request.k);
         if request.explain {
             for item in &mut ranked {
-                item.explanation = Some(self.ranker.explain(&item.features));
+                item.explanation = Some(ranker.explain(&item.features));
             }
         }
         let rerank_ms = ms_since(rerank_started);
@@ -237,10 +253,12 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                     item_id: item.id.as_str().to_string(),
                     position: position as u32,
                     features: item.features.to_vec(),
+                    clicked: false,
                 })
                 .collect(),
         };
         Ok(SearchResponse {
+            model: ranker.name().to_string(),
             request_id,
             items: ranked,
             timings: Timings {

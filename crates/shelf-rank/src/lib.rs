@@ -1,5 +1,15 @@
-//! shelf-rank: models that score (user, query, item) candidates from their features.
+//! shelf-rank: models that score (user, query, item) candidates from their features — the
+//! hand-set prior, and logistic regression and an MLP trained on logged impressions.
 
+mod learned;
+mod metrics;
 mod prior;
+mod train;
 
+pub use learned::{
+    input_names, inputs, sigmoid, LearnedModel, Params, TrainingReport, INPUT_COUNT,
+    SCHEMA_VERSION, SERVING_POSITION,
+};
+pub use metrics::{auc, log_loss};
 pub use prior::PriorRanker;
+pub use train::{train, Example, ModelKind, TrainConfig, TrainError};

@@ -110,6 +110,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/events", post(post_events))
         .route("/v1/users/{id}/profile", get(get_profile))
         .route("/v1/users/{id}", delete(delete_user))
+        .route("/v1/models", get(list_models))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -306,7 +307,7 @@ async fn search(
     }
     Ok(Json(SearchResult {
         request_id: response.request_id,
-        model: retriever.ranker_name().to_string(),
+        model: response.model,
         personalized: response.personalized,
         items: response
             .items
@@ -656,6 +657,57 @@ async fn delete_user(
     }))
 }
 
+/// A trained model as listed by `GET /v1/models`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelSummary {
+    pub version: String,
+    pub kind: String,
+    /// Whether this model ranks searches now.
+    pub live: bool,
+    pub validation_auc: f64,
+    pub validation_log_loss: f64,
+    pub prior_validation_auc: f64,
+    pub train_examples: usize,
+    pub validation_examples: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    /// The ranker in use (`prior` until a model is promoted).
+    pub live: String,
+    pub models: Vec<ModelSummary>,
+}
+
+#[utoipa::path(get, path = "/v1/models", tag = "models",
+    responses((status = 200, body = ModelList), (status = 401, body = ErrorBody)))]
+async fn list_models(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<ModelList>> {
+    authorize(&app, &headers, Scope::Read)?;
+    let live = app
+        .retriever()
+        .map_or_else(|| "prior".to_string(), |r| r.ranker().name().to_string());
+    let models = crate::models::list(&app.config.data_dir)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|m| ModelSummary {
+            kind: match m.params {
+                shelf_rank::Params::Logistic { .. } => "logistic".into(),
+                shelf_rank::Params::Mlp { .. } => "mlp".into(),
+            },
+            live: m.version == live,
+            validation_auc: m.report.validation_auc,
+            validation_log_loss: m.report.validation_log_loss,
+            prior_validation_auc: m.report.prior_validation_auc,
+            train_examples: m.report.train_examples,
+            validation_examples: m.report.validation_examples,
+            version: m.version,
+        })
+        .collect();
+    Ok(Json(ModelList { live, models }))
+}
+
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "the process is up")))]
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
@@ -702,6 +754,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         post_events,
         get_profile,
         delete_user,
+        list_models,
         health,
         ready,
         metrics

@@ -112,6 +112,8 @@ pub struct App {
     /// Offsets of items appended through the API with their append time (for freshness).
     pending_items: Mutex<VecDeque<(u64, Instant)>>,
     ready: AtomicBool,
+    /// Validation AUC of the live learned model (none while the prior ranks).
+    live_auc: Mutex<Option<f64>>,
     stop: watch::Sender<bool>,
     query_embedder: Embedder,
     item_embedder: Embedder,
@@ -126,6 +128,9 @@ impl std::fmt::Debug for App {
             .finish()
     }
 }
+
+/// How often the model watcher looks for a newly promoted model.
+const MODEL_POLL: Duration = Duration::from_secs(10);
 
 /// Capacity of the queue of impressions waiting to be appended to the log.
 const IMPRESSION_QUEUE: usize = 16_384;
@@ -163,6 +168,7 @@ impl App {
             search_slots: Semaphore::new(slots),
             pending_items: Mutex::new(VecDeque::new()),
             ready: AtomicBool::new(false),
+            live_auc: Mutex::new(None),
             stop: watch::channel(false).0,
             query_embedder,
             item_embedder,
@@ -188,12 +194,26 @@ impl App {
     }
 
     /// Loads the index (snapshot plus the item changes since, or a build from the store's
-    /// vectors), then starts the item job, the event job, the impression writer and the
-    /// impression expiry. Returns the tasks, which end after [`App::shutdown`].
+    /// vectors), then starts the item job, the event job, the impression writer, the
+    /// impression expiry and the model watcher. Searches are ranked by the live model
+    /// (`DATA/models/live.json`) when there is one, else by `fallback`. Returns the tasks,
+    /// which end after [`App::shutdown`].
     pub async fn start(
         self: &Arc<Self>,
-        ranker: Arc<dyn Ranker>,
+        fallback: Arc<dyn Ranker>,
     ) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+        let ranker: Arc<dyn Ranker> = match crate::models::load_live(&self.config.data_dir) {
+            Ok(Some(model)) => {
+                tracing::info!(version = %model.version, "ranking with the live model");
+                *self.live_auc.lock().expect("not poisoned") = Some(model.report.validation_auc);
+                Arc::new(model)
+            }
+            Ok(None) => fallback,
+            Err(e) => {
+                tracing::error!(error = %e, "the live model is unusable; ranking with the prior");
+                fallback
+            }
+        };
         let mut tasks = Vec::new();
 
         // Events do not need the index: start them first.
@@ -227,7 +247,43 @@ impl App {
 
         let app = Arc::clone(self);
         tasks.push(tokio::spawn(async move { app.run_item_job(index).await }));
+        let app = Arc::clone(self);
+        tasks.push(tokio::spawn(async move { app.run_model_watcher().await }));
         Ok(tasks)
+    }
+
+    /// Swaps in `live.json` whenever it changes (promoted by `shelf train`), without
+    /// stopping searches: each search uses the ranker it started with.
+    async fn run_model_watcher(self: Arc<Self>) -> anyhow::Result<()> {
+        let path = crate::models::dir(&self.config.data_dir).join(crate::models::LIVE);
+        let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mut seen = modified(&path);
+        let mut stop = self.stop.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(MODEL_POLL) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            let now = modified(&path);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match crate::models::load_live(&self.config.data_dir) {
+                Ok(Some(model)) => {
+                    tracing::info!(version = %model.version, auc = model.report.validation_auc, "live model swapped in");
+                    *self.live_auc.lock().expect("not poisoned") =
+                        Some(model.report.validation_auc);
+                    if let Some(r) = self.retriever() {
+                        r.set_ranker(Arc::new(model));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "the new live model is unusable; keeping the current one")
+                }
+            }
+        }
     }
 
     /// Asks every job to stop after its current batch.
@@ -524,6 +580,19 @@ impl App {
                 ),
             ]);
         }
+        let live_auc = *self.live_auc.lock().expect("not poisoned");
+        out.extend([
+            (
+                "shelf_model_learned",
+                "1 when a trained model ranks searches, 0 while the hand-set prior does.",
+                f64::from(u8::from(live_auc.is_some())),
+            ),
+            (
+                "shelf_model_validation_auc",
+                "Validation AUC of the live trained model (0 while the prior ranks).",
+                live_auc.unwrap_or(0.0),
+            ),
+        ]);
         let items_end = self.items_log.lock().map(|l| l.next_offset()).unwrap_or(0);
         let events_end = self.events_log.lock().map(|l| l.next_offset()).unwrap_or(0);
         let items_at = self.store.offset(ITEM_JOB).unwrap_or(0);

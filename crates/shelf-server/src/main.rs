@@ -26,6 +26,8 @@ enum Command {
     /// Benchmarks printing JSON lines: `ingest` (jobs, freshness), `search` (load generator).
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
+    /// Train a CTR model on the logged impressions; promote it if not worse than the live one.
+    Train(cli::train::TrainArgs),
     /// Print one user's profile as JSON.
     Profile(cli::inspect::ProfileArgs),
     /// Print every item, profile and item stat as JSON lines sorted by key.
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Process(args) => cli::process::run(args).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => cli::serve::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Bench(command) => cli::bench::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Train(args) => cli::train::run(args).map(|()| ExitCode::SUCCESS),
         Command::Profile(args) => cli::inspect::profile(args),
         Command::Dump(args) => cli::inspect::dump(args),
     };

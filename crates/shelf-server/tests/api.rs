@@ -117,7 +117,14 @@ async fn items_events_search_profile_and_deletion_round_trip() {
         assert!(item["price"].as_f64().unwrap() <= 500.0);
     }
 
-    // A click carrying the request id updates the profile and the item's stats.
+    // The search above was logged as an impression (the writer appends it asynchronously).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.app.store.impression(&request_id).unwrap().is_none() {
+        assert!(Instant::now() < deadline, "impression never logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A click carrying the request id updates the profile and the item's stats, and labels
+    // the impression for training.
     let (status, body) = s
         .call(
             Method::POST,
@@ -133,12 +140,6 @@ async fn items_events_search_profile_and_deletion_round_trip() {
     assert_eq!(profile["counts"]["click"], 1);
     assert_eq!(profile["recent"][0]["item_id"], clicked.as_str());
     assert!(s.app.store.item_stats(&clicked).unwrap().unwrap().clicks > 0.0);
-    // The search above was logged as an impression (the writer appends it asynchronously).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.app.store.impression(&request_id).unwrap().is_none() {
-        assert!(Instant::now() < deadline, "impression never logged");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let impression = s.app.store.impression(&request_id).unwrap().unwrap();
     assert_eq!(impression.items.len(), 5);
     assert_eq!(impression.items[1].item_id, clicked);
@@ -146,6 +147,8 @@ async fn items_events_search_profile_and_deletion_round_trip() {
         impression.items[1].features.len(),
         shelf_types::FEATURE_COUNT
     );
+    let labels: Vec<bool> = impression.items.iter().map(|i| i.clicked).collect();
+    assert_eq!(labels, [false, true, false, false, false]);
 
     // A recommendation: the profile alone.
     let (status, body) = s

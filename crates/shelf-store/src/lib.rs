@@ -98,6 +98,9 @@ pub struct ImpressionItem {
     pub item_id: String,
     pub position: u32,
     pub features: Vec<f32>,
+    /// Set when a click carrying the impression's request id arrives (the training label).
+    #[serde(default)]
+    pub clicked: bool,
 }
 
 /// A raw key and value read from RocksDB.
@@ -283,6 +286,18 @@ impl Store {
             if let Some(item) = self.item(id)? {
                 f(item, codec::decode_vector(&v)?);
             }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with every impression, oldest first (request ids sort by time).
+    pub fn for_each_impression(&self, mut f: impl FnMut(Impression)) -> Result<(), StoreError> {
+        for entry in self
+            .db
+            .iterator_cf(self.cf(IMPRESSIONS), IteratorMode::Start)
+        {
+            let (_, v) = entry?;
+            f(codec::decode(&v, "impression")?);
         }
         Ok(())
     }

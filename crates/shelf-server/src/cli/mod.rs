@@ -8,3 +8,4 @@ pub mod inspect;
 pub mod model;
 pub mod process;
 pub mod serve;
+pub mod train;

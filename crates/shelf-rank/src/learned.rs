@@ -1,0 +1,303 @@
+//! Learned CTR models (logistic regression, a one-hidden-layer MLP): their inputs, scoring,
+//! explanations, and the file format they are saved in.
+
+use serde::{Deserialize, Serialize};
+use shelf_types::{Contribution, Features, Ranker, FEATURE_COUNT, FEATURE_NAMES};
+
+/// Version of the model inputs below; a saved model with another version is refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Number of model inputs: the ranking features, then the position.
+pub const INPUT_COUNT: usize = FEATURE_COUNT + 1;
+
+/// The model inputs: [`FEATURE_NAMES`] then `position` (`1 / (1 + shown position)`, 0-based).
+///
+/// Position bias: clicks depend on where an item was shown, so training sees the position
+/// as an input and learns its effect separately from the item's; at serving every candidate
+/// gets the same position (the first slot), which removes it from the ranking.
+pub fn input_names() -> Vec<&'static str> {
+    let mut names = FEATURE_NAMES.to_vec();
+    names.push("position");
+    names
+}
+
+/// The model inputs of a candidate shown at `position` (0-based).
+pub fn inputs(features: &Features, position: u32) -> [f32; INPUT_COUNT] {
+    let mut x = [0.0; INPUT_COUNT];
+    x[..FEATURE_COUNT].copy_from_slice(features);
+    x[FEATURE_COUNT] = 1.0 / (1.0 + position as f32);
+    x
+}
+
+/// The position every candidate gets at serving.
+pub const SERVING_POSITION: u32 = 0;
+
+/// The parameters of a learned model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Params {
+    /// `logit = weights · x + bias`.
+    Logistic { weights: Vec<f32>, bias: f32 },
+    /// `logit = w2 · relu(w1 x + b1) + b2`, `w1` as `hidden` rows of `INPUT_COUNT`.
+    Mlp {
+        w1: Vec<Vec<f32>>,
+        b1: Vec<f32>,
+        w2: Vec<f32>,
+        b2: f32,
+    },
+}
+
+impl Params {
+    /// The model's logit of a click.
+    pub fn logit(&self, x: &[f32; INPUT_COUNT]) -> f32 {
+        match self {
+            Params::Logistic { weights, bias } => {
+                weights.iter().zip(x).map(|(w, v)| w * v).sum::<f32>() + bias
+            }
+            Params::Mlp { w1, b1, w2, b2 } => {
+                let mut out = *b2;
+                for ((row, b), w) in w1.iter().zip(b1).zip(w2) {
+                    let h = row.iter().zip(x).map(|(a, v)| a * v).sum::<f32>() + b;
+                    out += w * h.max(0.0);
+                }
+                out
+            }
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let ok = match self {
+            Params::Logistic { weights, .. } => weights.len() == INPUT_COUNT,
+            Params::Mlp { w1, b1, w2, .. } => {
+                !w1.is_empty()
+                    && w1.iter().all(|r| r.len() == INPUT_COUNT)
+                    && b1.len() == w1.len()
+                    && w2.len() == w1.len()
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("parameter shapes do not fit {INPUT_COUNT} inputs"))
+        }
+    }
+}
+
+/// What training saw and reached.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainingReport {
+    pub train_examples: usize,
+    pub train_clicks: usize,
+    pub validation_examples: usize,
+    pub validation_clicks: usize,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    /// Validation AUC and log-loss of this model.
+    pub validation_auc: f64,
+    pub validation_log_loss: f64,
+    /// Validation AUC of the hand-set prior model on the same examples.
+    pub prior_validation_auc: f64,
+    /// Drop of validation AUC when one input is shuffled (permutation importance), by input.
+    pub importance: Vec<(String, f64)>,
+    /// Weight of clicks in the loss (negatives per positive in the training set).
+    pub positive_weight: f64,
+}
+
+/// A trained model with its schema and training report, as saved on disk (JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LearnedModel {
+    pub schema_version: u32,
+    pub inputs: Vec<String>,
+    /// A name unique per training run (`{kind}-{unix ms}`).
+    pub version: String,
+    pub params: Params,
+    pub report: TrainingReport,
+}
+
+impl LearnedModel {
+    /// Reads a saved model, refusing another schema or malformed parameters.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let model: LearnedModel =
+            serde_json::from_str(text).map_err(|e| format!("not a shelf model: {e}"))?;
+        if model.schema_version != SCHEMA_VERSION {
+            return Err(format!(
+                "model schema {} but this build reads schema {SCHEMA_VERSION}",
+                model.schema_version
+            ));
+        }
+        if model.inputs != input_names() {
+            return Err(format!(
+                "model inputs {:?} differ from {:?}",
+                model.inputs,
+                input_names()
+            ));
+        }
+        model.params.check()?;
+        Ok(model)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a model always serialises")
+    }
+
+    /// Click probability of a candidate shown at `position`.
+    pub fn probability(&self, features: &Features, position: u32) -> f32 {
+        sigmoid(self.params.logit(&inputs(features, position)))
+    }
+}
+
+pub fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+impl Ranker for LearnedModel {
+    fn name(&self) -> &str {
+        &self.version
+    }
+
+    /// The logit of a click at the serving position.
+    fn score(&self, features: &Features) -> f32 {
+        self.params.logit(&inputs(features, SERVING_POSITION))
+    }
+
+    /// Logistic: `w_i x_i` per input plus `bias`. MLP: exact Shapley values of the inputs
+    /// against an all-zero baseline (all 2^10 coalitions), plus `bias` = the logit of the
+    /// baseline; in both cases the contributions sum to the score.
+    fn explain(&self, features: &Features) -> Vec<Contribution> {
+        let x = inputs(features, SERVING_POSITION);
+        let names = input_names();
+        let mut out: Vec<Contribution> = match &self.params {
+            Params::Logistic { weights, .. } => (0..INPUT_COUNT)
+                .map(|i| Contribution {
+                    feature: names[i],
+                    value: x[i],
+                    contribution: weights[i] * x[i],
+                })
+                .collect(),
+            Params::Mlp { .. } => shapley(&self.params, &x)
+                .into_iter()
+                .enumerate()
+                .map(|(i, phi)| Contribution {
+                    feature: names[i],
+                    value: x[i],
+                    contribution: phi,
+                })
+                .collect(),
+        };
+        let base = match &self.params {
+            Params::Logistic { bias, .. } => *bias,
+            Params::Mlp { .. } => self.params.logit(&[0.0; INPUT_COUNT]),
+        };
+        out.push(Contribution {
+            feature: "bias",
+            value: 1.0,
+            contribution: base,
+        });
+        out
+    }
+}
+
+/// Exact Shapley values of `x`'s inputs for `params.logit`, absent inputs set to 0.
+fn shapley(params: &Params, x: &[f32; INPUT_COUNT]) -> [f32; INPUT_COUNT] {
+    let n = INPUT_COUNT;
+    let coalitions = 1usize << n;
+    let values: Vec<f32> = (0..coalitions)
+        .map(|mask| {
+            let mut v = [0.0; INPUT_COUNT];
+            for i in 0..n {
+                if mask & (1 << i) != 0 {
+                    v[i] = x[i];
+                }
+            }
+            params.logit(&v)
+        })
+        .collect();
+    // weight(|S|) = |S|! (n - |S| - 1)! / n!
+    let factorial = |k: usize| (1..=k).map(|v| v as f64).product::<f64>();
+    let weights: Vec<f64> = (0..n)
+        .map(|s| factorial(s) * factorial(n - s - 1) / factorial(n))
+        .collect();
+    let mut phi = [0.0; INPUT_COUNT];
+    for (i, p) in phi.iter_mut().enumerate() {
+        let mut total = 0.0f64;
+        for mask in 0..coalitions {
+            if mask & (1 << i) == 0 {
+                let s = (mask as u32).count_ones() as usize;
+                total += weights[s] * f64::from(values[mask | (1 << i)] - values[mask]);
+            }
+        }
+        *p = total as f32;
+    }
+    phi
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mlp() -> Params {
+        Params::Mlp {
+            w1: vec![
+                (0..INPUT_COUNT).map(|i| 0.1 * i as f32 - 0.3).collect(),
+                (0..INPUT_COUNT).map(|i| 0.5 - 0.05 * i as f32).collect(),
+            ],
+            b1: vec![0.1, -0.2],
+            w2: vec![1.5, -0.7],
+            b2: 0.05,
+        }
+    }
+
+    #[test]
+    fn explanations_sum_to_the_score() {
+        let features = [0.8, 0.5, 0.3, 0.06, 0.2, 0.9, 0.5, 0.5, 0.25];
+        for params in [
+            Params::Logistic {
+                weights: (0..INPUT_COUNT).map(|i| i as f32 * 0.1 - 0.2).collect(),
+                bias: -2.0,
+            },
+            mlp(),
+        ] {
+            let model = LearnedModel {
+                schema_version: SCHEMA_VERSION,
+                inputs: input_names().iter().map(|s| s.to_string()).collect(),
+                version: "t".into(),
+                params,
+                report: TrainingReport::default(),
+            };
+            let sum: f32 = model
+                .explain(&features)
+                .iter()
+                .map(|c| c.contribution)
+                .sum();
+            assert!(
+                (sum - model.score(&features)).abs() < 1e-4,
+                "{sum} vs {}",
+                model.score(&features)
+            );
+        }
+    }
+
+    #[test]
+    fn a_saved_model_round_trips_and_bad_ones_are_refused() {
+        let model = LearnedModel {
+            schema_version: SCHEMA_VERSION,
+            inputs: input_names().iter().map(|s| s.to_string()).collect(),
+            version: "mlp-1".into(),
+            params: mlp(),
+            report: TrainingReport::default(),
+        };
+        let again = LearnedModel::from_json(&model.to_json()).unwrap();
+        assert_eq!(again, model);
+        let mut old = model.clone();
+        old.schema_version = 0;
+        assert!(LearnedModel::from_json(&old.to_json())
+            .unwrap_err()
+            .contains("schema"));
+        let mut bad = model;
+        bad.params = Params::Logistic {
+            weights: vec![1.0],
+            bias: 0.0,
+        };
+        assert!(LearnedModel::from_json(&bad.to_json()).is_err());
+    }
+}

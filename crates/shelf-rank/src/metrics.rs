@@ -1,0 +1,75 @@
+//! Ranking-quality measures of CTR predictions: ROC AUC and log-loss.
+
+/// Area under the ROC curve of `scores` for binary `labels` (the probability that a random
+/// positive scores above a random negative; ties count half). `None` when a class is empty.
+pub fn auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    assert_eq!(scores.len(), labels.len(), "one label per score");
+    let positives = labels.iter().filter(|l| **l).count();
+    let negatives = labels.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // Sum of the (tie-averaged, 1-based) ranks of the positives: Mann-Whitney U.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let average_rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += order[i..=j].iter().filter(|&&k| labels[k]).count() as f64 * average_rank;
+        i = j + 1;
+    }
+    let p = positives as f64;
+    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * negatives as f64))
+}
+
+/// Mean binary cross-entropy of probabilities (clamped away from 0 and 1).
+pub fn log_loss(probabilities: &[f32], labels: &[bool]) -> f64 {
+    assert_eq!(
+        probabilities.len(),
+        labels.len(),
+        "one label per probability"
+    );
+    if labels.is_empty() {
+        return 0.0;
+    }
+    let total: f64 = probabilities
+        .iter()
+        .zip(labels)
+        .map(|(&p, &y)| {
+            let p = f64::from(p).clamp(1e-7, 1.0 - 1e-7);
+            if y {
+                -p.ln()
+            } else {
+                -(1.0 - p).ln()
+            }
+        })
+        .sum();
+    total / labels.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_matches_hand_counted_pairs() {
+        // Pairs (pos, neg): (0.9 > 0.1), (0.9 > 0.4), (0.3 > 0.1), (0.3 < 0.4) -> 3/4.
+        let scores = [0.9, 0.1, 0.3, 0.4];
+        let labels = [true, false, true, false];
+        assert!((auc(&scores, &labels).unwrap() - 0.75).abs() < 1e-12);
+        // Ties count half.
+        assert_eq!(auc(&[0.5, 0.5], &[true, false]), Some(0.5));
+        assert_eq!(auc(&[0.5, 0.2], &[true, true]), None);
+    }
+
+    #[test]
+    fn log_loss_of_certain_and_coin_flip_predictions() {
+        assert!(log_loss(&[1.0, 0.0], &[true, false]) < 1e-6);
+        assert!((log_loss(&[0.5, 0.5], &[true, false]) - std::f64::consts::LN_2).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,441 @@
+//! Training of the learned CTR models with candle: weighted binary cross-entropy, AdamW,
+//! a time-ordered train/validation split and early stopping on validation AUC.
+
+use crate::learned::{
+    input_names, inputs, LearnedModel, Params, TrainingReport, INPUT_COUNT, SCHEMA_VERSION,
+};
+use crate::metrics::{auc, log_loss};
+use crate::PriorRanker;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use shelf_types::{Features, Ranker};
+
+/// One shown item: its features, where it was shown, whether it was clicked, and when.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Example {
+    pub features: Features,
+    pub position: u32,
+    pub clicked: bool,
+    pub ts_ms: i64,
+}
+
+/// Which model to train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    Logistic,
+    /// One hidden layer of this many ReLU units.
+    Mlp {
+        hidden: usize,
+    },
+}
+
+/// Training settings.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub kind: ModelKind,
+    pub max_epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    /// Epochs without a better validation AUC before stopping.
+    pub patience: usize,
+    /// Newest share of examples (by time) held out for validation.
+    pub validation_share: f64,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            kind: ModelKind::Logistic,
+            max_epochs: 60,
+            batch_size: 256,
+            learning_rate: 0.02,
+            weight_decay: 1e-4,
+            patience: 6,
+            validation_share: 0.2,
+            seed: 7,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("not enough data: {0}")]
+    NotEnoughData(String),
+    #[error("invalid training settings: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Trains a model on `examples` (any order; they are sorted by time). `version` names it.
+pub fn train(
+    examples: &[Example],
+    config: &TrainConfig,
+    version: &str,
+) -> Result<LearnedModel, TrainError> {
+    if config.batch_size == 0
+        || config.max_epochs == 0
+        || !(0.0..1.0).contains(&config.validation_share)
+    {
+        return Err(TrainError::Config(
+            "batch_size and max_epochs must be positive, validation_share in [0, 1)".into(),
+        ));
+    }
+    let mut sorted: Vec<&Example> = examples.iter().collect();
+    sorted.sort_by_key(|e| e.ts_ms);
+    let split = ((sorted.len() as f64) * (1.0 - config.validation_share)).round() as usize;
+    let (train_set, validation) = sorted.split_at(split);
+    let clicks = |set: &[&Example]| set.iter().filter(|e| e.clicked).count();
+    let (train_clicks, validation_clicks) = (clicks(train_set), clicks(validation));
+    if train_clicks == 0 || train_clicks == train_set.len() {
+        return Err(TrainError::NotEnoughData(format!(
+            "the training part has {train_clicks} clicks in {} examples; both classes are needed",
+            train_set.len()
+        )));
+    }
+    if validation_clicks == 0 || validation_clicks == validation.len() {
+        return Err(TrainError::NotEnoughData(format!(
+            "the validation part has {validation_clicks} clicks in {} examples; both classes are needed",
+            validation.len()
+        )));
+    }
+    // Clicks are rare: weigh them by negatives per positive in the loss, then shift the
+    // learned bias back by ln(weight) so probabilities stay calibrated.
+    let positive_weight = (train_set.len() - train_clicks) as f64 / train_clicks as f64;
+
+    let device = Device::Cpu;
+    let to_tensors = |set: &[&Example]| -> Result<(Tensor, Tensor), TrainError> {
+        let x: Vec<f32> = set
+            .iter()
+            .flat_map(|e| inputs(&e.features, e.position))
+            .collect();
+        let y: Vec<f32> = set.iter().map(|e| f32::from(u8::from(e.clicked))).collect();
+        Ok((
+            Tensor::from_vec(x, (set.len(), INPUT_COUNT), &device)?,
+            Tensor::from_vec(y, (set.len(), 1), &device)?,
+        ))
+    };
+    let (train_x, train_y) = to_tensors(train_set)?;
+    let validation_inputs: Vec<[f32; INPUT_COUNT]> = validation
+        .iter()
+        .map(|e| inputs(&e.features, e.position))
+        .collect();
+    let validation_labels: Vec<bool> = validation.iter().map(|e| e.clicked).collect();
+
+    let mut rng = SplitMix(config.seed);
+    let net = Net::new(config.kind, &mut rng, &device)?;
+    let mut optimizer = AdamW::new(
+        net.vars(),
+        ParamsAdamW {
+            lr: config.learning_rate,
+            weight_decay: config.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let bias_shift = positive_weight.ln() as f32;
+    let mut best: Option<(f64, usize, Params)> = None;
+    let mut order: Vec<u32> = (0..train_set.len() as u32).collect();
+    let mut epochs_run = 0;
+    for epoch in 1..=config.max_epochs {
+        epochs_run = epoch;
+        rng.shuffle(&mut order);
+        for batch in order.chunks(config.batch_size) {
+            let index = Tensor::from_slice(batch, batch.len(), &device)?;
+            let x = train_x.index_select(&index, 0)?;
+            let y = train_y.index_select(&index, 0)?;
+            let loss = weighted_bce(&net.logits(&x)?, &y, positive_weight)?;
+            optimizer.backward_step(&loss)?;
+        }
+        let params = net.params(bias_shift)?;
+        let scores: Vec<f32> = validation_inputs.iter().map(|x| params.logit(x)).collect();
+        let validation_auc = auc(&scores, &validation_labels).unwrap_or(0.5);
+        match &best {
+            Some((best_auc, _, _)) if validation_auc <= *best_auc => {}
+            _ => best = Some((validation_auc, epoch, params)),
+        }
+        if best
+            .as_ref()
+            .is_some_and(|(_, e, _)| epoch - e >= config.patience)
+        {
+            break;
+        }
+    }
+    let (validation_auc, best_epoch, params) = best.expect("at least one epoch ran");
+    let probabilities: Vec<f32> = validation_inputs
+        .iter()
+        .map(|x| crate::learned::sigmoid(params.logit(x)))
+        .collect();
+    let prior = PriorRanker::default();
+    let prior_scores: Vec<f32> = validation
+        .iter()
+        .map(|e| prior.score(&e.features))
+        .collect();
+    let report = TrainingReport {
+        train_examples: train_set.len(),
+        train_clicks,
+        validation_examples: validation.len(),
+        validation_clicks,
+        epochs_run,
+        best_epoch,
+        validation_auc,
+        validation_log_loss: log_loss(&probabilities, &validation_labels),
+        prior_validation_auc: auc(&prior_scores, &validation_labels).unwrap_or(0.5),
+        importance: permutation_importance(
+            &params,
+            &validation_inputs,
+            &validation_labels,
+            validation_auc,
+            &mut rng,
+        ),
+        positive_weight,
+    };
+    Ok(LearnedModel {
+        schema_version: SCHEMA_VERSION,
+        inputs: input_names().iter().map(|s| s.to_string()).collect(),
+        version: version.to_string(),
+        params,
+        report,
+    })
+}
+
+/// Mean of `w(y) * (softplus(z) - y z)` with `w = positive_weight` for clicks, 1 otherwise:
+/// binary cross-entropy on logits, computed stably.
+fn weighted_bce(logits: &Tensor, y: &Tensor, positive_weight: f64) -> candle_core::Result<Tensor> {
+    let softplus = (logits.relu()? + logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
+    let per_example = (softplus - (y * logits)?)?;
+    let weights = y.affine(positive_weight - 1.0, 1.0)?;
+    (per_example * weights)?.mean_all()
+}
+
+/// AUC lost when one input column is shuffled, per input.
+fn permutation_importance(
+    params: &Params,
+    x: &[[f32; INPUT_COUNT]],
+    labels: &[bool],
+    base_auc: f64,
+    rng: &mut SplitMix,
+) -> Vec<(String, f64)> {
+    let names = input_names();
+    (0..INPUT_COUNT)
+        .map(|i| {
+            let mut column: Vec<f32> = x.iter().map(|r| r[i]).collect();
+            rng.shuffle(&mut column);
+            let scores: Vec<f32> = x
+                .iter()
+                .zip(&column)
+                .map(|(row, v)| {
+                    let mut row = *row;
+                    row[i] = *v;
+                    params.logit(&row)
+                })
+                .collect();
+            let drop = base_auc - auc(&scores, labels).unwrap_or(0.5);
+            (names[i].to_string(), (drop * 1e4).round() / 1e4)
+        })
+        .collect()
+}
+
+/// The trainable network.
+struct Net {
+    kind: ModelKind,
+    vars: Vec<Var>,
+}
+
+impl Net {
+    fn new(kind: ModelKind, rng: &mut SplitMix, device: &Device) -> candle_core::Result<Self> {
+        let mut uniform = |rows: usize, cols: usize, scale: f64| -> candle_core::Result<Var> {
+            let data: Vec<f32> = (0..rows * cols)
+                .map(|_| ((rng.unit() * 2.0 - 1.0) * scale) as f32)
+                .collect();
+            Var::from_tensor(&Tensor::from_vec(data, (rows, cols), device)?)
+        };
+        let vars = match kind {
+            ModelKind::Logistic => vec![
+                Var::zeros((INPUT_COUNT, 1), DType::F32, device)?,
+                Var::zeros((1, 1), DType::F32, device)?,
+            ],
+            ModelKind::Mlp { hidden } => {
+                let scale1 = (6.0 / (INPUT_COUNT + hidden) as f64).sqrt();
+                let scale2 = (6.0 / (hidden + 1) as f64).sqrt();
+                vec![
+                    uniform(INPUT_COUNT, hidden, scale1)?,
+                    Var::zeros((1, hidden), DType::F32, device)?,
+                    uniform(hidden, 1, scale2)?,
+                    Var::zeros((1, 1), DType::F32, device)?,
+                ]
+            }
+        };
+        Ok(Self { kind, vars })
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.vars.clone()
+    }
+
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let v = &self.vars;
+        match self.kind {
+            ModelKind::Logistic => x.matmul(v[0].as_tensor())?.broadcast_add(v[1].as_tensor()),
+            ModelKind::Mlp { .. } => x
+                .matmul(v[0].as_tensor())?
+                .broadcast_add(v[1].as_tensor())?
+                .relu()?
+                .matmul(v[2].as_tensor())?
+                .broadcast_add(v[3].as_tensor()),
+        }
+    }
+
+    /// The current parameters as plain vectors, the output bias shifted by `-bias_shift`.
+    fn params(&self, bias_shift: f32) -> candle_core::Result<Params> {
+        let v = &self.vars;
+        Ok(match self.kind {
+            ModelKind::Logistic => Params::Logistic {
+                weights: v[0].as_tensor().flatten_all()?.to_vec1()?,
+                bias: v[1].as_tensor().flatten_all()?.to_vec1::<f32>()?[0] - bias_shift,
+            },
+            ModelKind::Mlp { .. } => Params::Mlp {
+                // Stored as rows per hidden unit.
+                w1: v[0].as_tensor().t()?.to_vec2()?,
+                b1: v[1].as_tensor().flatten_all()?.to_vec1()?,
+                w2: v[2].as_tensor().flatten_all()?.to_vec1()?,
+                b2: v[3].as_tensor().flatten_all()?.to_vec1::<f32>()?[0] - bias_shift,
+            },
+        })
+    }
+}
+
+/// splitmix64: seeded initialisation and shuffling.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clicks drawn from a known logistic rule over three features plus position bias.
+    fn rule_data(n: usize, seed: u64) -> (Vec<Example>, Vec<f32>) {
+        let mut rng = SplitMix(seed);
+        let mut rule_scores = Vec::new();
+        let examples = (0..n)
+            .map(|i| {
+                let mut features = [0.0f32; shelf_types::FEATURE_COUNT];
+                for f in features.iter_mut() {
+                    *f = rng.unit() as f32;
+                }
+                let position = (rng.next() % 10) as u32;
+                // True rule: query_cosine strongly up, ctr_prior up, freshness down, position.
+                let z = -3.0 + 3.0 * features[0] + 1.5 * features[3] - 1.0 * features[6]
+                    + 1.0 / (1.0 + position as f32);
+                rule_scores.push(z);
+                let p = 1.0 / (1.0 + (-z as f64).exp());
+                Example {
+                    features,
+                    position,
+                    clicked: rng.unit() < p,
+                    ts_ms: i as i64,
+                }
+            })
+            .collect();
+        (examples, rule_scores)
+    }
+
+    #[test]
+    fn logistic_regression_recovers_a_known_rule() {
+        let (examples, rule) = rule_data(20_000, 1);
+        let model = train(&examples, &TrainConfig::default(), "logistic-test").unwrap();
+        let Params::Logistic { weights, .. } = &model.params else {
+            panic!()
+        };
+        // Signs and order of the rule's weights.
+        assert!(weights[0] > weights[3] && weights[3] > 0.5, "{weights:?}");
+        assert!(weights[6] < -0.4, "{weights:?}");
+        for i in [1, 2, 4, 5, 7, 8] {
+            assert!(
+                weights[i].abs() < 0.35,
+                "feature {i} should be ~0: {weights:?}"
+            );
+        }
+        // AUC close to the rule's own on the validation part.
+        let split = 16_000;
+        let labels: Vec<bool> = examples[split..].iter().map(|e| e.clicked).collect();
+        let rule_auc = auc(&rule[split..], &labels).unwrap();
+        let r = &model.report;
+        assert!(
+            r.validation_auc > rule_auc - 0.01,
+            "{} vs rule {rule_auc}",
+            r.validation_auc
+        );
+        assert!(r.validation_auc > r.prior_validation_auc - 0.05);
+        assert_eq!(r.train_examples + r.validation_examples, 20_000);
+        // The importance ranks query_cosine first.
+        let top = r
+            .importance
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap();
+        assert_eq!(top.0, "query_cosine");
+        // Calibration: mean predicted probability near the click rate.
+        let mean_p: f32 = examples
+            .iter()
+            .map(|e| model.probability(&e.features, e.position))
+            .sum::<f32>()
+            / 20_000.0;
+        let rate = examples.iter().filter(|e| e.clicked).count() as f32 / 20_000.0;
+        assert!(
+            (mean_p - rate).abs() < 0.03,
+            "mean p {mean_p} vs rate {rate}"
+        );
+    }
+
+    #[test]
+    fn the_mlp_learns_the_rule_too() {
+        let (examples, rule) = rule_data(20_000, 2);
+        let config = TrainConfig {
+            kind: ModelKind::Mlp { hidden: 16 },
+            learning_rate: 0.01,
+            ..TrainConfig::default()
+        };
+        let model = train(&examples, &config, "mlp-test").unwrap();
+        let labels: Vec<bool> = examples[16_000..].iter().map(|e| e.clicked).collect();
+        let rule_auc = auc(&rule[16_000..], &labels).unwrap();
+        assert!(
+            model.report.validation_auc > rule_auc - 0.015,
+            "{} vs {rule_auc}",
+            model.report.validation_auc
+        );
+    }
+
+    #[test]
+    fn one_class_data_is_refused() {
+        let (mut examples, _) = rule_data(1000, 3);
+        for e in &mut examples {
+            e.clicked = false;
+        }
+        assert!(matches!(
+            train(&examples, &TrainConfig::default(), "x"),
+            Err(TrainError::NotEnoughData(_))
+        ));
+    }
+}

@@ -1,0 +1,152 @@
+//! The model directory (`DATA/models`): every trained model as `{version}.json`, the live
+//! one also as `live.json` (replaced atomically on promotion), and the training run that
+//! produces and promotes them.
+
+use anyhow::Context;
+use shelf_rank::{auc, train, Example, LearnedModel, ModelKind, PriorRanker, TrainConfig};
+use shelf_store::Store;
+use shelf_types::{Features, Ranker};
+use std::path::{Path, PathBuf};
+
+pub const LIVE: &str = "live.json";
+
+/// The models directory of a data directory.
+pub fn dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("models")
+}
+
+/// The live model, if one was promoted.
+pub fn load_live(data_dir: &Path) -> anyhow::Result<Option<LearnedModel>> {
+    let path = dir(data_dir).join(LIVE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => LearnedModel::from_json(&text)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Every saved model (not `live.json`), oldest version first.
+pub fn list(data_dir: &Path) -> anyhow::Result<Vec<LearnedModel>> {
+    let dir = dir(data_dir);
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let is_model = path.extension().is_some_and(|e| e == "json")
+            && path.file_name().is_some_and(|n| n != LIVE);
+        if is_model {
+            if let Ok(model) = LearnedModel::from_json(&std::fs::read_to_string(&path)?) {
+                out.push(model);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.version.cmp(&b.version));
+    Ok(out)
+}
+
+/// Training examples from the logged impressions: one per shown item, labelled by whether
+/// a click with the impression's request id came back.
+pub fn examples(store: &Store) -> anyhow::Result<Vec<Example>> {
+    let mut out = Vec::new();
+    store.for_each_impression(|impression| {
+        for shown in impression.items {
+            let Ok(features) = <Features>::try_from(shown.features.as_slice()) else {
+                continue; // logged under another feature schema
+            };
+            out.push(Example {
+                features,
+                position: shown.position,
+                clicked: shown.clicked,
+                ts_ms: impression.ts_ms,
+            });
+        }
+    })?;
+    Ok(out)
+}
+
+/// What a training run did.
+#[derive(Debug, serde::Serialize)]
+pub struct TrainOutcome {
+    pub model: LearnedModel,
+    /// Validation AUC of the model that was live before (the prior model if none), on the
+    /// new model's validation examples.
+    pub incumbent: String,
+    pub incumbent_validation_auc: f64,
+    pub promoted: bool,
+    pub path: PathBuf,
+}
+
+/// Trains a model on the store's impressions, saves it, and promotes it to `live.json`
+/// when its validation AUC is not below the live model's on the same validation examples.
+pub fn train_and_promote(
+    data_dir: &Path,
+    store: &Store,
+    config: &TrainConfig,
+    min_examples: usize,
+) -> anyhow::Result<TrainOutcome> {
+    let examples = examples(store)?;
+    anyhow::ensure!(
+        examples.len() >= min_examples,
+        "{} logged impressions of items; at least {min_examples} are needed (serve traffic first)",
+        examples.len()
+    );
+    let kind = match config.kind {
+        ModelKind::Logistic => "logistic",
+        ModelKind::Mlp { .. } => "mlp",
+    };
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    let version = format!("{kind}-{now_ms}");
+    let model = train(&examples, config, &version)?;
+
+    // The incumbent, judged on the same (newest) validation examples.
+    let mut sorted: Vec<&Example> = examples.iter().collect();
+    sorted.sort_by_key(|e| e.ts_ms);
+    let split = ((sorted.len() as f64) * (1.0 - config.validation_share)).round() as usize;
+    let validation = &sorted[split..];
+    let labels: Vec<bool> = validation.iter().map(|e| e.clicked).collect();
+    let live = load_live(data_dir)?;
+    let incumbent: Box<dyn Ranker> = match live {
+        Some(model) => Box::new(model),
+        None => Box::new(PriorRanker::default()),
+    };
+    let scores: Vec<f32> = validation
+        .iter()
+        .map(|e| incumbent.score(&e.features))
+        .collect();
+    let incumbent_auc = auc(&scores, &labels).unwrap_or(0.5);
+    let promoted = model.report.validation_auc >= incumbent_auc;
+
+    let dir = dir(data_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{version}.json"));
+    write_atomically(&path, &model.to_json())?;
+    if promoted {
+        write_atomically(&dir.join(LIVE), &model.to_json())?;
+    }
+    Ok(TrainOutcome {
+        incumbent: incumbent.name().to_string(),
+        incumbent_validation_auc: incumbent_auc,
+        model,
+        promoted,
+        path,
+    })
+}
+
+fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    {
+        use std::io::Write;
+        let mut file =
+            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
