@@ -5,6 +5,7 @@
 mod consumer;
 mod error;
 mod event_job;
+mod explore;
 mod item_job;
 mod query_cache;
 mod retrieval;

@@ -1,6 +1,7 @@
 //! Two-stage retrieval: ANN candidates from the query and profile vectors, then features
 //! per candidate and a re-rank through the [`Ranker`] trait, logged as an impression.
 
+use crate::explore::Explorer;
 use crate::query_cache::QueryCache;
 use crate::EngineError;
 use shelf_store::{DecayConfig, Impression, ImpressionItem, Profile, Store};
@@ -30,6 +31,11 @@ pub struct RetrievalConfig {
     pub popularity_saturation: f64,
     /// CTR prior and decay, as the event job uses them.
     pub decay: DecayConfig,
+    /// Share of each response's slots filled by Thompson sampling over item CTR posteriors
+    /// (0 turns exploration off).
+    pub exploration_share: f64,
+    /// Seed of the exploration sampler (fixed in tests; from the clock otherwise).
+    pub exploration_seed: Option<u64>,
 }
 
 impl Default for RetrievalConfig {
@@ -42,6 +48,8 @@ impl Default for RetrievalConfig {
             freshness_half_life_days: 30.0,
             popularity_saturation: 1000.0,
             decay: DecayConfig::default(),
+            exploration_share: 0.1,
+            exploration_seed: None,
         }
     }
 }
@@ -54,6 +62,8 @@ pub struct SearchRequest {
     pub k: usize,
     pub filter: SearchFilter,
     pub explain: bool,
+    /// Let exploration fill its share of the slots.
+    pub explore: bool,
 }
 
 /// One ranked item of a response.
@@ -66,6 +76,10 @@ pub struct RankedItem {
     pub price: Option<f64>,
     pub features: Features,
     pub explanation: Option<Vec<Contribution>>,
+    /// Placed by exploration rather than by score.
+    pub explored: bool,
+    /// Decayed clicks and impressions (the CTR posterior's counts).
+    pub clicks_impressions: (f64, f64),
 }
 
 /// Milliseconds spent per stage.
@@ -97,6 +111,7 @@ pub struct Retriever<E, I> {
     index: I,
     ranker: std::sync::RwLock<Arc<dyn Ranker>>,
     cache: QueryCache,
+    explorer: Explorer,
     config: RetrievalConfig,
 }
 
@@ -131,7 +146,12 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         config: RetrievalConfig,
     ) -> Self {
         let cache = QueryCache::new(config.query_cache_capacity);
+        let seed = config.exploration_seed.unwrap_or_else(|| {
+            OffsetDateTime::now_utc().unix_timestamp_nanos() as u64 ^ u64::from(std::process::id())
+        });
+        let explorer = Explorer::new(seed, config.decay.prior_ctr, config.decay.prior_strength);
         Self {
+            explorer,
             store,
             embedder,
             index,
@@ -211,7 +231,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             let (Some(item), Some(vector)) = (self.store.item(id)?, self.store.vector(id)?) else {
                 continue; // deleted since the index answered
             };
-            let features = self.features(
+            let (features, clicks_impressions) = self.features(
                 &item,
                 &vector.vector,
                 query_vector.as_ref().map(|v| v.as_slice()),
@@ -230,10 +250,13 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 price: item.price,
                 features,
                 explanation: None,
+                explored: false,
+                clicks_impressions,
             });
         }
         ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-        ranked.truncate(request.k);
+        let ranked = self.explore(ranked, request);
+        let mut ranked = ranked;
         if request.explain {
             for item in &mut ranked {
                 item.explanation = Some(ranker.explain(&item.features));
@@ -272,6 +295,34 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         })
     }
 
+    /// The top `k` by score, except that the last `round(k * share)` slots go to the
+    /// candidates below them with the highest Thompson draws of their CTR.
+    fn explore(&self, mut ranked: Vec<RankedItem>, request: &SearchRequest) -> Vec<RankedItem> {
+        let k = request.k.min(ranked.len());
+        let slots = (request.k as f64 * self.config.exploration_share).round() as usize;
+        if !request.explore || slots == 0 || ranked.len() <= k {
+            ranked.truncate(k);
+            return ranked;
+        }
+        let slots = slots.min(k);
+        let exploit = k - slots;
+        let posteriors: Vec<(f64, f64)> = ranked.iter().map(|r| r.clicks_impressions).collect();
+        let sampled = self.explorer.sample(&posteriors);
+        let picks = crate::explore::pick(&sampled, exploit, slots);
+        let mut taken: Vec<Option<RankedItem>> = ranked.into_iter().map(Some).collect();
+        let mut out: Vec<RankedItem> = taken[..exploit]
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        for i in picks {
+            if let Some(mut item) = taken[i].take() {
+                item.explored = true;
+                out.push(item);
+            }
+        }
+        out
+    }
+
     async fn embed_query(&self, query: &str) -> Result<Arc<Vec<f32>>, EngineError> {
         if let Some(v) = self.cache.get(query) {
             return Ok(v);
@@ -297,8 +348,11 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         profile_vector: Option<&[f32]>,
         stage1_rank: usize,
         now_ms: i64,
-    ) -> Result<Features, EngineError> {
+    ) -> Result<(Features, (f64, f64)), EngineError> {
         let stats = self.store.item_stats(item.id.as_str())?;
+        let counts = stats
+            .as_ref()
+            .map_or((0.0, 0.0), |s| (s.clicks, s.impressions));
         let decay = &self.config.decay;
         let ctr = stats.as_ref().map_or(decay.prior_ctr, |s| s.ctr(decay));
         let engagement = stats.as_ref().map_or(0.0, |s| {
@@ -319,17 +373,20 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             }
             _ => 0.0,
         };
-        Ok([
-            query.map_or(0.0, |q| dot(q, vector)),
-            profile_vector.map_or(0.0, |p| dot(p, vector)),
-            profile.map_or(0.0, |p| category_affinity(p, item.category.as_deref())) as f32,
-            ctr as f32,
-            popularity as f32,
-            price_fit as f32,
-            freshness as f32,
-            lexical_overlap(query_terms, item),
-            1.0 / (1.0 + stage1_rank as f32),
-        ])
+        Ok((
+            [
+                query.map_or(0.0, |q| dot(q, vector)),
+                profile_vector.map_or(0.0, |p| dot(p, vector)),
+                profile.map_or(0.0, |p| category_affinity(p, item.category.as_deref())) as f32,
+                ctr as f32,
+                popularity as f32,
+                price_fit as f32,
+                freshness as f32,
+                lexical_overlap(query_terms, item),
+                1.0 / (1.0 + stage1_rank as f32),
+            ],
+            counts,
+        ))
     }
 }
 

@@ -214,6 +214,14 @@ pub struct SearchBody {
     /// Add each feature's contribution to every result's score.
     #[serde(default)]
     pub explain: bool,
+    /// Let exploration fill its share of the slots (see `--exploration-share`).
+    #[serde(default = "yes")]
+    #[schema(default = true)]
+    pub explore: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -239,6 +247,9 @@ pub struct ResultItem {
     pub price: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explanation: Option<Vec<ExplanationEntry>>,
+    /// Placed by exploration (Thompson sampling over CTR posteriors), not by score.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub explored: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -318,6 +329,7 @@ async fn search(
                 title: item.title,
                 category: item.category,
                 price: item.price,
+                explored: item.explored,
                 explanation: item.explanation.map(|e| {
                     e.into_iter()
                         .map(|c| ExplanationEntry {
@@ -378,6 +390,7 @@ fn validate_search(app: &App, body: SearchBody) -> ApiResult<SearchRequest> {
         k: body.k,
         filter,
         explain: body.explain,
+        explore: body.explore,
     })
 }
 

@@ -481,3 +481,48 @@ async fn api_keys_separate_read_and_write() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exploration_shows_items_the_ranking_alone_never_shows() {
+    let s = server(
+        &["--exploration-share", "0.3", "--exploration-seed", "5"],
+        true,
+    )
+    .await;
+    let (status, _) = s
+        .call(Method::POST, "/v1/items", Some(json!(catalog(62))))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_for_items(&s, 62).await;
+    let mut shown = [
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    ];
+    for (explore, seen) in [(false, 0), (true, 1)] {
+        for _ in 0..30 {
+            let (status, body) = s
+                .call(
+                    Method::POST,
+                    "/v1/search",
+                    Some(json!({"query": "wireless headphones", "k": 10, "explore": explore})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let items = body["items"].as_array().unwrap();
+            assert_eq!(items.len(), 10);
+            let explored: Vec<bool> = items.iter().map(|i| i["explored"] == true).collect();
+            let expected = if explore { 3 } else { 0 };
+            assert_eq!(explored.iter().filter(|e| **e).count(), expected, "{body}");
+            // Explored items take the last slots.
+            assert!(explored[..10 - expected].iter().all(|e| !e));
+            shown[seen].extend(ids(&body));
+        }
+    }
+    assert!(
+        shown[1].len() >= shown[0].len() + 5,
+        "exploration showed {} distinct items, the ranking alone {}",
+        shown[1].len(),
+        shown[0].len()
+    );
+    s.stop().await;
+}

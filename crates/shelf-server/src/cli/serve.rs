@@ -69,6 +69,14 @@ pub struct ServeArgs {
     /// Weight of the profile vector in the query/profile blend, 0..1.
     #[arg(long, env = "SHELF_PROFILE_BLEND", default_value_t = 0.35)]
     pub profile_blend: f32,
+    /// Share of each response's slots filled by Thompson sampling over item CTR posteriors,
+    /// so new items get impressions (0 turns it off; requests can opt out with
+    /// `"explore": false`).
+    #[arg(long, env = "SHELF_EXPLORATION_SHARE", default_value_t = 0.1)]
+    pub exploration_share: f64,
+    /// Seed of the exploration sampler (default: from the clock).
+    #[arg(long, env = "SHELF_EXPLORATION_SEED")]
+    pub exploration_seed: Option<u64>,
     /// ANN search breadth (default: the index's, 64).
     #[arg(long, env = "SHELF_EF")]
     pub ef: Option<usize>,
@@ -97,6 +105,10 @@ impl ServeArgs {
             "--profile-blend must be between 0 and 1"
         );
         anyhow::ensure!(self.batch_size > 0, "--batch-size must be positive");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.exploration_share),
+            "--exploration-share must be between 0 and 1"
+        );
         anyhow::ensure!(self.candidates > 0, "--candidates must be positive");
         anyhow::ensure!(
             self.max_concurrent_searches > 0,
@@ -128,6 +140,8 @@ impl ServeArgs {
                 candidates: self.candidates,
                 profile_blend: self.profile_blend,
                 ef: self.ef,
+                exploration_share: self.exploration_share,
+                exploration_seed: self.exploration_seed,
                 decay: decay.clone(),
                 ..Default::default()
             },

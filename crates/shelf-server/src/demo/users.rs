@@ -228,7 +228,8 @@ pub async fn personalization_gain(
                 QueryKind::Broad => Shop::broad_query_for(leaf),
             };
             for (with_user, total) in [(true, &mut personal), (false, &mut anonymous)] {
-                let mut body = serde_json::json!({ "query": query, "k": 10 });
+                // The ranking itself is measured: no exploration slots.
+                let mut body = serde_json::json!({ "query": query, "k": 10, "explore": false });
                 if with_user {
                     body["user_id"] = serde_json::json!(user.id);
                 }

@@ -1,0 +1,140 @@
+//! Exploration: a share of result slots filled by Thompson sampling over items' CTR
+//! posteriors (Beta), so items with few impressions get shown and learned about.
+
+use std::sync::Mutex;
+
+/// Beta-posterior Thompson sampling with a seeded generator.
+#[derive(Debug)]
+pub struct Explorer {
+    rng: Mutex<SplitMix>,
+    /// Prior CTR and its strength in pseudo-impressions: Beta(p0 s, (1 - p0) s).
+    prior_ctr: f64,
+    prior_strength: f64,
+}
+
+impl Explorer {
+    pub fn new(seed: u64, prior_ctr: f64, prior_strength: f64) -> Self {
+        Self {
+            rng: Mutex::new(SplitMix(seed)),
+            prior_ctr,
+            prior_strength,
+        }
+    }
+
+    /// One draw of each candidate's CTR from Beta(prior + clicks, prior + impressions -
+    /// clicks); counts may be decayed (fractional).
+    pub fn sample(&self, posteriors: &[(f64, f64)]) -> Vec<f64> {
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        posteriors
+            .iter()
+            .map(|&(clicks, impressions)| {
+                let a = self.prior_ctr * self.prior_strength + clicks.max(0.0);
+                let b =
+                    (1.0 - self.prior_ctr) * self.prior_strength + (impressions - clicks).max(0.0);
+                beta(&mut rng, a, b)
+            })
+            .collect()
+    }
+}
+
+/// Positions of `explore_slots` slots: the candidates below the first `k - explore_slots`
+/// whose sampled CTR is highest, best first.
+pub fn pick(sampled: &[f64], exploit: usize, explore_slots: usize) -> Vec<usize> {
+    let mut rest: Vec<usize> = (exploit..sampled.len()).collect();
+    rest.sort_by(|&a, &b| sampled[b].total_cmp(&sampled[a]));
+    rest.truncate(explore_slots);
+    rest
+}
+
+fn beta(rng: &mut SplitMix, a: f64, b: f64) -> f64 {
+    let x = gamma(rng, a);
+    let y = gamma(rng, b);
+    if x + y > 0.0 {
+        x / (x + y)
+    } else {
+        0.5
+    }
+}
+
+/// Gamma(shape, 1) by Marsaglia and Tsang; shapes below 1 through Gamma(shape + 1) U^(1/shape).
+fn gamma(rng: &mut SplitMix, shape: f64) -> f64 {
+    if shape < 1.0 {
+        let u = rng.unit().max(f64::MIN_POSITIVE);
+        return gamma(rng, shape + 1.0) * u.powf(1.0 / shape);
+    }
+    let d = shape - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        let x = rng.normal();
+        let v = (1.0 + c * x).powi(3);
+        if v <= 0.0 {
+            continue;
+        }
+        let u = rng.unit();
+        if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+            return d * v;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f64 {
+        let u1 = self.unit().max(f64::MIN_POSITIVE);
+        let u2 = self.unit();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beta_draws_have_the_right_mean_and_spread() {
+        let mut rng = SplitMix(1);
+        for (a, b) in [(2.0, 8.0), (0.5, 0.5), (101.0, 901.0)] {
+            let draws: Vec<f64> = (0..20_000).map(|_| beta(&mut rng, a, b)).collect();
+            let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+            let var = draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / draws.len() as f64;
+            let (m, v) = (a / (a + b), a * b / ((a + b).powi(2) * (a + b + 1.0)));
+            assert!((mean - m).abs() < 0.01, "Beta({a},{b}) mean {mean} vs {m}");
+            assert!(
+                (var - v).abs() < 0.1 * v + 1e-4,
+                "Beta({a},{b}) var {var} vs {v}"
+            );
+        }
+    }
+
+    #[test]
+    fn uncertain_items_are_explored_more_than_known_mediocre_ones() {
+        let explorer = Explorer::new(3, 0.05, 20.0);
+        // Candidates 0..4 exploited; 4..8 well known at CTR 0.04; 8..12 never shown.
+        let mut posteriors = vec![(40.0, 1000.0); 8];
+        posteriors.extend(vec![(0.0, 0.0); 4]);
+        let mut new_picks = 0;
+        for _ in 0..1000 {
+            let sampled = explorer.sample(&posteriors);
+            new_picks += pick(&sampled, 4, 2).iter().filter(|&&i| i >= 8).count();
+        }
+        assert!(
+            new_picks > 1200,
+            "new items picked {new_picks} times of 2000 slots"
+        );
+        assert_eq!(pick(&[0.1, 0.9, 0.2, 0.8], 1, 2), vec![1, 3]);
+    }
+}
