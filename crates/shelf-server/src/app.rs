@@ -92,6 +92,10 @@ pub struct ServeConfig {
     pub snapshot_interval: Duration,
     /// Impressions older than this are deleted.
     pub impression_retention: Duration,
+    /// Retrain the ranker this often (`None`: never in the server; run `shelf train`).
+    pub train_interval: Option<Duration>,
+    /// Fewest new shown items since the last training before retraining.
+    pub train_min_new_examples: usize,
 }
 
 /// The shared state of a running server.
@@ -249,7 +253,58 @@ impl App {
         tasks.push(tokio::spawn(async move { app.run_item_job(index).await }));
         let app = Arc::clone(self);
         tasks.push(tokio::spawn(async move { app.run_model_watcher().await }));
+        if let Some(interval) = self.config.train_interval {
+            let app = Arc::clone(self);
+            tasks.push(tokio::spawn(async move { app.run_trainer(interval).await }));
+        }
         Ok(tasks)
+    }
+
+    /// Retrains on the logged impressions every `interval` when enough new ones arrived;
+    /// promotion (and the swap, by the watcher) happens only when the new model's validation
+    /// AUC is not below the live one's.
+    async fn run_trainer(self: Arc<Self>, interval: Duration) -> anyhow::Result<()> {
+        let mut stop = self.stop.subscribe();
+        let mut trained_on = 0usize;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            let app = Arc::clone(&self);
+            let min_new = self.config.train_min_new_examples;
+            let result = tokio::task::spawn_blocking(
+                move || -> anyhow::Result<Option<(usize, crate::models::TrainOutcome)>> {
+                    let examples = crate::models::examples(&app.store)?.len();
+                    if examples < trained_on + min_new {
+                        return Ok(None);
+                    }
+                    let config = shelf_rank::TrainConfig::default();
+                    let outcome = crate::models::train_and_promote(
+                        &app.config.data_dir,
+                        &app.store,
+                        &config,
+                        min_new,
+                    )?;
+                    Ok(Some((examples, outcome)))
+                },
+            )
+            .await?;
+            match result {
+                Ok(None) => {}
+                Ok(Some((examples, outcome))) => {
+                    trained_on = examples;
+                    tracing::info!(
+                        version = %outcome.model.version,
+                        auc = outcome.model.report.validation_auc,
+                        incumbent_auc = outcome.incumbent_validation_auc,
+                        promoted = outcome.promoted,
+                        "ranker retrained"
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "retraining failed"),
+            }
+        }
     }
 
     /// Swaps in `live.json` whenever it changes (promoted by `shelf train`), without

@@ -19,7 +19,18 @@ const SESSIONS_PER_USER: usize = 12;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn personalised_results_fit_hidden_preferences_better() {
-    let s = common::server(&[], true).await;
+    // The background trainer retrains once enough impressions are logged: after the
+    // sessions and measurements below (3,840 shown items), during the extra sessions.
+    let s = common::server(
+        &[
+            "--train-interval-secs",
+            "1",
+            "--train-min-new-examples",
+            "4500",
+        ],
+        true,
+    )
+    .await;
     let shop = Shop::generate(ITEMS, 11);
     let records: Vec<serde_json::Value> = shop
         .products
@@ -94,15 +105,26 @@ async fn personalised_results_fit_hidden_preferences_better() {
     }
     s.settle().await;
 
-    // The logged impressions, labelled by the clicks, train a model that predicts clicks
-    // on the newest (held-out) impressions better than the hand-set prior.
-    let outcome = shelf_server::models::train_and_promote(
-        &s.app.config.data_dir,
-        &s.app.store,
-        &shelf_rank::TrainConfig::default(),
-        1000,
-    )
-    .unwrap();
+    // The logged impressions, labelled by the clicks, trained a model (in the background)
+    // that predicts clicks on the newest (held-out) impressions better than the prior.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let model = loop {
+        if let Some(model) = shelf_server::models::load_live(&s.app.config.data_dir).unwrap() {
+            break model;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the background trainer promoted no model"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let outcome = shelf_server::models::TrainOutcome {
+        promoted: true,
+        incumbent: "prior".into(),
+        incumbent_validation_auc: model.report.prior_validation_auc,
+        path: Default::default(),
+        model,
+    };
     let r = &outcome.model.report;
     eprintln!(
         "trained {}: validation AUC {:.4} vs prior {:.4}, log-loss {:.4}, {} / {} examples, importance {:?}",

@@ -89,6 +89,13 @@ pub struct ServeArgs {
     /// Seconds between index snapshots while items change (one is also written at shutdown).
     #[arg(long, env = "SHELF_SNAPSHOT_INTERVAL_SECS", default_value_t = 600)]
     pub snapshot_interval_secs: u64,
+    /// Retrain the ranker in the background every this many seconds when enough new
+    /// impressions arrived (0: off; `shelf train` does the same on demand).
+    #[arg(long, env = "SHELF_TRAIN_INTERVAL_SECS", default_value_t = 0)]
+    pub train_interval_secs: u64,
+    /// New shown items needed since the last background training.
+    #[arg(long, env = "SHELF_TRAIN_MIN_NEW_EXAMPLES", default_value_t = 5000)]
+    pub train_min_new_examples: usize,
     /// Days impressions are kept for training.
     #[arg(long, env = "SHELF_IMPRESSION_RETENTION_DAYS", default_value_t = 30)]
     pub impression_retention_days: u64,
@@ -149,6 +156,9 @@ impl ServeArgs {
             batch_size: self.batch_size,
             snapshot_interval: Duration::from_secs(self.snapshot_interval_secs),
             impression_retention: Duration::from_secs(self.impression_retention_days * 86_400),
+            train_interval: (self.train_interval_secs > 0)
+                .then(|| Duration::from_secs(self.train_interval_secs)),
+            train_min_new_examples: self.train_min_new_examples.max(1),
         })
     }
 }
