@@ -14,7 +14,7 @@ impl Default for PriorRanker {
         Self {
             // Order of FEATURE_NAMES: query_cosine, profile_cosine, category_affinity,
             // ctr_prior, popularity, price_fit, freshness, lexical_overlap, stage1_rank.
-            weights: [3.0, 2.5, 2.0, 4.0, 0.5, 1.0, 0.2, 1.0, 0.3],
+            weights: [4.0, 2.0, 1.5, 4.0, 0.5, 1.0, 0.2, 1.5, 0.3],
         }
     }
 }
@@ -65,8 +65,8 @@ mod tests {
             .map(|c| c.contribution)
             .sum();
         assert!((explained - ranker.score(&features)).abs() < 1e-5);
-        // 3*0.8 + 2.5*0.5 + 2*0.3 + 4*0.06 + 0.5*0.2 + 1*0.9 + 0.2*0.5 + 0.5 + 0.3*0.25
-        assert!((ranker.score(&features) - 6.165).abs() < 1e-5);
+        // 4*0.8 + 2*0.5 + 1.5*0.3 + 4*0.06 + 0.5*0.2 + 0.9 + 0.2*0.5 + 1.5*0.5 + 0.3*0.25
+        assert!((ranker.score(&features) - 6.815).abs() < 1e-5);
     }
 
     #[test]

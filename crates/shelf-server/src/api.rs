@@ -111,6 +111,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/users/{id}/profile", get(get_profile))
         .route("/v1/users/{id}", delete(delete_user))
         .route("/v1/models", get(list_models))
+        .route("/", get(playground))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -719,6 +720,12 @@ async fn list_models(
         })
         .collect();
     Ok(Json(ModelList { live, models }))
+}
+
+/// The search playground: one static page (built into the binary) that uses only the
+/// public API.
+async fn playground() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../assets/playground.html"))
 }
 
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "the process is up")))]

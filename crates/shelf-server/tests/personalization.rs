@@ -83,6 +83,43 @@ async fn personalised_results_fit_hidden_preferences_better() {
         );
         gains.push((kind, personal, anonymous));
     }
+    // A query outside a shopper's tastes stays on topic: the profile re-ranks, it does not
+    // override the query.
+    // Some product words belong to two categories (men's and women's jackets), so the
+    // anonymous results are the yardstick.
+    let mut on_topic = [0usize; 2];
+    for (u, user) in shoppers.iter().enumerate() {
+        let leaf = (0..Shop::leaves())
+            .map(|l| (l + 7 * u) % Shop::leaves())
+            .find(|l| !user.leaves.contains(l))
+            .unwrap();
+        let query = Shop::query_for(leaf, None, &mut rng);
+        for (personal, count) in on_topic.iter_mut().enumerate() {
+            let mut body = serde_json::json!({"query": query, "k": 5, "explore": false});
+            if personal == 1 {
+                body["user_id"] = serde_json::json!(user.id);
+            }
+            let (status, body) = s
+                .call(axum::http::Method::POST, "/v1/search", Some(body))
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            *count += body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["category"] == Shop::leaf_path(leaf))
+                .count();
+        }
+    }
+    let [anonymous_share, personal_share] = on_topic.map(|n| n as f64 / (USERS * 5) as f64);
+    eprintln!(
+        "off-profile queries: share of the top 5 in the asked category: personalised {personal_share:.3}, anonymous {anonymous_share:.3}"
+    );
+    assert!(
+        personal_share >= anonymous_share - 0.1,
+        "personalisation overrode the query: {personal_share:.3} on topic vs {anonymous_share:.3} anonymous"
+    );
+
     let (_, personal, anonymous) = gains[0];
     assert!(
         personal > anonymous + 0.05,
