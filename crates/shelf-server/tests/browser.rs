@@ -12,12 +12,20 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A child process killed with its whole process group when dropped (also on a failed
+/// assertion), so no browser outlives the test.
 struct Killed(Child);
 impl Drop for Killed {
     fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+fn own_group(command: &mut Command) -> &mut Command {
+    std::os::unix::process::CommandExt::process_group(command, 0)
 }
 
 fn free_port() -> u16 {
@@ -158,7 +166,7 @@ async fn the_playground_searches_explains_and_compares_in_chromium() {
     // The demo shop, small, with four busy shoppers so their profiles fill quickly.
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_shelf"))
+    let mut server = own_group(&mut Command::new(env!("CARGO_BIN_EXE_shelf")))
         .args([
             "serve",
             "--demo",
@@ -214,7 +222,7 @@ async fn the_playground_searches_explains_and_compares_in_chromium() {
 
     let driver_port = free_port();
     let _driver = Killed(
-        Command::new(chromedriver)
+        own_group(&mut Command::new(chromedriver))
             .arg(format!("--port={driver_port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
