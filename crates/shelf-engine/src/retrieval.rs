@@ -21,6 +21,10 @@ pub struct RetrievalConfig {
     pub candidates: usize,
     /// Weight of the profile vector in the query/profile blend (0 = query only).
     pub profile_blend: f32,
+    /// With a query, candidates whose query cosine is more than this below the best
+    /// candidate's rank after all the others, whatever their score: personal signals
+    /// re-rank what matches the query, they never pull in what does not (2 turns it off).
+    pub relevance_gap: f32,
     /// ANN search breadth; `None` uses the index default.
     pub ef: Option<usize>,
     /// Query embeddings kept in memory.
@@ -43,6 +47,7 @@ impl Default for RetrievalConfig {
         Self {
             candidates: 100,
             profile_blend: 0.35,
+            relevance_gap: 0.2,
             ef: None,
             query_cache_capacity: 10_000,
             freshness_half_life_days: 30.0,
@@ -78,6 +83,8 @@ pub struct RankedItem {
     pub explanation: Option<Vec<Contribution>>,
     /// Placed by exploration rather than by score.
     pub explored: bool,
+    /// Within `relevance_gap` of the best query match (always true without a query).
+    pub on_topic: bool,
     /// Decayed clicks and impressions (the CTR posterior's counts).
     pub clicks_impressions: (f64, f64),
 }
@@ -251,10 +258,25 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 features,
                 explanation: None,
                 explored: false,
+                on_topic: true,
                 clicks_impressions,
             });
         }
-        ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+        if query_vector.is_some() {
+            let best = ranked
+                .iter()
+                .map(|r| r.features[0])
+                .fold(f32::MIN, f32::max);
+            for r in &mut ranked {
+                r.on_topic = r.features[0] >= best - self.config.relevance_gap;
+            }
+        }
+        ranked.sort_by(|a, b| {
+            b.on_topic
+                .cmp(&a.on_topic)
+                .then_with(|| b.score.total_cmp(&a.score))
+                .then_with(|| a.id.cmp(&b.id))
+        });
         let ranked = self.explore(ranked, request);
         let mut ranked = ranked;
         if request.explain {
@@ -307,7 +329,13 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         let slots = slots.min(k);
         let exploit = k - slots;
         let posteriors: Vec<(f64, f64)> = ranked.iter().map(|r| r.clicks_impressions).collect();
-        let sampled = self.explorer.sample(&posteriors);
+        let mut sampled = self.explorer.sample(&posteriors);
+        // Only candidates that match the query may be explored.
+        for (s, r) in sampled.iter_mut().zip(&ranked) {
+            if !r.on_topic {
+                *s = f64::NEG_INFINITY;
+            }
+        }
         let picks = crate::explore::pick(&sampled, exploit, slots);
         let mut taken: Vec<Option<RankedItem>> = ranked.into_iter().map(Some).collect();
         let mut out: Vec<RankedItem> = taken[..exploit]
@@ -315,6 +343,9 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             .filter_map(Option::take)
             .collect();
         for i in picks {
+            if sampled[i] == f64::NEG_INFINITY {
+                continue;
+            }
             if let Some(mut item) = taken[i].take() {
                 item.explored = true;
                 out.push(item);

@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// Seed of the exploration sampler (default: from the clock).
     #[arg(long, env = "SHELF_EXPLORATION_SEED")]
     pub exploration_seed: Option<u64>,
+    /// With a query, candidates whose query cosine is more than this below the best match
+    /// rank after the others, whatever their personal signals (2 turns it off).
+    #[arg(long, env = "SHELF_RELEVANCE_GAP", default_value_t = 0.2)]
+    pub relevance_gap: f32,
     /// ANN search breadth (default: the index's, 64).
     #[arg(long, env = "SHELF_EF")]
     pub ef: Option<usize>,
@@ -146,6 +150,7 @@ impl ServeArgs {
             retrieval: RetrievalConfig {
                 candidates: self.candidates,
                 profile_blend: self.profile_blend,
+                relevance_gap: self.relevance_gap,
                 ef: self.ef,
                 exploration_share: self.exploration_share,
                 exploration_seed: self.exploration_seed,
