@@ -351,6 +351,9 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 out.push(item);
             }
         }
+        // Slots exploration could not fill (too few matching candidates) go by score.
+        let missing = k - out.len();
+        out.extend(taken.into_iter().flatten().take(missing));
         out
     }
 

@@ -484,8 +484,17 @@ async fn api_keys_separate_read_and_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exploration_shows_items_the_ranking_alone_never_shows() {
+    // Two items per category: the relevance gap would leave exploration almost nothing to
+    // pick from, so it is off here (exploring only among matching items is the default).
     let s = server(
-        &["--exploration-share", "0.3", "--exploration-seed", "5"],
+        &[
+            "--exploration-share",
+            "0.3",
+            "--exploration-seed",
+            "5",
+            "--relevance-gap",
+            "2",
+        ],
         true,
     )
     .await;
