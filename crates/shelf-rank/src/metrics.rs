@@ -52,9 +52,78 @@ pub fn log_loss(probabilities: &[f32], labels: &[bool]) -> f64 {
     total / labels.len() as f64
 }
 
+/// Graded relevance judgments of one query: item id -> grade (0 = judged not relevant).
+pub type Judgments = std::collections::HashMap<String, u32>;
+
+/// NDCG@k with gains `2^grade - 1` and the ideal order of all judged items.
+pub fn ndcg_at(k: usize, ranked: &[String], judgments: &Judgments) -> f64 {
+    let gain = |g: u32| (2f64).powi(g.min(30) as i32) - 1.0;
+    let discount = |i: usize| 1.0 / (i as f64 + 2.0).log2();
+    let dcg: f64 = ranked
+        .iter()
+        .take(k)
+        .enumerate()
+        .map(|(i, id)| gain(judgments.get(id).copied().unwrap_or(0)) * discount(i))
+        .sum();
+    let mut ideal: Vec<u32> = judgments.values().copied().filter(|g| *g > 0).collect();
+    ideal.sort_unstable_by(|a, b| b.cmp(a));
+    let idcg: f64 = ideal
+        .iter()
+        .take(k)
+        .enumerate()
+        .map(|(i, g)| gain(*g) * discount(i))
+        .sum();
+    if idcg == 0.0 {
+        0.0
+    } else {
+        dcg / idcg
+    }
+}
+
+/// Share of the relevant items (grade > 0) found in the first `k`.
+pub fn recall_at(k: usize, ranked: &[String], judgments: &Judgments) -> f64 {
+    let relevant = judgments.values().filter(|g| **g > 0).count();
+    if relevant == 0 {
+        return 0.0;
+    }
+    let found = ranked
+        .iter()
+        .take(k)
+        .filter(|id| judgments.get(*id).is_some_and(|g| *g > 0))
+        .count();
+    found as f64 / relevant as f64
+}
+
+/// `1 / rank` of the first relevant item (0 when none is ranked).
+pub fn reciprocal_rank(ranked: &[String], judgments: &Judgments) -> f64 {
+    ranked
+        .iter()
+        .position(|id| judgments.get(id).is_some_and(|g| *g > 0))
+        .map_or(0.0, |i| 1.0 / (i as f64 + 1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranking_metrics_match_hand_computed_values() {
+        let judged: Judgments = [
+            ("a".to_string(), 2),
+            ("b".to_string(), 1),
+            ("z".to_string(), 0),
+        ]
+        .into_iter()
+        .collect();
+        let ranked: Vec<String> = ["x", "b", "a"].iter().map(|s| s.to_string()).collect();
+        // DCG = 1/log2(3) + 3/log2(4) = 0.63093 + 1.5; IDCG = 3 + 1/log2(3) = 3.63093.
+        let expected = (1.0 / 3f64.log2() + 1.5) / (3.0 + 1.0 / 3f64.log2());
+        assert!((ndcg_at(10, &ranked, &judged) - expected).abs() < 1e-12);
+        assert_eq!(recall_at(2, &ranked, &judged), 0.5);
+        assert_eq!(recall_at(100, &ranked, &judged), 1.0);
+        assert_eq!(reciprocal_rank(&ranked, &judged), 0.5);
+        assert_eq!(reciprocal_rank(&["x".to_string()], &judged), 0.0);
+    }
 
     #[test]
     fn auc_matches_hand_counted_pairs() {

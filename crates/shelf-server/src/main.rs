@@ -28,6 +28,9 @@ enum Command {
     Bench(cli::bench::BenchCommand),
     /// Train a CTR model on the logged impressions; promote it if not worse than the live one.
     Train(cli::train::TrainArgs),
+    /// Offline evaluation from files: `relevance` (items, queries, graded judgments).
+    #[command(subcommand)]
+    Eval(cli::eval::EvalCommand),
     /// Print one user's profile as JSON.
     Profile(cli::inspect::ProfileArgs),
     /// Print every item, profile and item stat as JSON lines sorted by key.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Bench(command) => cli::bench::run(command).map(|()| ExitCode::SUCCESS),
         Command::Train(args) => cli::train::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Eval(command) => cli::eval::run(command).map(|()| ExitCode::SUCCESS),
         Command::Profile(args) => cli::inspect::profile(args),
         Command::Dump(args) => cli::inspect::dump(args),
     };

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod data;
 pub mod embed;
+pub mod eval;
 pub mod ingest;
 pub mod inspect;
 pub mod model;
