@@ -92,12 +92,18 @@ pub struct TrainingReport {
     pub validation_clicks: usize,
     pub epochs_run: usize,
     pub best_epoch: usize,
-    /// Validation AUC and log-loss of this model.
+    /// Validation AUC of this model's ranking: every example scored at the serving
+    /// position, as searches are. This is what promotion compares.
     pub validation_auc: f64,
+    /// Validation AUC with the logged positions as inputs (position bias included).
+    #[serde(default)]
+    pub validation_auc_logged_positions: f64,
+    /// Validation log-loss, at the logged positions.
     pub validation_log_loss: f64,
     /// Validation AUC of the hand-set prior model on the same examples.
     pub prior_validation_auc: f64,
-    /// Drop of validation AUC when one input is shuffled (permutation importance), by input.
+    /// Drop of validation AUC (logged positions) when one input is shuffled (permutation
+    /// importance), by input.
     pub importance: Vec<(String, f64)>,
     /// Weight of clicks in the loss (negatives per positive in the training set).
     pub positive_weight: f64,

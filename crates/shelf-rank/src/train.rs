@@ -123,6 +123,12 @@ pub fn train(
         .map(|e| inputs(&e.features, e.position))
         .collect();
     let validation_labels: Vec<bool> = validation.iter().map(|e| e.clicked).collect();
+    // Ranking quality is judged as searches see it: at the serving position. (The logged
+    // position explains much of the clicks but ranks nothing.)
+    let serving_inputs: Vec<[f32; INPUT_COUNT]> = validation
+        .iter()
+        .map(|e| inputs(&e.features, crate::learned::SERVING_POSITION))
+        .collect();
 
     let mut rng = SplitMix(config.seed);
     let net = Net::new(config.kind, &mut rng, &device)?;
@@ -149,7 +155,7 @@ pub fn train(
             optimizer.backward_step(&loss)?;
         }
         let params = net.params(bias_shift)?;
-        let scores: Vec<f32> = validation_inputs.iter().map(|x| params.logit(x)).collect();
+        let scores: Vec<f32> = serving_inputs.iter().map(|x| params.logit(x)).collect();
         let validation_auc = auc(&scores, &validation_labels).unwrap_or(0.5);
         match &best {
             Some((best_auc, _, _)) if validation_auc <= *best_auc => {}
@@ -167,6 +173,8 @@ pub fn train(
         .iter()
         .map(|x| crate::learned::sigmoid(params.logit(x)))
         .collect();
+    let logged_scores: Vec<f32> = validation_inputs.iter().map(|x| params.logit(x)).collect();
+    let validation_auc_logged_positions = auc(&logged_scores, &validation_labels).unwrap_or(0.5);
     let prior = PriorRanker::default();
     let prior_scores: Vec<f32> = validation
         .iter()
@@ -180,13 +188,14 @@ pub fn train(
         epochs_run,
         best_epoch,
         validation_auc,
+        validation_auc_logged_positions,
         validation_log_loss: log_loss(&probabilities, &validation_labels),
         prior_validation_auc: auc(&prior_scores, &validation_labels).unwrap_or(0.5),
         importance: permutation_importance(
             &params,
             &validation_inputs,
             &validation_labels,
-            validation_auc,
+            validation_auc_logged_positions,
             &mut rng,
         ),
         positive_weight,
@@ -346,9 +355,10 @@ mod tests {
                 }
                 let position = (rng.next() % 10) as u32;
                 // True rule: query_cosine strongly up, ctr_prior up, freshness down, position.
-                let z = -3.0 + 3.0 * features[0] + 1.5 * features[3] - 1.0 * features[6]
-                    + 1.0 / (1.0 + position as f32);
-                rule_scores.push(z);
+                let ranking = -3.0 + 3.0 * features[0] + 1.5 * features[3] - 1.0 * features[6];
+                let z = ranking + 1.0 / (1.0 + position as f32);
+                // What the model can be judged on at serving: the rule without position.
+                rule_scores.push(ranking);
                 let p = 1.0 / (1.0 + (-z as f64).exp());
                 Example {
                     features,

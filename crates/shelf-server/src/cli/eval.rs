@@ -18,6 +18,18 @@ use std::sync::Arc;
 pub enum EvalCommand {
     /// Relevance of search results against graded judgments.
     Relevance(RelevanceArgs),
+    /// Click prediction on the newest logged impressions of a data directory: AUC and
+    /// log-loss of the prior and of every saved model.
+    Ctr(CtrArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CtrArgs {
+    #[command(flatten)]
+    pub data: super::data::DataArgs,
+    /// Newest share of the shown items held out for evaluation.
+    #[arg(long, default_value_t = 0.2)]
+    pub held_out_share: f64,
 }
 
 #[derive(Debug, Args)]
@@ -51,7 +63,66 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
         .build()?;
     match command {
         EvalCommand::Relevance(args) => runtime.block_on(relevance(args)),
+        EvalCommand::Ctr(args) => ctr(args),
     }
+}
+
+/// AUC and log-loss on the held-out newest impressions. The prior's scores are not
+/// probabilities, so it has no log-loss. A model trained after those impressions were
+/// logged has seen them: compare models on impressions newer than their training.
+fn ctr(args: CtrArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.held_out_share > 0.0 && args.held_out_share < 1.0,
+        "--held-out-share must be between 0 and 1"
+    );
+    let store = args.data.open_store_read_only()?;
+    let mut examples = crate::models::examples(&store)?;
+    examples.sort_by_key(|e| e.ts_ms);
+    let split = ((examples.len() as f64) * (1.0 - args.held_out_share)).round() as usize;
+    let held_out = &examples[split..];
+    let labels: Vec<bool> = held_out.iter().map(|e| e.clicked).collect();
+    let clicks = labels.iter().filter(|c| **c).count();
+    anyhow::ensure!(
+        clicks > 0 && clicks < labels.len(),
+        "the held-out impressions ({} shown items, {clicks} clicked) need clicks and non-clicks",
+        labels.len()
+    );
+    let prior = PriorRanker::default();
+    let prior_scores: Vec<f32> = held_out.iter().map(|e| prior.score(&e.features)).collect();
+    let mut rows = vec![(
+        "prior".to_string(),
+        shelf_rank::auc(&prior_scores, &labels).unwrap_or(0.5),
+        None,
+    )];
+    for model in crate::models::list(&args.data.data_dir)? {
+        let scores: Vec<f32> = held_out.iter().map(|e| model.score(&e.features)).collect();
+        let probabilities: Vec<f32> = held_out
+            .iter()
+            .map(|e| model.probability(&e.features, e.position))
+            .collect();
+        rows.push((
+            model.version.clone(),
+            shelf_rank::auc(&scores, &labels).unwrap_or(0.5),
+            Some(shelf_rank::log_loss(&probabilities, &labels)),
+        ));
+    }
+    eprintln!(
+        "{:<28} {:>7} {:>9}   ({} held-out shown items, {clicks} clicked)",
+        "model",
+        "AUC",
+        "log-loss",
+        labels.len()
+    );
+    for (name, auc, loss) in &rows {
+        let loss_text = loss.map_or("—".to_string(), |l| format!("{l:.4}"));
+        eprintln!("{name:<28} {auc:>7.4} {loss_text:>9}");
+        println!(
+            "{}",
+            serde_json::json!({"model": name, "auc": auc, "log_loss": loss,
+                               "held_out": labels.len(), "clicks": clicks})
+        );
+    }
+    Ok(())
 }
 
 fn lines(path: &Path) -> anyhow::Result<Vec<(usize, String)>> {
