@@ -17,7 +17,7 @@ use std::sync::Arc;
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
     /// Relevance of search results against graded judgments.
-    Relevance(RelevanceArgs),
+    Relevance(Box<RelevanceArgs>),
     /// Click prediction on the newest logged impressions of a data directory: AUC and
     /// log-loss of the prior and of every saved model.
     Ctr(CtrArgs),
@@ -62,7 +62,7 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match command {
-        EvalCommand::Relevance(args) => runtime.block_on(relevance(args)),
+        EvalCommand::Relevance(args) => runtime.block_on(relevance(*args)),
         EvalCommand::Ctr(args) => ctr(args),
     }
 }
