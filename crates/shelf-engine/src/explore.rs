@@ -1,6 +1,7 @@
 //! Exploration: a share of result slots filled by Thompson sampling over items' CTR
 //! posteriors (Beta), so items with few impressions get shown and learned about.
 
+use shelf_types::SplitMix;
 use std::sync::Mutex;
 
 /// Beta-posterior Thompson sampling with a seeded generator.
@@ -74,29 +75,6 @@ fn gamma(rng: &mut SplitMix, shape: f64) -> f64 {
         if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
             return d * v;
         }
-    }
-}
-
-#[derive(Debug)]
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let u1 = self.unit().max(f64::MIN_POSITIVE);
-        let u2 = self.unit();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 }
 

@@ -533,23 +533,19 @@ pub fn new_request_id() -> String {
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let seed = *SEED.get_or_init(|| {
         let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
-        splitmix(nanos ^ u64::from(std::process::id()) << 32)
+        shelf_types::SplitMix(nanos ^ u64::from(std::process::id()) << 32).next_u64()
     });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let ms = unix_ms(OffsetDateTime::now_utc()).max(0) as u64;
-    format!("{ms:012x}-{:016x}", splitmix(seed.wrapping_add(n)))
+    format!(
+        "{ms:012x}-{:016x}",
+        shelf_types::SplitMix(seed.wrapping_add(n)).next_u64()
+    )
 }
 
 /// The smallest request id of time `ts_ms` (for expiring older impressions).
 pub fn request_id_floor(ts_ms: i64) -> String {
     format!("{:012x}-", ts_ms.max(0) as u64)
-}
-
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use crate::metrics::{auc, log_loss};
 use crate::PriorRanker;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use shelf_types::{Features, Ranker};
+use shelf_types::{Features, Ranker, SplitMix};
 
 /// One shown item: its features, where it was shown, whether it was clicked, and when.
 #[derive(Clone, Debug, PartialEq)]
@@ -315,30 +315,6 @@ impl Net {
     }
 }
 
-/// splitmix64: seeded initialisation and shuffling.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            items.swap(i, j);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,7 +329,7 @@ mod tests {
                 for f in features.iter_mut() {
                     *f = rng.unit() as f32;
                 }
-                let position = (rng.next() % 10) as u32;
+                let position = (rng.next_u64() % 10) as u32;
                 // True rule: query_cosine strongly up, ctr_prior up, freshness down, position.
                 let ranking = -3.0 + 3.0 * features[0] + 1.5 * features[3] - 1.0 * features[6];
                 let z = ranking + 1.0 / (1.0 + position as f32);

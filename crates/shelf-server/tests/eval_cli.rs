@@ -4,6 +4,22 @@ use shelf_server::demo::shop::Shop;
 use std::io::Write;
 use std::process::Command;
 
+fn eval_relevance(dir: &std::path::Path, judgments: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_shelf"))
+        .args([
+            "eval",
+            "relevance",
+            "--items",
+            "items.jsonl",
+            "--queries",
+            "queries.jsonl",
+        ])
+        .args(["--judgments", judgments])
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn relevance_eval_scores_known_answers_and_reports_bad_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -29,19 +45,7 @@ fn relevance_eval_scores_known_answers_and_reports_bad_files() {
     }
     drop((items, queries, qrels));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_shelf"))
-        .args([
-            "eval",
-            "relevance",
-            "--items",
-            "items.jsonl",
-            "--queries",
-            "queries.jsonl",
-        ])
-        .args(["--judgments", "qrels.tsv"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = eval_relevance(dir.path(), "qrels.tsv");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -65,19 +69,7 @@ fn relevance_eval_scores_known_answers_and_reports_bad_files() {
 
     // A malformed judgments file is reported with its line.
     std::fs::write(dir.path().join("bad.tsv"), "q0\tsku-000000\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_shelf"))
-        .args([
-            "eval",
-            "relevance",
-            "--items",
-            "items.jsonl",
-            "--queries",
-            "queries.jsonl",
-        ])
-        .args(["--judgments", "bad.tsv"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = eval_relevance(dir.path(), "bad.tsv");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.tsv: line 1"), "{stderr}");

@@ -8,6 +8,7 @@ mod ids;
 mod index;
 mod item;
 mod rank;
+mod rng;
 mod traits;
 
 pub use embedding::Embedding;
@@ -17,4 +18,5 @@ pub use ids::{ItemId, RequestId, UserId};
 pub use index::{category_has_prefix, ItemAttributes, ScoredItem, SearchFilter, VectorIndex};
 pub use item::{Item, ItemRecord};
 pub use rank::{Contribution, Features, Ranker, FEATURE_COUNT, FEATURE_NAMES};
+pub use rng::SplitMix;
 pub use traits::{BoxFuture, TextEmbedder};

@@ -173,32 +173,13 @@ pub async fn session(
 /// NDCG@k of a ranked list of ids for `user` (1 when the list is ideal for the
 /// relevant items of the shop, 0 when it holds none).
 pub fn ndcg_at(k: usize, ranked: &[String], user: &SimUser, facets: &Facets) -> f64 {
-    let gain = |rel: u32| f64::from((1u32 << rel) - 1);
-    let discount = |i: usize| 1.0 / (i as f64 + 2.0).log2();
-    let dcg: f64 = ranked
-        .iter()
-        .take(k)
-        .enumerate()
-        .map(|(i, id)| gain(facets.relevance(user, id)) * discount(i))
-        .sum();
-    let mut ideal: Vec<u32> = facets
+    let judgments: shelf_rank::Judgments = facets
         .by_id
         .keys()
-        .map(|id| facets.relevance(user, id))
-        .filter(|r| *r > 0)
+        .map(|id| (id.clone(), facets.relevance(user, id)))
+        .filter(|(_, grade)| *grade > 0)
         .collect();
-    ideal.sort_unstable_by(|a, b| b.cmp(a));
-    let idcg: f64 = ideal
-        .iter()
-        .take(k)
-        .enumerate()
-        .map(|(i, r)| gain(*r) * discount(i))
-        .sum();
-    if idcg == 0.0 {
-        0.0
-    } else {
-        dcg / idcg
-    }
+    shelf_rank::ndcg_at(k, ranked, &judgments)
 }
 
 /// Which queries [`personalization_gain`] asks.
