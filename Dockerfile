@@ -1,4 +1,5 @@
-# Multi-stage build of the shelf binary with the default model baked into the image.
+# Multi-stage build of the shelf binary (with the Fluvio client) and the default model
+# baked into the image.
 FROM rust:1.88-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends libclang-dev python3-pip \
     && rm -rf /var/lib/apt/lists/*
@@ -6,11 +7,11 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release -p shelf-server --bin shelf && cp target/release/shelf /usr/local/bin/shelf
+    cargo build --release -p shelf-server --bin shelf --features fluvio && cp target/release/shelf /usr/local/bin/shelf
 RUN SHELF_MODEL_CACHE=/models scripts/fetch-model.sh
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* && useradd --system --uid 10001 shelf \
     && mkdir /data && chown shelf /data
 COPY --from=build /usr/local/bin/shelf /usr/local/bin/shelf

@@ -1,7 +1,9 @@
 # The two commands of the README, and the model they need.
 #   make run    starts shelf's main job: the HTTP API with the demo shop (shelf serve --demo)
-#   make test   fetches the model if missing, then runs every test of the workspace
+#   make test   fetches the model if missing, then runs every test of the workspace (built
+#               with the Fluvio client) and of the Arroyo UDFs (udfs/, their own workspace)
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/shelf/target
+FEATURES := --features shelf-server/fluvio
 
 .PHONY: model run test bench lint
 
@@ -12,8 +14,9 @@ run: model
 	cargo run --release -p shelf-server --bin shelf -- serve --demo
 
 test: model
-	cargo test --workspace --all-targets
-	cargo test --workspace --doc
+	cargo test --workspace --all-targets $(FEATURES)
+	cargo test --workspace --doc $(FEATURES)
+	cargo test --manifest-path udfs/Cargo.toml --workspace
 
 bench: model
 	cargo bench -p shelf-embed --bench embed
@@ -21,4 +24,5 @@ bench: model
 
 lint:
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets $(FEATURES) -- -D warnings
+	cargo fmt --manifest-path udfs/Cargo.toml --all --check

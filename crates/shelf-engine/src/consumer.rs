@@ -4,6 +4,7 @@
 use crate::EngineError;
 use shelf_store::Store;
 use shelf_stream::{Record, Source};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -30,11 +31,64 @@ pub struct Progress {
     pub records: u64,
     pub dead_letters: u64,
     pub batches: u64,
-    /// The committed next offset at the end.
+    /// The committed next offsets summed over the source's partitions (with one partition,
+    /// the offset itself). It only grows, so equal positions mean equal state.
     pub offset: u64,
 }
 
-/// Applies everything in `source` after the job's committed offset, in batches of
+/// The committed next offset of each of `source`'s partitions, after seeking the source
+/// to them.
+fn seek_committed<J: Job, S: Source>(
+    job: &J,
+    source: &mut S,
+    store: &Store,
+) -> Result<BTreeMap<u32, u64>, EngineError> {
+    let mut offsets = BTreeMap::new();
+    for partition in source.partitions() {
+        let offset = store.partition_offset(job.name(), partition)?;
+        source.seek(partition, offset)?;
+        offsets.insert(partition, offset);
+    }
+    Ok(offsets)
+}
+
+/// The end offsets of `source`'s partitions, summed (comparable with [`Progress::offset`]).
+pub fn source_end<S: Source>(source: &mut S) -> Result<u64, EngineError> {
+    let mut end = 0;
+    for partition in source.partitions() {
+        end += source.end_offset(partition)?;
+    }
+    Ok(end)
+}
+
+/// Applies `records` partition by partition (each partition's records are consecutive and
+/// committed with the job's state in one write); updates `offsets` and `progress`.
+async fn apply_by_partition<J: Job>(
+    job: &mut J,
+    records: Vec<Record>,
+    offsets: &mut BTreeMap<u32, u64>,
+    progress: &mut Progress,
+) -> Result<(), EngineError> {
+    let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+    for record in records {
+        by_partition
+            .entry(record.partition)
+            .or_default()
+            .push(record);
+    }
+    for (partition, records) in by_partition {
+        let next = records.last().map_or(0, |r| r.offset + 1);
+        let applied = job.apply(records).await?;
+        progress.records += applied.records as u64;
+        progress.dead_letters += applied.dead_letters as u64;
+        progress.batches += 1;
+        offsets.insert(partition, next);
+    }
+    progress.offset = offsets.values().sum();
+    Ok(())
+}
+
+/// Applies everything in `source` after the job's committed offsets, in batches of
 /// `batch_size`, then returns. Killing the process at any point loses nothing: the next
 /// run resumes from the last committed batch.
 pub async fn catch_up<J: Job, S: Source>(
@@ -44,29 +98,28 @@ pub async fn catch_up<J: Job, S: Source>(
     batch_size: usize,
     mut on_batch: impl FnMut(&Progress, u64),
 ) -> Result<Progress, EngineError> {
+    let mut offsets = seek_committed(job, source, store)?;
     let mut progress = Progress {
-        offset: store.offset(job.name())?,
+        offset: offsets.values().sum(),
         ..Default::default()
     };
-    source.seek(0, progress.offset)?;
     loop {
-        let end = source.end_offset(0)?;
+        let end = source_end(source)?;
         if progress.offset >= end {
             return Ok(progress);
         }
-        let records = source.poll(batch_size, Duration::ZERO)?;
-        let Some(last) = records.last() else {
+        let records = source.poll(batch_size, CATCH_UP_WAIT)?;
+        if records.is_empty() {
             return Ok(progress);
-        };
-        let next = last.offset + 1;
-        let applied = job.apply(records).await?;
-        progress.records += applied.records as u64;
-        progress.dead_letters += applied.dead_letters as u64;
-        progress.batches += 1;
-        progress.offset = next;
+        }
+        apply_by_partition(job, records, &mut offsets, &mut progress).await?;
         on_batch(&progress, end);
     }
 }
+
+/// How long catch-up waits for a record it knows exists (a remote source delivers it
+/// from another thread).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a following job sleeps when the source is idle and nobody wakes it (records
 /// appended by another process are found within this delay).
@@ -74,8 +127,9 @@ pub const IDLE_WAIT: Duration = Duration::from_millis(50);
 
 /// Applies `source` batch by batch, forever: after the last record it waits for `wake`
 /// (notified by in-process appenders) or [`IDLE_WAIT`], until `stop` turns true. After
-/// each committed batch, `after_batch` runs with the progress and the source's end offset;
-/// it runs between batches, so it sees the job's state exactly at the committed offset.
+/// each committed batch, `after_batch` runs with the progress and the source's end offset
+/// (summed over partitions like [`Progress::offset`]); it runs between batches, so it sees
+/// the job's state exactly at the committed offsets.
 pub async fn follow<J: Job, S: Source>(
     job: &mut J,
     source: &mut S,
@@ -85,31 +139,26 @@ pub async fn follow<J: Job, S: Source>(
     mut stop: tokio::sync::watch::Receiver<bool>,
     mut after_batch: impl FnMut(&J, &Progress, u64),
 ) -> Result<Progress, EngineError> {
+    let mut offsets = seek_committed(job, source, store)?;
     let mut progress = Progress {
-        offset: store.offset(job.name())?,
+        offset: offsets.values().sum(),
         ..Default::default()
     };
-    source.seek(0, progress.offset)?;
     loop {
         if *stop.borrow() {
             return Ok(progress);
         }
         let records = source.poll(batch_size, Duration::ZERO)?;
-        let Some(last) = records.last() else {
+        if records.is_empty() {
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(IDLE_WAIT) => {}
                 _ = stop.changed() => {}
             }
             continue;
-        };
-        let next = last.offset + 1;
-        let applied = job.apply(records).await?;
-        progress.records += applied.records as u64;
-        progress.dead_letters += applied.dead_letters as u64;
-        progress.batches += 1;
-        progress.offset = next;
-        let end = source.end_offset(0)?;
+        }
+        apply_by_partition(job, records, &mut offsets, &mut progress).await?;
+        let end = source_end(source)?;
         after_batch(job, &progress, end);
     }
 }

@@ -263,7 +263,7 @@ impl Job for EventJob {
         for impression in impressions.values() {
             batch.put_impression(impression);
         }
-        batch.put_offset(EVENT_JOB, next_offset);
+        batch.put_partition_offset(EVENT_JOB, last.partition, next_offset);
         self.store.commit(batch)?;
         Ok(Applied {
             records: records.len(),

@@ -5,7 +5,9 @@ use crate::consumer::{Applied, Job};
 use crate::EngineError;
 use shelf_store::{text_hash, DeadLetter, Store, StoredVector};
 use shelf_stream::Record;
-use shelf_types::{ItemAttributes, ItemId, ItemRecord, TextEmbedder, VectorIndex};
+use shelf_types::{
+    ItemAttributes, ItemId, ItemRecord, ItemVectorRecord, TextEmbedder, VectorIndex,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -20,6 +22,8 @@ pub struct ItemJob<E, I> {
     index: Option<I>,
     embedded: u64,
     reused: u64,
+    /// Records carry vectors computed upstream (`shelf.item_vectors`); nothing is embedded.
+    upstream_vectors: bool,
 }
 
 /// What the index must do for one item after the batch commits: upsert (vector and
@@ -27,7 +31,8 @@ pub struct ItemJob<E, I> {
 type IndexOp = Option<(Vec<f32>, ItemAttributes)>;
 
 enum Parsed {
-    Upsert(Box<shelf_types::Item>, String, u64),
+    /// The item, its embedding text, the text's hash and the upstream vector, if any.
+    Upsert(Box<shelf_types::Item>, String, u64, Option<Vec<f32>>),
     Delete(ItemId),
     Dead(String),
 }
@@ -49,7 +54,21 @@ impl<E: TextEmbedder, I: VectorIndex> ItemJob<E, I> {
             index,
             embedded: 0,
             reused: 0,
+            upstream_vectors: false,
         })
+    }
+
+    /// A job for records that carry their vectors (the Arroyo item pipeline's output): it
+    /// checks each vector's model id and dimension against `embedder` (the model queries
+    /// are embedded with) and embeds nothing itself.
+    pub fn with_upstream_vectors(
+        store: Arc<Store>,
+        embedder: E,
+        index: Option<I>,
+    ) -> Result<Self, EngineError> {
+        let mut job = Self::new(store, embedder, index)?;
+        job.upstream_vectors = true;
+        Ok(job)
     }
 
     /// Texts embedded and vectors reused (text unchanged) so far.
@@ -57,10 +76,33 @@ impl<E: TextEmbedder, I: VectorIndex> ItemJob<E, I> {
         (self.embedded, self.reused)
     }
 
-    fn parse(record: &Record) -> Parsed {
-        let parsed: ItemRecord = match serde_json::from_slice(&record.payload) {
-            Ok(parsed) => parsed,
-            Err(e) => return Parsed::Dead(format!("invalid item record: {e}")),
+    fn parse(&self, record: &Record) -> Parsed {
+        let (parsed, vector) = if self.upstream_vectors {
+            match ItemVectorRecord::parse(&record.payload) {
+                Ok(ItemVectorRecord { record, vector }) => match vector {
+                    Some((model_id, _)) if model_id != self.embedder.model_id() => {
+                        return Parsed::Dead(format!(
+                            "vector of model {model_id}, but queries are embedded with {}",
+                            self.embedder.model_id()
+                        ))
+                    }
+                    Some((_, v)) if v.len() != self.embedder.dim() => {
+                        return Parsed::Dead(format!(
+                            "vector of dimension {}, but the model's is {}",
+                            v.len(),
+                            self.embedder.dim()
+                        ))
+                    }
+                    Some((_, v)) => (record, Some(normalized(v))),
+                    None => (record, None),
+                },
+                Err(e) => return Parsed::Dead(format!("invalid item vector record: {e}")),
+            }
+        } else {
+            match serde_json::from_slice(&record.payload) {
+                Ok(parsed) => (parsed, None),
+                Err(e) => return Parsed::Dead(format!("invalid item record: {e}")),
+            }
         };
         match parsed {
             ItemRecord::Upsert(item) => {
@@ -69,7 +111,7 @@ impl<E: TextEmbedder, I: VectorIndex> ItemJob<E, I> {
                 }
                 let text = item.embedding_text();
                 let hash = text_hash(&text);
-                Parsed::Upsert(Box::new(item), text, hash)
+                Parsed::Upsert(Box::new(item), text, hash, vector)
             }
             ItemRecord::Delete { id } if id.as_str().trim().is_empty() => {
                 Parsed::Dead("invalid item delete: empty id".into())
@@ -109,6 +151,15 @@ impl<E: TextEmbedder, I: VectorIndex> ItemJob<E, I> {
     }
 }
 
+/// `v` scaled to unit length (the index compares by inner product).
+fn normalized(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}
+
 impl<E: TextEmbedder, I: VectorIndex> Job for ItemJob<E, I> {
     fn name(&self) -> &'static str {
         ITEM_JOB
@@ -121,7 +172,7 @@ impl<E: TextEmbedder, I: VectorIndex> Job for ItemJob<E, I> {
         let next_offset = last.offset + 1;
         let parsed: Vec<(u64, &[u8], Parsed)> = records
             .iter()
-            .map(|r| (r.offset, &r.payload[..], Self::parse(r)))
+            .map(|r| (r.offset, &r.payload[..], self.parse(r)))
             .collect();
 
         // Which texts need the model: those whose hash differs from the stored vector's
@@ -133,7 +184,10 @@ impl<E: TextEmbedder, I: VectorIndex> Job for ItemJob<E, I> {
         let mut seen_text = HashSet::new();
         for (_, _, p) in &parsed {
             match p {
-                Parsed::Upsert(item, text, hash) => {
+                Parsed::Upsert(item, _, _, Some(_)) => {
+                    touched.insert(item.id.as_str().to_string());
+                }
+                Parsed::Upsert(item, text, hash, None) => {
                     let id = item.id.as_str().to_string();
                     let stored = if touched.contains(&id) {
                         None
@@ -167,13 +221,14 @@ impl<E: TextEmbedder, I: VectorIndex> Job for ItemJob<E, I> {
         let mut index_ops: Vec<(ItemId, IndexOp)> = Vec::new();
         for (offset, payload, p) in parsed {
             let reason = match p {
-                Parsed::Upsert(item, text, hash) => {
-                    let vector = match reuse.remove(item.id.as_str()) {
-                        Some(v) => {
+                Parsed::Upsert(item, text, hash, upstream) => {
+                    let vector = match (upstream, reuse.remove(item.id.as_str())) {
+                        (Some(v), _) => Ok(v),
+                        (None, Some(v)) => {
                             self.reused += 1;
                             Ok(v.vector)
                         }
-                        None => vectors
+                        (None, None) => vectors
                             .get(&text)
                             .cloned()
                             .unwrap_or_else(|| Err("text was not embedded".into())),
@@ -212,7 +267,7 @@ impl<E: TextEmbedder, I: VectorIndex> Job for ItemJob<E, I> {
             };
             batch.put_dead_letter(&letter, dead_total);
         }
-        batch.put_offset(ITEM_JOB, next_offset);
+        batch.put_partition_offset(ITEM_JOB, last.partition, next_offset);
         self.store.commit(batch)?;
 
         if let Some(index) = &self.index {
@@ -231,5 +286,81 @@ impl<E: TextEmbedder, I: VectorIndex> Job for ItemJob<E, I> {
             records: records.len(),
             dead_letters: dead,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shelf_types::{BoxFuture, Embedding};
+
+    /// An embedder that must never be called (upstream vectors need no model).
+    #[derive(Debug)]
+    struct NoModel;
+
+    impl TextEmbedder for NoModel {
+        type Error = std::io::Error;
+        fn model_id(&self) -> &str {
+            "test-model"
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn embed(&self, _: Vec<String>) -> BoxFuture<'_, Result<Vec<Embedding>, Self::Error>> {
+            panic!("upstream vectors must not be embedded again")
+        }
+    }
+
+    /// The index type; the test passes none and reads the store.
+    type NoIndex = shelf_index::HnswIndex;
+
+    fn record(offset: u64, json: &str) -> Record {
+        Record {
+            partition: 3,
+            offset,
+            payload: json.as_bytes().to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn upstream_vectors_are_stored_normalised_and_checked_against_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
+        let mut job =
+            ItemJob::<NoModel, NoIndex>::with_upstream_vectors(Arc::clone(&store), NoModel, None)
+                .unwrap();
+        let applied = job
+            .apply(vec![
+                record(
+                    7,
+                    r#"{"op":"upsert","id":"a","title":"Sofa","model_id":"test-model","dimension":2,"vector":"[3,4]"}"#,
+                ),
+                record(
+                    8,
+                    r#"{"op":"upsert","id":"b","title":"Bed","model_id":"other-model","dimension":2,"vector":"[1,0]"}"#,
+                ),
+                record(
+                    9,
+                    r#"{"op":"upsert","id":"c","title":"Lamp","model_id":"test-model","dimension":3,"vector":"[1,0,0]"}"#,
+                ),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(applied.dead_letters, 2);
+        let stored = store.vector("a").unwrap().unwrap();
+        assert_eq!(stored.vector, vec![0.6, 0.8]);
+        assert_eq!(stored.model_id, "test-model");
+        assert!(store.vector("b").unwrap().is_none());
+        let reasons: Vec<String> = store
+            .dead_letters(ITEM_JOB)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.reason)
+            .collect();
+        assert!(reasons[0].contains("other-model"), "{reasons:?}");
+        assert!(reasons[1].contains("dimension 3"), "{reasons:?}");
+        // The offset is committed for the records' partition only.
+        assert_eq!(store.partition_offset(ITEM_JOB, 3).unwrap(), 10);
+        assert_eq!(store.offset(ITEM_JOB).unwrap(), 0);
     }
 }

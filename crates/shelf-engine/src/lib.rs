@@ -9,8 +9,9 @@ mod explore;
 mod item_job;
 mod query_cache;
 mod retrieval;
+mod stats_job;
 
-pub use consumer::{catch_up, follow, Applied, Job, Progress, IDLE_WAIT};
+pub use consumer::{catch_up, follow, source_end, Applied, Job, Progress, IDLE_WAIT};
 pub use error::EngineError;
 pub use event_job::{impression_record, EventJob, EVENT_JOB};
 pub use item_job::{ItemJob, ITEM_JOB};
@@ -19,3 +20,4 @@ pub use retrieval::{
     new_request_id, request_id_floor, RankedItem, RetrievalConfig, Retriever, SearchRequest,
     SearchResponse, Timings,
 };
+pub use stats_job::{StatsJob, STATS_JOB};

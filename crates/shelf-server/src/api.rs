@@ -106,7 +106,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/search", post(search))
         .route("/v1/items", post(post_items))
-        .route("/v1/items/{id}", delete(delete_item))
+        .route("/v1/items/{id}", get(get_item).delete(delete_item))
         .route("/v1/events", post(post_events))
         .route("/v1/users/{id}/profile", get(get_profile))
         .route("/v1/users/{id}", delete(delete_user))
@@ -516,6 +516,65 @@ async fn delete_item(
     Ok(accepted(range))
 }
 
+/// An item as the store holds it, with its activity.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ItemView {
+    item: shelf_types::Item,
+    /// Decayed counters kept by the event job (impressions, views, clicks, carts,
+    /// purchases) and the smoothed CTR the ranker uses.
+    stats: Option<ItemStatsView>,
+    /// The newest window of `shelf.item_stats` (from the Arroyo item stats pipeline; only
+    /// with `--source fluvio`).
+    #[schema(value_type = Option<Object>)]
+    window_stats: Option<shelf_store::ItemWindow>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ItemStatsView {
+    impressions: f64,
+    views: f64,
+    clicks: f64,
+    carts: f64,
+    purchases: f64,
+    ctr: f64,
+    /// When the counters were last updated (event time).
+    at: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/items/{id}", tag = "items",
+    params(("id" = String, Path, description = "Item id")),
+    responses((status = 200, body = ItemView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_item(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ItemView>> {
+    authorize(&app, &headers, Scope::Read)?;
+    check_id("id", &id)?;
+    let Some(item) = app.store.item(&id).map_err(ApiError::internal)? else {
+        return Err(ApiError::not_found(format!("no item `{id}`")));
+    };
+    let stats = app
+        .store
+        .item_stats(&id)
+        .map_err(ApiError::internal)?
+        .map(|s| ItemStatsView {
+            impressions: s.impressions,
+            views: s.views,
+            clicks: s.clicks,
+            carts: s.carts,
+            purchases: s.purchases,
+            ctr: s.ctr(&app.config.decay),
+            at: rfc3339(s.last_ts_ms),
+        });
+    let window_stats = app.store.item_window(&id).map_err(ApiError::internal)?;
+    Ok(Json(ItemView {
+        item,
+        stats,
+        window_stats,
+    }))
+}
+
 #[utoipa::path(post, path = "/v1/events", tag = "ingest",
     request_body(content = Vec<Event>, description = "One event or an array of them"),
     responses(
@@ -770,6 +829,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     paths(
         search,
         post_items,
+        get_item,
         delete_item,
         post_events,
         get_profile,
@@ -785,6 +845,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         ErrorBody,
         Accepted,
         ProfileView,
+        ItemView,
         Deleted,
         ItemRecord,
         Event

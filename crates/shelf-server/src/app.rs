@@ -4,8 +4,8 @@ use crate::metrics::Metrics;
 use anyhow::Context;
 use shelf_embed::Embedder;
 use shelf_engine::{
-    follow, impression_record, EventJob, ItemJob, Progress, RetrievalConfig, Retriever, EVENT_JOB,
-    ITEM_JOB,
+    follow, impression_record, EventJob, ItemJob, Progress, RetrievalConfig, Retriever, StatsJob,
+    EVENT_JOB, ITEM_JOB,
 };
 use shelf_index::{HnswIndex, IndexConfig};
 use shelf_store::{DecayConfig, Impression, Store};
@@ -18,6 +18,62 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
+
+/// Where the jobs read records and the API writes them.
+#[derive(Debug)]
+pub enum Streams {
+    /// The embedded durable log in the data directory.
+    Embedded { items: Log, events: Log },
+    /// Fluvio topics (`shelf serve --source fluvio`).
+    #[cfg(feature = "fluvio")]
+    Fluvio(FluvioTopics),
+}
+
+/// The Fluvio side of a node.
+#[cfg(feature = "fluvio")]
+#[derive(Clone, Debug)]
+pub struct FluvioTopics {
+    pub cluster: shelf_stream::FluvioCluster,
+    /// The item topic consumed: `shelf.items` (embedded here) or `shelf.item_vectors`
+    /// (vectors from the Arroyo item pipeline). The API always writes to `shelf.items`.
+    pub item_topic: String,
+    /// Partitions this node consumes (empty: all).
+    pub partitions: Vec<u32>,
+}
+
+/// The item topic that carries vectors computed by the Arroyo item pipeline.
+pub const ITEM_VECTORS_TOPIC: &str = "shelf.item_vectors";
+
+/// The open streams of a running app.
+enum Transport {
+    Embedded {
+        items: Arc<Mutex<Log>>,
+        events: Arc<Mutex<Log>>,
+    },
+    #[cfg(feature = "fluvio")]
+    Fluvio {
+        topics: FluvioTopics,
+        items: shelf_stream::FluvioSink,
+        events: shelf_stream::FluvioSink,
+    },
+}
+
+impl Transport {
+    fn open(streams: Streams) -> anyhow::Result<Self> {
+        Ok(match streams {
+            Streams::Embedded { items, events } => Transport::Embedded {
+                items: Arc::new(Mutex::new(items)),
+                events: Arc::new(Mutex::new(events)),
+            },
+            #[cfg(feature = "fluvio")]
+            Streams::Fluvio(topics) => Transport::Fluvio {
+                items: topics.cluster.sink("shelf.items")?,
+                events: topics.cluster.sink("shelf.events")?,
+                topics,
+            },
+        })
+    }
+}
 
 /// The retriever as the server runs it.
 pub type ShelfRetriever = Retriever<Embedder, HnswIndex>;
@@ -104,8 +160,7 @@ pub struct App {
     pub store: Arc<Store>,
     pub metrics: Metrics,
     retriever: OnceLock<ShelfRetriever>,
-    items_log: Arc<Mutex<Log>>,
-    events_log: Arc<Mutex<Log>>,
+    transport: Transport,
     item_wake: Arc<Notify>,
     event_wake: Arc<Notify>,
     impressions: mpsc::Sender<Impression>,
@@ -149,21 +204,19 @@ impl App {
     pub fn open(
         config: ServeConfig,
         store: Store,
-        items_log: Log,
-        events_log: Log,
+        streams: Streams,
         query_embedder: Embedder,
         item_embedder: Embedder,
-    ) -> Arc<Self> {
+    ) -> anyhow::Result<Arc<Self>> {
         let (tx, rx) = mpsc::channel(IMPRESSION_QUEUE);
         let dim = query_embedder.dim();
         let slots = config.limits.max_concurrent_searches;
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             config,
             store: Arc::new(store),
             metrics: Metrics::default(),
             retriever: OnceLock::new(),
-            items_log: Arc::new(Mutex::new(items_log)),
-            events_log: Arc::new(Mutex::new(events_log)),
+            transport: Transport::open(streams)?,
             item_wake: Arc::new(Notify::new()),
             event_wake: Arc::new(Notify::new()),
             impressions: tx,
@@ -177,7 +230,7 @@ impl App {
             query_embedder,
             item_embedder,
             dim,
-        })
+        }))
     }
 
     /// True once the index is loaded and searches are answered.
@@ -223,6 +276,11 @@ impl App {
         // Events do not need the index: start them first.
         let app = Arc::clone(self);
         tasks.push(tokio::spawn(async move { app.run_event_job().await }));
+        #[cfg(feature = "fluvio")]
+        if let Transport::Fluvio { .. } = &self.transport {
+            let app = Arc::clone(self);
+            tasks.push(tokio::spawn(async move { app.run_stats_job().await }));
+        }
         let app = Arc::clone(self);
         tasks.push(tokio::spawn(
             async move { app.run_impression_writer().await },
@@ -352,11 +410,15 @@ impl App {
 
     /// The index as of the item job's committed offset.
     fn load_index(&self) -> anyhow::Result<HnswIndex> {
-        let committed = self.store.offset(ITEM_JOB)?;
+        let committed = self.item_position()?;
         let dir = self.snapshot_dir();
         if dir.exists() {
             match HnswIndex::restore(&dir, self.index_config()) {
-                Ok((index, info)) if info.position <= committed => {
+                // From Fluvio the index is restored only when nothing changed since.
+                Ok((index, info))
+                    if info.position == committed
+                        || (info.position < committed && self.is_embedded()) =>
+                {
                     let replayed = self.catch_up_index(&index, info.position, committed)?;
                     tracing::info!(
                         position = info.position,
@@ -391,6 +453,9 @@ impl App {
     /// Brings a restored index from `from` to `to` on the item log: every item touched in
     /// between gets the store's current state (the store is already at `to`).
     fn catch_up_index(&self, index: &HnswIndex, from: u64, to: u64) -> anyhow::Result<u64> {
+        if from >= to {
+            return Ok(0);
+        }
         let mut reader = LogReader::open(&self.log_dir("items"), max_record_bytes())?;
         reader.seek(0, from)?;
         let mut replayed = 0;
@@ -426,15 +491,61 @@ impl App {
         Ok(replayed)
     }
 
+    fn is_embedded(&self) -> bool {
+        matches!(self.transport, Transport::Embedded { .. })
+    }
+
+    /// The source a job reads `topic` from.
+    fn source(&self, topic: &str) -> anyhow::Result<Box<dyn Source>> {
+        match &self.transport {
+            Transport::Embedded { .. } => Ok(Box::new(LogReader::open(
+                &self.log_dir(topic.trim_start_matches("shelf.")),
+                max_record_bytes(),
+            )?)),
+            #[cfg(feature = "fluvio")]
+            Transport::Fluvio { topics, .. } => {
+                Ok(Box::new(topics.cluster.source(topic, &topics.partitions)?))
+            }
+        }
+    }
+
+    /// The item topic the item job reads.
+    fn item_topic(&self) -> &str {
+        match &self.transport {
+            Transport::Embedded { .. } => "shelf.items",
+            #[cfg(feature = "fluvio")]
+            Transport::Fluvio { topics, .. } => &topics.item_topic,
+        }
+    }
+
+    /// The item job's committed offsets summed over its partitions (the index snapshot's
+    /// position).
+    fn item_position(&self) -> anyhow::Result<u64> {
+        let source = self.source(self.item_topic())?;
+        let mut position = 0;
+        for partition in source.partitions() {
+            position += self.store.partition_offset(ITEM_JOB, partition)?;
+        }
+        Ok(position)
+    }
+
     async fn run_item_job(self: Arc<Self>, index: HnswIndex) -> anyhow::Result<()> {
-        let mut job = ItemJob::new(
-            Arc::clone(&self.store),
-            self.item_embedder.clone(),
-            Some(index.clone()),
-        )?;
-        let mut source = LogReader::open(&self.log_dir("items"), max_record_bytes())?;
+        let mut job = if self.item_topic() == ITEM_VECTORS_TOPIC {
+            ItemJob::with_upstream_vectors(
+                Arc::clone(&self.store),
+                self.item_embedder.clone(),
+                Some(index.clone()),
+            )?
+        } else {
+            ItemJob::new(
+                Arc::clone(&self.store),
+                self.item_embedder.clone(),
+                Some(index.clone()),
+            )?
+        };
+        let mut source = self.source(self.item_topic())?;
         let mut last_snapshot = Instant::now();
-        let mut snapshotted_at = self.store.offset(ITEM_JOB)?;
+        let mut snapshotted_at = self.item_position()?;
         let interval = self.config.snapshot_interval;
         let app = Arc::clone(&self);
         let index_for_batches = index.clone();
@@ -456,7 +567,7 @@ impl App {
         )
         .await?;
         if progress.offset > snapshotted_at || !self.snapshot_dir().exists() {
-            self.snapshot(&index, self.store.offset(ITEM_JOB)?);
+            self.snapshot(&index, self.item_position()?);
         }
         Ok(())
     }
@@ -476,13 +587,31 @@ impl App {
 
     async fn run_event_job(self: Arc<Self>) -> anyhow::Result<()> {
         let mut job = EventJob::new(Arc::clone(&self.store), self.config.decay.clone(), self.dim);
-        let mut source = LogReader::open(&self.log_dir("events"), max_record_bytes())?;
+        let mut source = self.source("shelf.events")?;
         follow(
             &mut job,
             &mut source,
             &self.store,
             self.config.batch_size,
             &self.event_wake,
+            self.stop.subscribe(),
+            |_, _, _| {},
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Applies `shelf.item_stats` (windowed item activity from Arroyo).
+    #[cfg(feature = "fluvio")]
+    async fn run_stats_job(self: Arc<Self>) -> anyhow::Result<()> {
+        let mut job = StatsJob::new(Arc::clone(&self.store));
+        let mut source = self.source("shelf.item_stats")?;
+        follow(
+            &mut job,
+            &mut source,
+            &self.store,
+            self.config.batch_size,
+            &Notify::new(),
             self.stop.subscribe(),
             |_, _, _| {},
         )
@@ -559,8 +688,12 @@ impl App {
     pub async fn append_items(&self, payloads: Vec<Vec<u8>>) -> anyhow::Result<Range<u64>> {
         let n = payloads.len() as u64;
         let started = Instant::now();
-        let range = append(&self.items_log, payloads).await?;
-        {
+        let range = match &self.transport {
+            Transport::Embedded { items, .. } => append(items, payloads).await?,
+            #[cfg(feature = "fluvio")]
+            Transport::Fluvio { items, .. } => produce(items, payloads, "id").await?,
+        };
+        if self.is_embedded() {
             let mut pending = self.pending_items.lock().expect("not poisoned");
             // Bounded: freshness is sampled, never a memory leak when the job lags.
             if pending.len() < 100_000 {
@@ -576,7 +709,11 @@ impl App {
 
     /// Appends events durably; returns their offsets.
     pub async fn append_events(&self, payloads: Vec<Vec<u8>>) -> anyhow::Result<Range<u64>> {
-        let range = append(&self.events_log, payloads).await?;
+        let range = match &self.transport {
+            Transport::Embedded { events, .. } => append(events, payloads).await?,
+            #[cfg(feature = "fluvio")]
+            Transport::Fluvio { events, .. } => produce(events, payloads, "user_id").await?,
+        };
         self.event_wake.notify_one();
         Ok(range)
     }
@@ -648,8 +785,11 @@ impl App {
                 live_auc.unwrap_or(0.0),
             ),
         ]);
-        let items_end = self.items_log.lock().map(|l| l.next_offset()).unwrap_or(0);
-        let events_end = self.events_log.lock().map(|l| l.next_offset()).unwrap_or(0);
+        let Transport::Embedded { items, events } = &self.transport else {
+            return out; // Fluvio's lag is read from the cluster (`fluvio partition list`).
+        };
+        let items_end = items.lock().map(|l| l.next_offset()).unwrap_or(0);
+        let events_end = events.lock().map(|l| l.next_offset()).unwrap_or(0);
         let items_at = self.store.offset(ITEM_JOB).unwrap_or(0);
         let events_at = self.store.offset(EVENT_JOB).unwrap_or(0);
         out.extend([
@@ -688,7 +828,10 @@ impl App {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let end = self.events_log.lock().map(|l| l.next_offset()).unwrap_or(0);
+        let Transport::Embedded { events, .. } = &self.transport else {
+            return Ok(true); // appended to Fluvio; the event job applies it when it arrives
+        };
+        let end = events.lock().map(|l| l.next_offset()).unwrap_or(0);
         while self.store.offset(EVENT_JOB)? < end {
             if Instant::now() >= deadline {
                 return Ok(false);
@@ -701,7 +844,11 @@ impl App {
 
     /// Item records ever appended to the item log (its next offset).
     pub fn items_appended_ever(&self) -> u64 {
-        self.items_log.lock().map(|l| l.next_offset()).unwrap_or(0)
+        match &self.transport {
+            Transport::Embedded { items, .. } => items.lock().map(|l| l.next_offset()).unwrap_or(0),
+            #[cfg(feature = "fluvio")]
+            Transport::Fluvio { .. } => 0,
+        }
     }
 
     /// A receiver that turns true at shutdown.
@@ -711,8 +858,10 @@ impl App {
 
     /// Flushes the logs to disk.
     pub fn sync_logs(&self) -> anyhow::Result<()> {
-        self.items_log.lock().expect("not poisoned").sync()?;
-        self.events_log.lock().expect("not poisoned").sync()?;
+        if let Transport::Embedded { items, events } = &self.transport {
+            items.lock().expect("not poisoned").sync()?;
+            events.lock().expect("not poisoned").sync()?;
+        }
         Ok(())
     }
 }
@@ -724,6 +873,32 @@ async fn append(log: &Arc<Mutex<Log>>, payloads: Vec<Vec<u8>>) -> anyhow::Result
             .lock()
             .map_err(|_| anyhow::anyhow!("log lock poisoned"))?;
         Ok(log.append(&payloads)?)
+    })
+    .await?
+}
+
+/// Produces `payloads` to Fluvio, each keyed by its `key_field` (records of one item, or
+/// one user, stay in one partition and in order).
+#[cfg(feature = "fluvio")]
+async fn produce(
+    sink: &shelf_stream::FluvioSink,
+    payloads: Vec<Vec<u8>>,
+    key_field: &'static str,
+) -> anyhow::Result<Range<u64>> {
+    let sink = sink.clone();
+    tokio::task::spawn_blocking(move || {
+        let keys: Vec<Option<Vec<u8>>> = payloads
+            .iter()
+            .map(|p| {
+                serde_json::from_slice::<serde_json::Value>(p)
+                    .ok()
+                    .and_then(|v| v.get(key_field)?.as_str().map(|k| k.as_bytes().to_vec()))
+            })
+            .collect();
+        let placed = sink.produce(&keys, &payloads)?;
+        let low = placed.iter().map(|p| p.1).min().unwrap_or(0);
+        let high = placed.iter().map(|p| p.1 + 1).max().unwrap_or(0);
+        Ok(low..high)
     })
     .await?
 }

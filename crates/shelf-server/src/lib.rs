@@ -5,5 +5,6 @@ pub mod app;
 pub mod cli;
 pub mod client;
 pub mod demo;
+pub mod deploy;
 pub mod metrics;
 pub mod models;

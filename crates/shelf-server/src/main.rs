@@ -31,6 +31,9 @@ enum Command {
     /// Offline evaluation from files: `relevance` (items, queries, graded judgments).
     #[command(subcommand)]
     Eval(cli::eval::EvalCommand),
+    /// Create the Fluvio topics, register the Arroyo UDFs and create or update the Arroyo
+    /// pipelines (idempotent).
+    Deploy(cli::deploy::DeployArgs),
     /// Print one user's profile as JSON.
     Profile(cli::inspect::ProfileArgs),
     /// Print every item, profile and item stat as JSON lines sorted by key.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Bench(command) => cli::bench::run(command).map(|()| ExitCode::SUCCESS),
         Command::Train(args) => cli::train::run(args).map(|()| ExitCode::SUCCESS),
         Command::Eval(command) => cli::eval::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Deploy(args) => cli::deploy::run(args).map(|()| ExitCode::SUCCESS),
         Command::Profile(args) => cli::inspect::profile(args),
         Command::Dump(args) => cli::inspect::dump(args),
     };

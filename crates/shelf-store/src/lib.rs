@@ -11,7 +11,7 @@ mod stats;
 pub use codec::{text_hash, StoredVector};
 pub use keys::KEY_VERSION;
 pub use profile::{DecayConfig, ItemFacts, KindCounts, KindWeights, Profile, RecentItem};
-pub use stats::{Counter, ItemStats};
+pub use stats::{Counter, ItemStats, ItemWindow};
 
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
@@ -27,21 +27,33 @@ const ITEM_VECTORS: &str = "item_vectors";
 const TOMBSTONES: &str = "tombstones";
 const PROFILES: &str = "profiles";
 const ITEM_STATS: &str = "item_stats";
+const ITEM_WINDOWS: &str = "item_windows";
 const IMPRESSIONS: &str = "impressions";
 const USER_REQUESTS: &str = "user_requests";
 const OFFSETS: &str = "offsets";
 const DEAD_LETTERS: &str = "dead_letters";
-const COLUMN_FAMILIES: [&str; 9] = [
+const COLUMN_FAMILIES: [&str; 10] = [
     ITEMS,
     ITEM_VECTORS,
     TOMBSTONES,
     PROFILES,
     ITEM_STATS,
+    ITEM_WINDOWS,
     IMPRESSIONS,
     USER_REQUESTS,
     OFFSETS,
     DEAD_LETTERS,
 ];
+
+/// The name `consumer`'s offset in `partition` is stored under: the consumer's own name for
+/// partition 0 (the embedded log's only one), `consumer/p{partition}` for the others.
+pub fn partition_consumer(consumer: &str, partition: u32) -> std::borrow::Cow<'_, str> {
+    if partition == 0 {
+        std::borrow::Cow::Borrowed(consumer)
+    } else {
+        std::borrow::Cow::Owned(format!("{consumer}/p{partition}"))
+    }
+}
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +234,13 @@ impl Store {
             .transpose()
     }
 
+    /// The newest activity window of an item (from `shelf.item_stats`).
+    pub fn item_window(&self, id: &str) -> Result<Option<ItemWindow>, StoreError> {
+        self.get_raw(ITEM_WINDOWS, &keys::id_key(id))?
+            .map(|v| codec::decode(&v, "item window"))
+            .transpose()
+    }
+
     pub fn impression(&self, request_id: &str) -> Result<Option<Impression>, StoreError> {
         self.get_raw(IMPRESSIONS, &keys::id_key(request_id))?
             .map(|v| codec::decode(&v, "impression"))
@@ -235,6 +254,11 @@ impl Store {
             .map(|v| codec::decode(&v, "offset"))
             .transpose()?
             .unwrap_or(0))
+    }
+
+    /// The next offset `consumer` has to read in `partition` (0 when it never committed).
+    pub fn partition_offset(&self, consumer: &str, partition: u32) -> Result<u64, StoreError> {
+        self.offset(&partition_consumer(consumer, partition))
     }
 
     /// How many dead letters `consumer` has written.
@@ -481,6 +505,14 @@ impl StoreBatch<'_> {
         );
     }
 
+    pub fn put_item_window(&mut self, window: &ItemWindow) {
+        self.put(
+            ITEM_WINDOWS,
+            keys::id_key(&window.item_id),
+            codec::encode(window),
+        );
+    }
+
     /// Logs a search response, indexed by user so that deleting the user deletes it.
     pub fn put_impression(&mut self, impression: &Impression) {
         self.put(
@@ -500,6 +532,11 @@ impl StoreBatch<'_> {
     /// Records that `consumer` has applied everything before `next_offset`.
     pub fn put_offset(&mut self, consumer: &str, next_offset: u64) {
         self.put(OFFSETS, keys::id_key(consumer), codec::encode(&next_offset));
+    }
+
+    /// Records that `consumer` has applied everything of `partition` before `next_offset`.
+    pub fn put_partition_offset(&mut self, consumer: &str, partition: u32, next_offset: u64) {
+        self.put_offset(&partition_consumer(consumer, partition), next_offset);
     }
 
     /// Keeps a record that could not be applied; `total` is the consumer's new count.

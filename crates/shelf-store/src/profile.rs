@@ -250,6 +250,28 @@ mod tests {
         }
     }
 
+    /// The Arroyo UDF udfs/event_weight.rs is held to the same file.
+    #[test]
+    fn event_weights_match_the_shared_udf_parity_cases() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/udf_parity.json"
+        );
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let cases = fixture["event_weight"].as_array().unwrap();
+        assert_eq!(cases.len(), EventKind::ALL.len());
+        let weights = KindWeights::default();
+        for case in cases {
+            let kind: EventKind = serde_json::from_value(case["kind"].clone()).unwrap();
+            assert_eq!(
+                weights.of(kind),
+                case["weight"].as_f64().unwrap(),
+                "{kind:?}"
+            );
+        }
+    }
+
     #[test]
     fn weights_decay_with_a_half_life_of_14_days() {
         let cfg = config();

@@ -1,12 +1,16 @@
 //! shelf-stream: where records come from and go to. A [`Source`] yields records with
 //! offsets that a consumer stores next to its state (exactly-once effect); a [`Sink`]
 //! appends. Implementations: the embedded durable [`Log`], a [`JsonlSource`] for bulk
-//! import; the Fluvio client plugs in behind the same traits.
+//! import, and Fluvio topics (feature `fluvio`).
 
 mod crc;
+#[cfg(feature = "fluvio")]
+mod fluvio;
 mod jsonl;
 mod log;
 
+#[cfg(feature = "fluvio")]
+pub use fluvio::{FluvioCluster, FluvioSink, FluvioSource};
 pub use jsonl::JsonlSource;
 pub use log::{FsyncPolicy, Log, LogOptions, LogReader};
 
@@ -51,6 +55,9 @@ pub enum StreamError {
     TooLarge { size: usize, limit: usize },
     #[error("partition {0} does not exist")]
     NoPartition(u32),
+    /// A remote stream (Fluvio) failed; the message says where and why.
+    #[error("{0}")]
+    Remote(String),
 }
 
 impl StreamError {
@@ -73,6 +80,24 @@ pub trait Source: Send {
 
     /// The offset the next appended record of `partition` will get (end of the stream now).
     fn end_offset(&mut self, partition: u32) -> Result<u64, StreamError>;
+}
+
+impl<S: Source + ?Sized> Source for Box<S> {
+    fn partitions(&self) -> Vec<u32> {
+        (**self).partitions()
+    }
+
+    fn seek(&mut self, partition: u32, offset: u64) -> Result<(), StreamError> {
+        (**self).seek(partition, offset)
+    }
+
+    fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, StreamError> {
+        (**self).poll(max, wait)
+    }
+
+    fn end_offset(&mut self, partition: u32) -> Result<u64, StreamError> {
+        (**self).end_offset(partition)
+    }
 }
 
 /// A stream that records are appended to.

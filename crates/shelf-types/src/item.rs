@@ -96,6 +96,97 @@ impl ItemRecord {
     }
 }
 
+/// An item record with its vector computed upstream, as found on `shelf.item_vectors`, in
+/// either of two shapes:
+/// - as the Arroyo item pipeline writes it: `{"item": "<the item record, JSON text>",
+///   "embedding": "<JSON text of {model_id, dimension, vector}>"}` (Arroyo UDFs cannot
+///   return a list of floats, so the embed UDF returns JSON text; deletes carry none);
+/// - flat: the item record's fields plus `model_id`, `dimension` and `vector` (an array,
+///   or a string holding one).
+///
+/// Null fields count as absent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ItemVectorRecord {
+    pub record: ItemRecord,
+    /// Model id and vector; present on every upsert.
+    pub vector: Option<(String, Vec<f32>)>,
+}
+
+impl ItemVectorRecord {
+    /// Parses and checks one record (the vector's length must equal `dimension`, its
+    /// values be finite).
+    pub fn parse(payload: &[u8]) -> Result<Self, String> {
+        let value: serde_json::Value =
+            serde_json::from_slice(payload).map_err(|e| format!("invalid JSON: {e}"))?;
+        let serde_json::Value::Object(mut fields) = value else {
+            return Err("expected a JSON object".into());
+        };
+        fields.retain(|_, v| !v.is_null());
+        if let Some(item) = fields.remove("item") {
+            let embedding = fields.remove("embedding");
+            fields = nested_object(item, "item")?;
+            if let Some(embedding) = embedding {
+                fields.extend(nested_object(embedding, "embedding")?);
+            }
+            fields.retain(|_, v| !v.is_null());
+        }
+        let model_id = fields.remove("model_id");
+        let dimension = fields.remove("dimension");
+        let vector = fields.remove("vector");
+        let record: ItemRecord = serde_json::from_value(serde_json::Value::Object(fields))
+            .map_err(|e| format!("invalid item record: {e}"))?;
+        if let ItemRecord::Delete { .. } = record {
+            return Ok(Self {
+                record,
+                vector: None,
+            });
+        }
+        let model_id = match model_id {
+            Some(serde_json::Value::String(m)) if !m.is_empty() => m,
+            _ => return Err("field `model_id` is required on an upsert".into()),
+        };
+        let dimension = dimension
+            .and_then(|d| d.as_u64())
+            .ok_or("field `dimension` is required on an upsert")? as usize;
+        let vector = match vector {
+            Some(serde_json::Value::String(text)) => serde_json::from_str::<Vec<f32>>(&text)
+                .map_err(|e| format!("field `vector` is not a JSON array of numbers: {e}"))?,
+            Some(array @ serde_json::Value::Array(_)) => serde_json::from_value(array)
+                .map_err(|e| format!("field `vector` is not an array of numbers: {e}"))?,
+            _ => return Err("field `vector` is required on an upsert".into()),
+        };
+        if vector.len() != dimension {
+            return Err(format!(
+                "vector has {} values but `dimension` says {dimension}",
+                vector.len()
+            ));
+        }
+        if vector.iter().any(|x| !x.is_finite()) {
+            return Err("vector holds NaN or infinite values".into());
+        }
+        Ok(Self {
+            record,
+            vector: Some((model_id, vector)),
+        })
+    }
+}
+
+/// `value` as a JSON object: the object itself, or a string holding one.
+fn nested_object(
+    value: serde_json::Value,
+    field: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let value = match value {
+        serde_json::Value::String(text) => serde_json::from_str(&text)
+            .map_err(|e| format!("field `{field}` is not JSON text: {e}"))?,
+        other => other,
+    };
+    match value {
+        serde_json::Value::Object(object) => Ok(object),
+        _ => Err(format!("field `{field}` is not a JSON object")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +210,79 @@ mod tests {
         assert_eq!(back, rec);
         let del: ItemRecord = serde_json::from_str(r#"{"op":"delete","id":"sku-1"}"#).unwrap();
         assert_eq!(del.id().as_str(), "sku-1");
+    }
+
+    /// The Arroyo UDF udfs/item_text.rs is held to the same file.
+    #[test]
+    fn embedding_text_matches_the_shared_udf_parity_cases() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/udf_parity.json"
+        );
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let cases = fixture["item_text"].as_array().unwrap();
+        assert!(cases.len() >= 5);
+        for case in cases {
+            let mut item = case.as_object().unwrap().clone();
+            let expected = item.remove("text").unwrap();
+            item.insert("id".into(), "x".into());
+            let item: Item = serde_json::from_value(item.into()).unwrap();
+            assert_eq!(item.embedding_text(), expected.as_str().unwrap());
+        }
+    }
+
+    #[test]
+    fn parses_item_vector_records_as_the_pipeline_writes_them() {
+        let json = r#"{"op":"upsert","id":"a","title":"Sofa","brand":null,"tags":null,
+            "model_id":"m","dimension":3,"vector":"[0.5, 0.5, 0.70710677]"}"#;
+        let rec = ItemVectorRecord::parse(json.as_bytes()).unwrap();
+        assert_eq!(rec.record.id().as_str(), "a");
+        assert_eq!(rec.vector, Some(("m".into(), vec![0.5, 0.5, 0.70710677])));
+        let array = r#"{"op":"upsert","id":"a","title":"Sofa","model_id":"m","dimension":2,"vector":[1,0]}"#;
+        assert!(ItemVectorRecord::parse(array.as_bytes()).is_ok());
+        let piped = r#"{"item":"{\"op\":\"upsert\",\"id\":\"a\",\"title\":\"Sofa\",\"tags\":[\"x\"]}",
+            "embedding":"{\"model_id\":\"m\",\"dimension\":2,\"vector\":[0.6,0.8]}"}"#;
+        let rec = ItemVectorRecord::parse(piped.as_bytes()).unwrap();
+        let ItemRecord::Upsert(item) = &rec.record else {
+            panic!("not an upsert")
+        };
+        assert_eq!(item.tags, vec!["x".to_string()]);
+        assert_eq!(rec.vector, Some(("m".into(), vec![0.6, 0.8])));
+        let piped_delete = r#"{"item":"{\"op\":\"delete\",\"id\":\"a\"}","embedding":null}"#;
+        assert_eq!(
+            ItemVectorRecord::parse(piped_delete.as_bytes())
+                .unwrap()
+                .vector,
+            None
+        );
+        let del = ItemVectorRecord::parse(br#"{"op":"delete","id":"a","vector":null}"#).unwrap();
+        assert_eq!(del.vector, None);
+        for (bad, needle) in [
+            (
+                r#"{"op":"upsert","id":"a","title":"t","model_id":"m","dimension":3,"vector":"[1,2]"}"#,
+                "dimension",
+            ),
+            (
+                r#"{"op":"upsert","id":"a","title":"t","dimension":2,"vector":"[1,2]"}"#,
+                "model_id",
+            ),
+            (
+                r#"{"op":"upsert","id":"a","title":"t","model_id":"m","dimension":2}"#,
+                "vector",
+            ),
+            (
+                r#"{"op":"upsert","id":"a","title":"t","model_id":"m","dimension":1,"vector":"[x]"}"#,
+                "vector",
+            ),
+            (
+                r#"{"op":"upsert","id":"a","model_id":"m","dimension":1,"vector":[1]}"#,
+                "title",
+            ),
+        ] {
+            let e = ItemVectorRecord::parse(bad.as_bytes()).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod data;
+pub mod deploy;
 pub mod embed;
 pub mod eval;
 pub mod ingest;

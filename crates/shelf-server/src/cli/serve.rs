@@ -3,7 +3,7 @@
 use super::data::{DataArgs, Topic};
 use super::model::ModelArgs;
 use crate::api;
-use crate::app::{ApiKeys, App, Limits, ServeConfig};
+use crate::app::{ApiKeys, App, Limits, ServeConfig, Streams};
 use crate::demo::{self, DemoConfig};
 use anyhow::Context;
 use clap::Args;
@@ -25,6 +25,23 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SHELF_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Where items and events come from: `embedded` (the durable log in the data
+    /// directory, fed by the API and `shelf ingest`) or `fluvio` (topics shelf.items or
+    /// shelf.item_vectors, shelf.events and shelf.item_stats; needs the `fluvio` feature).
+    #[arg(long, env = "SHELF_SOURCE", value_enum, default_value_t = SourceKind::Embedded)]
+    pub source: SourceKind,
+    /// Fluvio SC address (`HOST:PORT`) with `--source fluvio`.
+    #[arg(long, env = "SHELF_FLUVIO_ENDPOINT", default_value = "127.0.0.1:9003")]
+    pub fluvio_endpoint: String,
+    /// Item topic read with `--source fluvio`: `shelf.items` (shelf embeds) or
+    /// `shelf.item_vectors` (vectors from the Arroyo item pipeline, checked against this
+    /// node's model id and dimension).
+    #[arg(long, env = "SHELF_ITEM_TOPIC", default_value = "shelf.items", value_parser = ["shelf.items", "shelf.item_vectors"])]
+    pub item_topic: String,
+    /// Partitions this node consumes with `--source fluvio` (comma-separated; default all).
+    #[arg(long, env = "SHELF_FLUVIO_PARTITIONS", value_delimiter = ',')]
+    pub fluvio_partitions: Vec<u32>,
 
     /// Run the demo shop: a generated catalog and simulated shoppers using the API.
     #[arg(long)]
@@ -168,23 +185,51 @@ impl ServeArgs {
     }
 }
 
+/// Where `shelf serve` reads items and events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceKind {
+    Embedded,
+    Fluvio,
+}
+
+/// The streams `args` ask for.
+fn open_streams(args: &ServeArgs) -> anyhow::Result<Streams> {
+    match args.source {
+        SourceKind::Embedded => Ok(Streams::Embedded {
+            items: args.data.open_log(Topic::Items)?,
+            events: args.data.open_log(Topic::Events)?,
+        }),
+        #[cfg(feature = "fluvio")]
+        SourceKind::Fluvio => {
+            anyhow::ensure!(!args.demo, "--demo runs on the embedded log only");
+            let cluster = shelf_stream::FluvioCluster::connect_within(
+                &args.fluvio_endpoint,
+                Duration::from_secs(120),
+            )?;
+            eprintln!("shelf: connected to Fluvio at {}", args.fluvio_endpoint);
+            Ok(Streams::Fluvio(crate::app::FluvioTopics {
+                cluster,
+                item_topic: args.item_topic.clone(),
+                partitions: args.fluvio_partitions.clone(),
+            }))
+        }
+        #[cfg(not(feature = "fluvio"))]
+        SourceKind::Fluvio => anyhow::bail!(
+            "--source fluvio needs a shelf built with the `fluvio` feature \
+             (cargo build --release -p shelf-server --features fluvio)"
+        ),
+    }
+}
+
 /// Opens the data directory and the model and builds the app (not started yet).
 pub fn open_app(args: &ServeArgs) -> anyhow::Result<Arc<App>> {
     let config = args.config()?;
     let store = args.data.open_store()?;
-    let items = args.data.open_log(Topic::Items)?;
-    let events = args.data.open_log(Topic::Events)?;
+    let streams = open_streams(args)?;
     // Queries get their own model worker so that catalog embedding never delays them.
     let query_embedder = args.model.start(8)?;
     let item_embedder = args.model.start(32)?;
-    Ok(App::open(
-        config,
-        store,
-        items,
-        events,
-        query_embedder,
-        item_embedder,
-    ))
+    App::open(config, store, streams, query_embedder, item_embedder)
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {

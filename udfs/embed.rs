@@ -1,0 +1,124 @@
+/*
+[dependencies]
+candle-core = "0.11"
+candle-nn = "0.11"
+candle-transformers = "0.11"
+serde_json = "1"
+tokenizers = { version = "0.23", default-features = false, features = ["fancy-regex"] }
+*/
+
+//! Arroyo UDF `embed`: the sentence embedding of a text with the BERT model mounted at
+//! `$SHELF_UDF_MODEL_DIR` (default `/models/all-MiniLM-L6-v2`; config.json, tokenizer.json,
+//! model.safetensors), computed as shelf computes it: truncation to 256 tokens, mean pooling
+//! over the tokens, L2 normalisation. The model is loaded once per worker process.
+//!
+//! Arroyo UDFs cannot return a list of floats, so the result is JSON text:
+//! `{"model_id":"all-MiniLM-L6-v2","dimension":384,"vector":[...]}` (the model id is the
+//! model directory's name, as in shelf, which checks it before using the vector). An empty
+//! text gives NULL. A model that cannot be loaded stops the pipeline with the reason.
+
+use arroyo_udf_plugin::udf;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+/// Tokens kept per text, special tokens included (sentence-transformers' setting).
+const MAX_TOKENS: usize = 256;
+
+struct Encoder {
+    model_id: String,
+    dim: usize,
+    tokenizer: Tokenizer,
+    model: BertModel,
+}
+
+fn model_dir() -> PathBuf {
+    std::env::var_os("SHELF_UDF_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/models/all-MiniLM-L6-v2"))
+}
+
+fn load(dir: &Path) -> Result<Encoder, String> {
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()))
+    };
+    let config: Config = serde_json::from_slice(&read("config.json")?)
+        .map_err(|e| format!("config.json: {e}"))?;
+    let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
+        .map_err(|e| format!("tokenizer.json: {e}"))?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            direction: TruncationDirection::Right,
+            max_length: MAX_TOKENS,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+        }))
+        .map_err(|e| format!("tokenizer.json: {e}"))?;
+    let weights = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
+        .map_err(|e| format!("model.safetensors: {e}"))?;
+    let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
+    let model = BertModel::load(vb, &config).map_err(|e| format!("model.safetensors: {e}"))?;
+    let model_id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string());
+    Ok(Encoder {
+        model_id,
+        dim: config.hidden_size,
+        tokenizer,
+        model,
+    })
+}
+
+fn encoder() -> &'static Encoder {
+    static ENCODER: OnceLock<Result<Encoder, String>> = OnceLock::new();
+    let dir = model_dir();
+    match ENCODER.get_or_init(|| load(&dir)) {
+        Ok(encoder) => encoder,
+        Err(e) => panic!("embed UDF: cannot load the model from {}: {e}", dir.display()),
+    }
+}
+
+impl Encoder {
+    fn embed(&self, text: &str) -> Result<Vec<f32>, String> {
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| e.to_string())?;
+        let n = encoding.get_ids().len();
+        let device = Device::Cpu;
+        let run = || -> candle_core::Result<Vec<f32>> {
+            let ids = Tensor::from_vec(encoding.get_ids().to_vec(), (1, n), &device)?;
+            let types = Tensor::from_vec(encoding.get_type_ids().to_vec(), (1, n), &device)?;
+            let mask = Tensor::ones((1, n), DType::U32, &device)?;
+            let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (1, n, dim)
+            let mean = (hidden.sum(1)? / n as f64)?; // (1, dim)
+            let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+            mean.broadcast_div(&norm)?.squeeze(0)?.to_vec1::<f32>()
+        };
+        run().map_err(|e| e.to_string())
+    }
+}
+
+#[udf]
+fn embed(text: &str) -> Option<String> {
+    if text.trim().is_empty() {
+        return None;
+    }
+    let encoder = encoder();
+    let vector = encoder
+        .embed(text)
+        .unwrap_or_else(|e| panic!("embed UDF: the model failed on a text: {e}"));
+    Some(
+        serde_json::json!({
+            "model_id": encoder.model_id,
+            "dimension": encoder.dim,
+            "vector": vector,
+        })
+        .to_string(),
+    )
+}
