@@ -45,8 +45,8 @@ fn load(dir: &Path) -> Result<Encoder, String> {
     let read = |name: &str| {
         std::fs::read(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()))
     };
-    let config: Config = serde_json::from_slice(&read("config.json")?)
-        .map_err(|e| format!("config.json: {e}"))?;
+    let config: Config =
+        serde_json::from_slice(&read("config.json")?).map_err(|e| format!("config.json: {e}"))?;
     let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
         .map_err(|e| format!("tokenizer.json: {e}"))?;
     tokenizer.with_padding(None);
@@ -79,7 +79,10 @@ fn encoder() -> &'static Encoder {
     let dir = model_dir();
     match ENCODER.get_or_init(|| load(&dir)) {
         Ok(encoder) => encoder,
-        Err(e) => panic!("embed UDF: cannot load the model from {}: {e}", dir.display()),
+        Err(e) => panic!(
+            "embed UDF: cannot load the model from {}: {e}",
+            dir.display()
+        ),
     }
 }
 
@@ -97,7 +100,11 @@ impl Encoder {
             let mask = Tensor::ones((1, n), DType::U32, &device)?;
             let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (1, n, dim)
             let mean = (hidden.sum(1)? / n as f64)?; // (1, dim)
-            let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+            let norm = mean
+                .sqr()?
+                .sum_keepdim(1)?
+                .sqrt()?
+                .clamp(1e-12f32, f32::MAX)?;
             mean.broadcast_div(&norm)?.squeeze(0)?.to_vec1::<f32>()
         };
         run().map_err(|e| e.to_string())
@@ -121,4 +128,66 @@ fn embed(text: &str) -> Option<String> {
         })
         .to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::embed;
+    use std::path::PathBuf;
+
+    /// The model `make model` fetches (scripts/fetch-model.sh), unless SHELF_UDF_MODEL_DIR
+    /// is set.
+    fn use_cached_model() {
+        if std::env::var_os("SHELF_UDF_MODEL_DIR").is_some() {
+            return;
+        }
+        let cache = std::env::var_os("SHELF_MODEL_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| {
+                        PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache")
+                    })
+                    .join("shelf")
+                    .join("models")
+            });
+        let dir = cache.join("all-MiniLM-L6-v2");
+        assert!(
+            dir.join("model.safetensors").exists(),
+            "no model in {}: run scripts/fetch-model.sh",
+            dir.display()
+        );
+        std::env::set_var("SHELF_UDF_MODEL_DIR", dir);
+    }
+
+    /// sentence-transformers' reference vectors, which shelf-embed's tests hold the engine
+    /// to as well, in the JSON shape shelf's item job reads from `shelf.item_vectors`.
+    #[test]
+    fn embeddings_match_the_reference_vectors() {
+        use_cached_model();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../tests/fixtures/minilm_reference.json"
+        );
+        let reference: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let dim = reference["dim"].as_u64().unwrap();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        for item in reference["items"].as_array().unwrap() {
+            let text = item["text"].as_str().unwrap();
+            let expected: Vec<f32> = serde_json::from_value(item["embedding"].clone()).unwrap();
+            let out: serde_json::Value =
+                serde_json::from_str(&embed(text).expect("a vector for a non-empty text")).unwrap();
+            assert_eq!(out["model_id"], "all-MiniLM-L6-v2");
+            assert_eq!(out["dimension"].as_u64(), Some(dim));
+            let vector: Vec<f32> = serde_json::from_value(out["vector"].clone()).unwrap();
+            assert_eq!(vector.len() as u64, dim);
+            let dot: f32 = vector.iter().zip(&expected).map(|(a, b)| a * b).sum();
+            let cosine = dot / (norm(&vector) * norm(&expected));
+            assert!(cosine >= 0.9999, "cosine {cosine} for {text:?}");
+            assert!((norm(&vector) - 1.0).abs() < 1e-5);
+        }
+        assert_eq!(embed("   "), None);
+    }
 }

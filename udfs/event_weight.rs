@@ -30,4 +30,25 @@ mod tests {
         assert_eq!(event_weight("search"), 0.0);
         assert_eq!(event_weight("impression"), 0.0);
     }
+
+    /// The engine's kind weights are held to the same cases (shelf-store's tests).
+    #[test]
+    fn matches_the_engine_on_the_shared_parity_cases() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../tests/fixtures/udf_parity.json"
+        );
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let cases = fixture["event_weight"].as_array().unwrap();
+        assert_eq!(cases.len(), 5);
+        for case in cases {
+            let kind = case["kind"].as_str().unwrap();
+            assert_eq!(
+                event_weight(kind),
+                case["weight"].as_f64().unwrap(),
+                "{kind}"
+            );
+        }
+    }
 }

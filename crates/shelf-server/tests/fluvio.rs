@@ -7,6 +7,7 @@ use shelf_engine::{catch_up, EventJob, EVENT_JOB};
 use shelf_store::{DecayConfig, Store};
 use shelf_stream::{FluvioCluster, Sink, Source};
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// The cluster, or `None` (and a line saying the test was skipped).
@@ -16,7 +17,12 @@ fn cluster(test: &str) -> Option<FluvioCluster> {
             Some(FluvioCluster::connect(&endpoint).expect("SHELF_FLUVIO_ENDPOINT answers"))
         }
         Err(_) => {
-            eprintln!("{test}: skipped (set SHELF_FLUVIO_ENDPOINT=HOST:PORT to run it against a Fluvio cluster)");
+            // Written to the stderr handle itself, so the line shows even when the test
+            // harness captures output.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{test}: SKIPPED (set SHELF_FLUVIO_ENDPOINT=HOST:PORT to run it against a Fluvio cluster)"
+            );
             None
         }
     }

@@ -1,5 +1,7 @@
-//! `shelf eval relevance`: offline relevance evaluation from files — items, queries and
-//! graded judgments — of ANN-only retrieval and of ANN + re-rank (NDCG@10, Recall@100, MRR).
+//! `shelf eval`: offline evaluation from files — `relevance` (items, queries, graded
+//! judgments: ANN-only against ANN + re-rank), `interactions` (items and a time-ordered
+//! interaction log replayed through the event job, each user's last interaction held out:
+//! popularity, profile-ANN, profile-ANN + re-rank) and `ctr` (held-out impressions).
 
 use super::model::ModelArgs;
 use anyhow::Context;
@@ -18,6 +20,9 @@ use std::sync::Arc;
 pub enum EvalCommand {
     /// Relevance of search results against graded judgments.
     Relevance(Box<RelevanceArgs>),
+    /// Next-interaction prediction: replay a time-ordered interaction log, hold out each
+    /// user's last interaction, and score popularity, profile-ANN and profile-ANN + re-rank.
+    Interactions(Box<InteractionsArgs>),
     /// Click prediction on the newest logged impressions of a data directory: AUC and
     /// log-loss of the prior and of every saved model.
     Ctr(CtrArgs),
@@ -57,12 +62,44 @@ pub struct RelevanceArgs {
     pub ranker: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct InteractionsArgs {
+    /// Items, JSON lines (as for `relevance`).
+    #[arg(long)]
+    pub items: PathBuf,
+    /// Interactions in time order (sorted here anyway, stably): JSON lines
+    /// `{"user_id","item_id","kind","ts"}`, or TSV/CSV lines `user_id,item_id,kind,ts` (a
+    /// header line is skipped). `kind`: view, click, add_to_cart or purchase (a missing
+    /// kind column means --default-kind); `ts`: RFC 3339, or Unix seconds or milliseconds.
+    #[arg(long)]
+    pub interactions: PathBuf,
+    /// Kind of interactions whose file has no kind column.
+    #[arg(long, default_value = "view")]
+    pub default_kind: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Cut-off of Recall and NDCG.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Users with fewer interactions than this are not evaluated (their events still shape
+    /// popularity and the others' history).
+    #[arg(long, default_value_t = 3)]
+    pub min_interactions: usize,
+    /// Evaluate at most this many users (the first in id order; 0: all).
+    #[arg(long, default_value_t = 0)]
+    pub max_users: usize,
+    /// A trained model (`DATA/models/*.json`) to re-rank with instead of the prior.
+    #[arg(long)]
+    pub ranker: Option<PathBuf>,
+}
+
 pub fn run(command: EvalCommand) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match command {
         EvalCommand::Relevance(args) => runtime.block_on(relevance(*args)),
+        EvalCommand::Interactions(args) => runtime.block_on(interactions(*args)),
         EvalCommand::Ctr(args) => ctr(args),
     }
 }
@@ -212,6 +249,51 @@ fn read_judgments(path: &Path) -> anyhow::Result<HashMap<String, Judgments>> {
     Ok(out)
 }
 
+/// The catalogue embedded into a scratch store and index under `scratch`.
+async fn scratch_catalog(
+    items: &[Item],
+    model: &ModelArgs,
+    scratch: &Path,
+) -> anyhow::Result<(Arc<Store>, shelf_embed::Embedder, HnswIndex)> {
+    let store = Arc::new(Store::open(
+        &scratch.join("store"),
+        StoreOptions { sync: false },
+    )?);
+    let embedder = model.start(32)?;
+    let terminal = std::io::stderr().is_terminal();
+    let mut rows = Vec::with_capacity(items.len());
+    for (done, chunk) in items.chunks(256).enumerate() {
+        let texts: Vec<String> = chunk.iter().map(Item::embedding_text).collect();
+        let vectors = embedder.embed(texts.clone()).await?;
+        let mut batch = store.batch();
+        for ((item, text), vector) in chunk.iter().zip(&texts).zip(vectors) {
+            let stored = StoredVector {
+                model_id: embedder.model_id().to_string(),
+                text_hash: text_hash(text),
+                vector: vector.0,
+            };
+            batch.put_item(item, &stored);
+            rows.push((item.id.clone(), stored.vector, ItemAttributes::of(item)));
+        }
+        store.commit(batch)?;
+        if terminal {
+            eprint!(
+                "\rembedded {} of {} items",
+                ((done + 1) * 256).min(items.len()),
+                items.len()
+            );
+        }
+    }
+    if terminal {
+        eprintln!();
+    }
+    let index = HnswIndex::build(
+        IndexConfig::new(embedder.dim()),
+        rows.iter().map(|(id, v, a)| (id, &v[..], a.clone())),
+    )?;
+    Ok((store, embedder, index))
+}
+
 #[derive(Default)]
 struct Totals {
     ndcg: f64,
@@ -250,42 +332,7 @@ async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
     // Embed the catalogue into a scratch store and index.
     let scratch = std::env::temp_dir().join(format!("shelf-eval-{}", std::process::id()));
     let result = async {
-        let store = Arc::new(Store::open(
-            &scratch.join("store"),
-            StoreOptions { sync: false },
-        )?);
-        let embedder = args.model.start(32)?;
-        let terminal = std::io::stderr().is_terminal();
-        let mut rows = Vec::with_capacity(items.len());
-        for (done, chunk) in items.chunks(256).enumerate() {
-            let texts: Vec<String> = chunk.iter().map(Item::embedding_text).collect();
-            let vectors = embedder.embed(texts.clone()).await?;
-            let mut batch = store.batch();
-            for ((item, text), vector) in chunk.iter().zip(&texts).zip(vectors) {
-                let stored = StoredVector {
-                    model_id: embedder.model_id().to_string(),
-                    text_hash: text_hash(text),
-                    vector: vector.0,
-                };
-                batch.put_item(item, &stored);
-                rows.push((item.id.clone(), stored.vector, ItemAttributes::of(item)));
-            }
-            store.commit(batch)?;
-            if terminal {
-                eprint!(
-                    "\rembedded {} of {} items",
-                    ((done + 1) * 256).min(items.len()),
-                    items.len()
-                );
-            }
-        }
-        if terminal {
-            eprintln!();
-        }
-        let index = HnswIndex::build(
-            IndexConfig::new(embedder.dim()),
-            rows.iter().map(|(id, v, a)| (id, &v[..], a.clone())),
-        )?;
+        let (store, embedder, index) = scratch_catalog(&items, &args.model, &scratch).await?;
         let retriever = Retriever::new(
             Arc::clone(&store),
             embedder.clone(),
@@ -347,6 +394,308 @@ async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
                     "system": system, "queries": judged.len(), "items": items.len(),
                     format!("ndcg_at_{}", args.k): t.ndcg / n,
                     format!("recall_at_{}", args.depth): t.recall / n,
+                    "mrr": t.mrr / n,
+                })
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// One interaction of the log.
+#[derive(Clone, Debug)]
+struct Interaction {
+    user: String,
+    item: String,
+    kind: shelf_types::EventKind,
+    ts_ms: i64,
+}
+
+/// A timestamp: RFC 3339, or Unix seconds (below 10^11) or milliseconds.
+fn parse_ts(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<f64>() {
+        return n
+            .is_finite()
+            .then(|| if n.abs() < 1e11 { n * 1000.0 } else { n } as i64);
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+fn parse_kind(text: &str) -> Option<shelf_types::EventKind> {
+    serde_json::from_value(serde_json::Value::String(text.trim().to_lowercase())).ok()
+}
+
+fn read_interactions(path: &Path, default_kind: &str) -> anyhow::Result<Vec<Interaction>> {
+    let default_kind = parse_kind(default_kind)
+        .filter(|k| *k != shelf_types::EventKind::Search)
+        .ok_or_else(|| {
+            anyhow::anyhow!("--default-kind {default_kind:?} is not an item event kind")
+        })?;
+    let mut out = Vec::new();
+    for (n, line) in lines(path)? {
+        let at = || format!("{}: line {n}", path.display());
+        let (user, item, kind, ts) = if line.trim_start().starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(&line).with_context(at)?;
+            let field = |name: &str| match &v[name] {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(x) => Some(x.to_string()),
+                _ => None,
+            };
+            (
+                field("user_id"),
+                field("item_id"),
+                field("kind"),
+                field("ts"),
+            )
+        } else {
+            let fields: Vec<String> = line
+                .split(['\t', ','])
+                .map(|f| f.trim().to_string())
+                .collect();
+            match fields.as_slice() {
+                [u, i, k, t] => (
+                    Some(u.clone()),
+                    Some(i.clone()),
+                    Some(k.clone()),
+                    Some(t.clone()),
+                ),
+                [u, i, t] => (Some(u.clone()), Some(i.clone()), None, Some(t.clone())),
+                _ => anyhow::bail!("{}: expected user_id, item_id, kind, ts", at()),
+            }
+        };
+        let ts_ms = ts.as_deref().and_then(parse_ts);
+        if ts_ms.is_none() && n == 1 && !line.trim_start().starts_with('{') {
+            continue; // a header
+        }
+        let (Some(user), Some(item), Some(ts_ms)) = (user, item, ts_ms) else {
+            anyhow::bail!(
+                "{}: needs user_id, item_id and a timestamp (RFC 3339 or Unix time)",
+                at()
+            );
+        };
+        let kind = match kind {
+            Some(k) => parse_kind(&k)
+                .filter(|k| *k != shelf_types::EventKind::Search)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: kind {k:?} is not view, click, add_to_cart or purchase",
+                        at()
+                    )
+                })?,
+            None => default_kind,
+        };
+        anyhow::ensure!(!user.is_empty() && !item.is_empty(), "{}: empty id", at());
+        out.push(Interaction {
+            user,
+            item,
+            kind,
+            ts_ms,
+        });
+    }
+    anyhow::ensure!(!out.is_empty(), "{}: no interactions", path.display());
+    out.sort_by_key(|i| i.ts_ms);
+    Ok(out)
+}
+
+async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
+    use shelf_engine::{EventJob, Job};
+    use shelf_store::DecayConfig;
+    use std::collections::{BTreeMap, HashSet};
+
+    anyhow::ensure!(args.k > 0, "--k must be positive");
+    let items = read_items(&args.items)?;
+    let known: HashSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    let all = read_interactions(&args.interactions, &args.default_kind)?;
+    let total = all.len();
+    let log: Vec<Interaction> = all
+        .into_iter()
+        .filter(|i| known.contains(i.item.as_str()))
+        .collect();
+    let unknown = total - log.len();
+    anyhow::ensure!(
+        !log.is_empty(),
+        "no interaction names an item of {}",
+        args.items.display()
+    );
+
+    // Each user's last interaction (in time) is held out; everything else is replayed.
+    let mut per_user: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, x) in log.iter().enumerate() {
+        per_user.entry(x.user.as_str()).or_default().push(i);
+    }
+    let mut held_out: BTreeMap<&str, usize> = per_user
+        .iter()
+        .filter(|(_, seen)| seen.len() >= args.min_interactions.max(2))
+        .map(|(user, seen)| (*user, *seen.last().expect("non-empty")))
+        .collect();
+    if args.max_users > 0 {
+        let keep: HashSet<&str> = held_out.keys().take(args.max_users).copied().collect();
+        held_out.retain(|u, _| keep.contains(u));
+    }
+    anyhow::ensure!(
+        !held_out.is_empty(),
+        "no user has {} or more interactions with known items",
+        args.min_interactions.max(2)
+    );
+    let held: HashSet<usize> = held_out.values().copied().collect();
+    let ranker: Arc<dyn Ranker> = match &args.ranker {
+        Some(path) => Arc::new(
+            shelf_rank::LearnedModel::from_json(&std::fs::read_to_string(path)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        ),
+        None => Arc::new(PriorRanker::default()),
+    };
+
+    let scratch = std::env::temp_dir().join(format!("shelf-eval-{}", std::process::id()));
+    let result = async {
+        let (store, embedder, index) = scratch_catalog(&items, &args.model, &scratch).await?;
+
+        // Replay through the event job, as the stream would deliver it.
+        let mut job = EventJob::new(Arc::clone(&store), DecayConfig::default(), embedder.dim());
+        let mut popularity: HashMap<&str, f64> = HashMap::new();
+        let mut history: HashMap<&str, HashSet<&str>> = HashMap::new();
+        let replay: Vec<&Interaction> = log
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !held.contains(i))
+            .map(|(_, x)| x)
+            .collect();
+        for (n, chunk) in replay.chunks(1024).enumerate() {
+            let records = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, x)| {
+                    let ts = time::OffsetDateTime::from_unix_timestamp_nanos(
+                        i128::from(x.ts_ms) * 1_000_000,
+                    )?;
+                    let event = shelf_types::Event {
+                        user_id: x.user.clone().into(),
+                        kind: x.kind,
+                        item_id: Some(x.item.clone().into()),
+                        query: None,
+                        request_id: None,
+                        position: None,
+                        ts,
+                    };
+                    Ok(shelf_stream::Record {
+                        partition: 0,
+                        offset: (n * 1024 + j) as u64,
+                        payload: serde_json::to_vec(&event)?,
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            job.apply(records).await?;
+            for x in chunk {
+                *popularity.entry(x.item.as_str()).or_default() += 1.0;
+                history.entry(x.user.as_str()).or_default().insert(x.item.as_str());
+            }
+        }
+        let mut by_popularity: Vec<(&str, f64)> = popularity.into_iter().collect();
+        by_popularity.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+
+        let retriever = Retriever::new(
+            Arc::clone(&store),
+            embedder.clone(),
+            index.clone(),
+            ranker,
+            RetrievalConfig {
+                exploration_share: 0.0,
+                ..Default::default()
+            },
+        );
+        let systems = ["popularity", "profile-ann", "profile-ann+rerank"];
+        let mut totals: Vec<Totals> = systems.iter().map(|_| Totals::default()).collect();
+        let (mut evaluated, mut repeats) = (0usize, 0usize);
+        for (user, &target) in &held_out {
+            let target = log[target].item.as_str();
+            let seen = history.get(user).cloned().unwrap_or_default();
+            if seen.contains(target) {
+                repeats += 1; // every system drops seen items, so a repeat cannot be hit
+                continue;
+            }
+            let Some(profile) = store.profile(user)? else {
+                continue;
+            };
+            evaluated += 1;
+            let depth = args.k + seen.len();
+            let unseen = |ids: Vec<String>| -> Vec<String> {
+                ids.into_iter()
+                    .filter(|id| !seen.contains(id.as_str()))
+                    .take(args.k)
+                    .collect()
+            };
+            let popular = unseen(by_popularity.iter().take(depth).map(|(id, _)| id.to_string()).collect());
+            let norm = profile.interest.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let ann = if norm > 0.0 {
+                let unit: Vec<f32> = profile.interest.iter().map(|x| x / norm).collect();
+                unseen(
+                    index
+                        .search(&unit, depth, None, &Default::default())?
+                        .into_iter()
+                        .map(|h| h.id.0)
+                        .collect(),
+                )
+            } else {
+                Vec::new()
+            };
+            let reranked = unseen(
+                retriever
+                    .search(&SearchRequest {
+                        user_id: Some((*user).to_string().into()),
+                        k: depth,
+                        ..Default::default()
+                    })
+                    .await?
+                    .items
+                    .into_iter()
+                    .map(|i| i.id.0)
+                    .collect(),
+            );
+            let judgment: Judgments = [(target.to_string(), 1)].into_iter().collect();
+            for (ids, t) in [popular, ann, reranked].iter().zip(totals.iter_mut()) {
+                t.ndcg += ndcg_at(args.k, ids, &judgment);
+                t.recall += recall_at(args.k, ids, &judgment);
+                t.mrr += reciprocal_rank(ids, &judgment);
+            }
+        }
+        anyhow::ensure!(evaluated > 0, "no held-out interaction could be evaluated ({repeats} were repeats of seen items)");
+        let n = evaluated as f64;
+        let ranker_name = retriever.ranker().name().to_string();
+        eprintln!(
+            "{:<28} {:>10} {:>8} {:>7}   ({evaluated} users, {} items, {} interactions replayed; skipped: {repeats} repeat targets, {unknown} interactions with unknown items)",
+            "system",
+            format!("Recall@{}", args.k),
+            format!("NDCG@{}", args.k),
+            "MRR",
+            items.len(),
+            replay.len()
+        );
+        for (system, t) in systems.iter().zip(&totals) {
+            let system = if *system == "profile-ann+rerank" {
+                format!("{system}:{ranker_name}")
+            } else {
+                system.to_string()
+            };
+            eprintln!(
+                "{system:<28} {:>10.4} {:>8.4} {:>7.4}",
+                t.recall / n,
+                t.ndcg / n,
+                t.mrr / n
+            );
+            println!(
+                "{}",
+                serde_json::json!({
+                    "system": system, "users": evaluated, "items": items.len(),
+                    "replayed": replay.len(), "skipped_repeats": repeats,
+                    "skipped_unknown_items": unknown,
+                    format!("recall_at_{}", args.k): t.recall / n,
+                    format!("ndcg_at_{}", args.k): t.ndcg / n,
                     "mrr": t.mrr / n,
                 })
             );
