@@ -140,6 +140,22 @@ async fn items_events_search_profile_and_deletion_round_trip() {
     assert_eq!(profile["counts"]["click"], 1);
     assert_eq!(profile["recent"][0]["item_id"], clicked.as_str());
     assert!(s.app.store.item_stats(&clicked).unwrap().unwrap().clicks > 0.0);
+    let (status, item) = s
+        .call(Method::GET, &format!("/v1/items/{clicked}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{item}");
+    assert_eq!(item["item"]["id"], clicked.as_str());
+    assert!(item["stats"]["clicks"].as_f64().unwrap() > 0.0, "{item}");
+    assert!(
+        item["stats"]["impressions"].as_f64().unwrap() > 0.0,
+        "{item}"
+    );
+    assert!(
+        item["window_stats"].is_null(),
+        "no Arroyo windows on the embedded log"
+    );
+    let (status, _) = s.call(Method::GET, "/v1/items/sku-none", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     let impression = s.app.store.impression(&request_id).unwrap().unwrap();
     assert_eq!(impression.items.len(), 5);
     assert_eq!(impression.items[1].item_id, clicked);

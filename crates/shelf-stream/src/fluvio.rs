@@ -294,6 +294,12 @@ impl std::fmt::Debug for FluvioSource {
     }
 }
 
+/// An instant at least [`END_REFRESH`] ago (or the earliest the clock has).
+fn long_ago() -> Instant {
+    let now = Instant::now();
+    now.checked_sub(END_REFRESH).unwrap_or(now)
+}
+
 static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl FluvioSource {
@@ -363,7 +369,7 @@ impl Source for FluvioSource {
             let entry = self
                 .ends
                 .entry(record.partition)
-                .or_insert((seen, Instant::now() - END_REFRESH));
+                .or_insert((seen, long_ago()));
             entry.0 = entry.0.max(seen);
         }
         Ok(out)
@@ -374,7 +380,7 @@ impl Source for FluvioSource {
             .ends
             .get(&partition)
             .copied()
-            .unwrap_or((0, Instant::now() - END_REFRESH));
+            .unwrap_or((0, long_ago()));
         if asked.elapsed() < END_REFRESH {
             return Ok(known);
         }
