@@ -26,3 +26,4 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets $(FEATURES) -- -D warnings
 	cargo fmt --manifest-path udfs/Cargo.toml --all --check
+	cargo clippy --manifest-path udfs/Cargo.toml --workspace --all-targets -- -D warnings
