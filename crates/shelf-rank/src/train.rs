@@ -17,6 +17,8 @@ pub struct Example {
     pub position: u32,
     pub clicked: bool,
     pub ts_ms: i64,
+    /// The search response that showed it (examples of one request share it).
+    pub request: u64,
 }
 
 /// Which model to train.
@@ -105,11 +107,37 @@ pub fn train(
     // learned bias back by ln(weight) so probabilities stay calibrated.
     let positive_weight = (train_set.len() - train_clicks) as f64 / train_clicks as f64;
 
+    // The logistic model learns from differences within a response: each feature minus its
+    // mean over the response. Scores then differ from raw-feature scores by a constant per
+    // response, so searches rank the same; between-response differences (some searches
+    // get more clicks than others) no longer pull on the weights.
+    let centre = matches!(config.kind, ModelKind::Logistic);
+    let mut sums: std::collections::HashMap<u64, (Features, f32)> = Default::default();
+    for e in train_set {
+        let entry = sums
+            .entry(e.request)
+            .or_insert(([0.0; shelf_types::FEATURE_COUNT], 0.0));
+        for (acc, x) in entry.0.iter_mut().zip(&e.features) {
+            *acc += x;
+        }
+        entry.1 += 1.0;
+    }
+    let centred = |e: &Example| -> Features {
+        let mut f = e.features;
+        if centre {
+            if let Some((sum, n)) = sums.get(&e.request) {
+                for (x, s) in f.iter_mut().zip(sum) {
+                    *x -= s / n;
+                }
+            }
+        }
+        f
+    };
     let device = Device::Cpu;
     let to_tensors = |set: &[&Example]| -> Result<(Tensor, Tensor), TrainError> {
         let x: Vec<f32> = set
             .iter()
-            .flat_map(|e| inputs(&e.features, e.position))
+            .flat_map(|e| inputs(&centred(e), e.position))
             .collect();
         let y: Vec<f32> = set.iter().map(|e| f32::from(u8::from(e.clicked))).collect();
         Ok((
@@ -168,7 +196,10 @@ pub fn train(
             break;
         }
     }
-    let (validation_auc, best_epoch, params) = best.expect("at least one epoch ran");
+    let (validation_auc, best_epoch, mut params) = best.expect("at least one epoch ran");
+    if centre {
+        recalibrate(&mut params, train_set);
+    }
     let probabilities: Vec<f32> = validation_inputs
         .iter()
         .map(|x| crate::learned::sigmoid(params.logit(x)))
@@ -207,6 +238,37 @@ pub fn train(
         params,
         report,
     })
+}
+
+/// Sets the logistic model's bias so that its mean probability on the raw (uncentred)
+/// training examples equals their click rate (bisection on the bias).
+fn recalibrate(params: &mut Params, examples: &[&Example]) {
+    let Params::Logistic { bias, .. } = params else {
+        return;
+    };
+    *bias = 0.0;
+    let rate = examples.iter().filter(|e| e.clicked).count() as f64 / examples.len() as f64;
+    let logits: Vec<f32> = examples
+        .iter()
+        .map(|e| params.logit(&inputs(&e.features, e.position)))
+        .collect();
+    let (mut low, mut high) = (-30.0f32, 30.0f32);
+    for _ in 0..50 {
+        let mid = 0.5 * (low + high);
+        let mean = logits
+            .iter()
+            .map(|z| f64::from(crate::learned::sigmoid(z + mid)))
+            .sum::<f64>()
+            / logits.len() as f64;
+        if mean < rate {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    if let Params::Logistic { bias, .. } = params {
+        *bias = 0.5 * (low + high);
+    }
 }
 
 /// Mean of `w(y) * (softplus(z) - y z)` with `w = positive_weight` for clicks, 1 otherwise:
@@ -341,6 +403,7 @@ mod tests {
                     position,
                     clicked: rng.unit() < p,
                     ts_ms: i as i64,
+                    request: i as u64 / 10,
                 }
             })
             .collect();

@@ -54,7 +54,9 @@ pub fn list(data_dir: &Path) -> anyhow::Result<Vec<LearnedModel>> {
 /// a click with the impression's request id came back.
 pub fn examples(store: &Store) -> anyhow::Result<Vec<Example>> {
     let mut out = Vec::new();
+    let mut request = 0u64;
     store.for_each_impression(|impression| {
+        request += 1;
         for shown in impression.items {
             let Ok(features) = <Features>::try_from(shown.features.as_slice()) else {
                 continue; // logged under another feature schema
@@ -64,6 +66,7 @@ pub fn examples(store: &Store) -> anyhow::Result<Vec<Example>> {
                 position: shown.position,
                 clicked: shown.clicked,
                 ts_ms: impression.ts_ms,
+                request,
             });
         }
     })?;
