@@ -102,6 +102,13 @@ pub struct TrainingReport {
     pub validation_log_loss: f64,
     /// Validation AUC of the hand-set prior model on the same examples.
     pub prior_validation_auc: f64,
+    /// Mean NDCG@10 of the clicks when each validation response is re-ordered by this
+    /// model (at the serving position), and by the prior. The logged order came from the
+    /// ranker live at the time, which favours it: clicks follow positions.
+    #[serde(default)]
+    pub validation_clicks_ndcg_at_10: f64,
+    #[serde(default)]
+    pub prior_validation_clicks_ndcg_at_10: f64,
     /// Drop of validation AUC (logged positions) when one input is shuffled (permutation
     /// importance), by input.
     pub importance: Vec<(String, f64)>,

@@ -80,6 +80,36 @@ pub fn ndcg_at(k: usize, ranked: &[String], judgments: &Judgments) -> f64 {
     }
 }
 
+/// Mean NDCG@k of the clicks when each response's shown items are re-ordered by `scores`:
+/// `groups[i]` names the response that showed item `i`; responses without a click are left
+/// out (`None` when none has one). Ties keep the logged order.
+pub fn clicks_ndcg_at(k: usize, scores: &[f32], clicked: &[bool], groups: &[u64]) -> Option<f64> {
+    let mut responses: std::collections::BTreeMap<u64, Vec<usize>> = Default::default();
+    for (i, g) in groups.iter().enumerate() {
+        responses.entry(*g).or_default().push(i);
+    }
+    let discount = |i: usize| 1.0 / (i as f64 + 2.0).log2();
+    let (mut total, mut n) = (0.0, 0usize);
+    for mut shown in responses.into_values() {
+        let clicks = shown.iter().filter(|&&i| clicked[i]).count();
+        if clicks == 0 {
+            continue;
+        }
+        shown.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        let dcg: f64 = shown
+            .iter()
+            .take(k)
+            .enumerate()
+            .filter(|(_, &i)| clicked[i])
+            .map(|(rank, _)| discount(rank))
+            .sum();
+        let ideal: f64 = (0..clicks.min(k)).map(discount).sum();
+        total += dcg / ideal;
+        n += 1;
+    }
+    (n > 0).then(|| total / n as f64)
+}
+
 /// Share of the relevant items (grade > 0) found in the first `k`.
 pub fn recall_at(k: usize, ranked: &[String], judgments: &Judgments) -> f64 {
     let relevant = judgments.values().filter(|g| **g > 0).count();
@@ -104,6 +134,19 @@ pub fn reciprocal_rank(ranked: &[String], judgments: &Judgments) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn clicks_ndcg_reorders_each_response_by_score() {
+        // Response 1: the click is ranked second by score; response 2: first; response 3
+        // has no click and is left out.
+        let scores = [0.9, 0.5, 0.1, 0.2, 0.8, 0.3, 0.4];
+        let clicked = [false, true, false, false, true, false, false];
+        let groups = [1, 1, 1, 2, 2, 3, 3];
+        let expected = (1.0 / 3f64.log2() + 1.0) / 2.0;
+        let got = clicks_ndcg_at(10, &scores, &clicked, &groups).unwrap();
+        assert!((got - expected).abs() < 1e-12, "{got} {expected}");
+        assert_eq!(clicks_ndcg_at(10, &[0.1], &[false], &[1]), None);
+    }
+
     use super::*;
 
     #[test]

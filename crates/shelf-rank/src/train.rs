@@ -4,7 +4,7 @@
 use crate::learned::{
     input_names, inputs, LearnedModel, Params, TrainingReport, INPUT_COUNT, SCHEMA_VERSION,
 };
-use crate::metrics::{auc, log_loss};
+use crate::metrics::{auc, clicks_ndcg_at, log_loss};
 use crate::PriorRanker;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -211,6 +211,10 @@ pub fn train(
         .iter()
         .map(|e| prior.score(&e.features))
         .collect();
+    let groups: Vec<u64> = validation.iter().map(|e| e.request).collect();
+    let serving_scores: Vec<f32> = serving_inputs.iter().map(|x| params.logit(x)).collect();
+    let clicks_ndcg =
+        |scores: &[f32]| clicks_ndcg_at(10, scores, &validation_labels, &groups).unwrap_or(0.0);
     let report = TrainingReport {
         train_examples: train_set.len(),
         train_clicks,
@@ -222,6 +226,8 @@ pub fn train(
         validation_auc_logged_positions,
         validation_log_loss: log_loss(&probabilities, &validation_labels),
         prior_validation_auc: auc(&prior_scores, &validation_labels).unwrap_or(0.5),
+        validation_clicks_ndcg_at_10: clicks_ndcg(&serving_scores),
+        prior_validation_clicks_ndcg_at_10: clicks_ndcg(&prior_scores),
         importance: permutation_importance(
             &params,
             &validation_inputs,

@@ -740,6 +740,10 @@ pub struct ModelSummary {
     pub validation_auc: f64,
     pub validation_log_loss: f64,
     pub prior_validation_auc: f64,
+    /// Mean NDCG@10 of the clicks in the validation responses re-ordered by the model, and
+    /// by the prior.
+    pub validation_clicks_ndcg_at_10: f64,
+    pub prior_validation_clicks_ndcg_at_10: f64,
     pub train_examples: usize,
     pub validation_examples: usize,
 }
@@ -773,6 +777,8 @@ async fn list_models(
             validation_auc: m.report.validation_auc,
             validation_log_loss: m.report.validation_log_loss,
             prior_validation_auc: m.report.prior_validation_auc,
+            validation_clicks_ndcg_at_10: m.report.validation_clicks_ndcg_at_10,
+            prior_validation_clicks_ndcg_at_10: m.report.prior_validation_clicks_ndcg_at_10,
             train_examples: m.report.train_examples,
             validation_examples: m.report.validation_examples,
             version: m.version,

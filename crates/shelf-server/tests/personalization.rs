@@ -164,11 +164,13 @@ async fn personalised_results_fit_hidden_preferences_better() {
     };
     let r = &model.report;
     eprintln!(
-        "trained {}: validation AUC at the serving position {:.4} (with logged positions {:.4}) vs prior {:.4}, log-loss {:.4}, {} / {} examples, importance {:?}",
+        "trained {}: validation AUC at the serving position {:.4} (with logged positions {:.4}) vs prior {:.4}, clicks NDCG@10 {:.4} vs prior {:.4}, log-loss {:.4}, {} / {} examples, importance {:?}",
         model.version,
         r.validation_auc,
         r.validation_auc_logged_positions,
         r.prior_validation_auc,
+        r.validation_clicks_ndcg_at_10,
+        r.prior_validation_clicks_ndcg_at_10,
         r.validation_log_loss,
         r.train_examples,
         r.validation_examples,

@@ -124,12 +124,15 @@ fn ctr(args: CtrArgs) -> anyhow::Result<()> {
         "the held-out impressions ({} shown items, {clicks} clicked) need clicks and non-clicks",
         labels.len()
     );
+    let groups: Vec<u64> = held_out.iter().map(|e| e.request).collect();
+    let clicks_ndcg = |scores: &[f32]| shelf_rank::clicks_ndcg_at(10, scores, &labels, &groups);
     let prior = PriorRanker::default();
     let prior_scores: Vec<f32> = held_out.iter().map(|e| prior.score(&e.features)).collect();
     let mut rows = vec![(
         "prior".to_string(),
         shelf_rank::auc(&prior_scores, &labels).unwrap_or(0.5),
         None,
+        clicks_ndcg(&prior_scores),
     )];
     for model in crate::models::list(&args.data.data_dir)? {
         let scores: Vec<f32> = held_out.iter().map(|e| model.score(&e.features)).collect();
@@ -141,21 +144,25 @@ fn ctr(args: CtrArgs) -> anyhow::Result<()> {
             model.version.clone(),
             shelf_rank::auc(&scores, &labels).unwrap_or(0.5),
             Some(shelf_rank::log_loss(&probabilities, &labels)),
+            clicks_ndcg(&scores),
         ));
     }
     eprintln!(
-        "{:<28} {:>7} {:>9}   ({} held-out shown items, {clicks} clicked)",
+        "{:<28} {:>7} {:>9} {:>14}   ({} held-out shown items, {clicks} clicked)",
         "model",
         "AUC",
         "log-loss",
+        "clicks NDCG@10",
         labels.len()
     );
-    for (name, auc, loss) in &rows {
+    for (name, auc, loss, ndcg) in &rows {
         let loss_text = loss.map_or("—".to_string(), |l| format!("{l:.4}"));
-        eprintln!("{name:<28} {auc:>7.4} {loss_text:>9}");
+        let ndcg_text = ndcg.map_or("—".to_string(), |n| format!("{n:.4}"));
+        eprintln!("{name:<28} {auc:>7.4} {loss_text:>9} {ndcg_text:>14}");
         println!(
             "{}",
             serde_json::json!({"model": name, "auc": auc, "log_loss": loss,
+                               "clicks_ndcg_at_10": ndcg,
                                "held_out": labels.len(), "clicks": clicks})
         );
     }
