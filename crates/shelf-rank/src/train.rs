@@ -329,10 +329,16 @@ impl Net {
             Var::from_tensor(&Tensor::from_vec(data, (rows, cols), device)?)
         };
         let vars = match kind {
-            ModelKind::Logistic => vec![
-                Var::zeros((INPUT_COUNT, 1), DType::F32, device)?,
-                Var::zeros((1, 1), DType::F32, device)?,
-            ],
+            ModelKind::Logistic => {
+                // Start from the hand-set prior: with little data the model stays near it and
+                // moves where the clicks say so.
+                let mut start = PriorRanker::default().weights().to_vec();
+                start.resize(INPUT_COUNT, 0.0);
+                vec![
+                    Var::from_tensor(&Tensor::from_vec(start, (INPUT_COUNT, 1), device)?)?,
+                    Var::zeros((1, 1), DType::F32, device)?,
+                ]
+            }
             ModelKind::Mlp { hidden } => {
                 let scale1 = (6.0 / (INPUT_COUNT + hidden) as f64).sqrt();
                 let scale2 = (6.0 / (hidden + 1) as f64).sqrt();
