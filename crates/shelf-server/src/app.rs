@@ -896,9 +896,7 @@ async fn produce(
             })
             .collect();
         let placed = sink.produce(&keys, &payloads)?;
-        let low = placed.iter().map(|p| p.1).min().unwrap_or(0);
-        let high = placed.iter().map(|p| p.1 + 1).max().unwrap_or(0);
-        Ok(low..high)
+        Ok(shelf_stream::offset_span(&placed))
     })
     .await?
 }

@@ -154,6 +154,19 @@ fn data(reply: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The `errors` of an Arroyo validation answer (empty when it accepted).
+fn validation_errors(reply: &Value) -> Vec<String> {
+    reply
+        .get("errors")
+        .and_then(Value::as_array)
+        .map(|e| {
+            e.iter()
+                .map(|x| x.as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn field<'a>(v: &'a Value, name: &str) -> &'a str {
     v.get(name).and_then(Value::as_str).unwrap_or("")
 }
@@ -229,15 +242,7 @@ impl ArroyoDeploy {
             &what,
         )
         .await?;
-        let errors: Vec<String> = check
-            .get("errors")
-            .and_then(Value::as_array)
-            .map(|e| {
-                e.iter()
-                    .map(|x| x.as_str().unwrap_or("").to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let errors = validation_errors(&check);
         if !errors.is_empty() {
             bail!("Arroyo rejected {what}: {}", errors.join("; "));
         }
@@ -295,15 +300,7 @@ impl ArroyoDeploy {
             &what,
         )
         .await?;
-        let errors: Vec<String> = check
-            .get("errors")
-            .and_then(Value::as_array)
-            .map(|e| {
-                e.iter()
-                    .map(|x| x.as_str().unwrap_or("").to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let errors = validation_errors(&check);
         if !errors.is_empty() {
             bail!("Arroyo rejected the query of {what}: {}", errors.join("; "));
         }

@@ -538,13 +538,19 @@ impl FluvioSink {
     }
 }
 
+/// The lowest to the highest offset (exclusive) of `placed` (partition, offset) pairs;
+/// offsets of different partitions are independent, so this is a span, not a count.
+pub fn offset_span(placed: &[(u32, u64)]) -> Range<u64> {
+    let low = placed.iter().map(|p| p.1).min().unwrap_or(0);
+    let high = placed.iter().map(|p| p.1 + 1).max().unwrap_or(0);
+    low..high
+}
+
 impl Sink for FluvioSink {
     /// Unkeyed records spread over the partitions; the range spans the lowest to the
     /// highest offset acknowledged (offsets of different partitions are independent).
     fn append(&mut self, payloads: &[Vec<u8>]) -> Result<Range<u64>, StreamError> {
         let placed = self.produce(&vec![None; payloads.len()], payloads)?;
-        let low = placed.iter().map(|p| p.1).min().unwrap_or(0);
-        let high = placed.iter().map(|p| p.1 + 1).max().unwrap_or(0);
-        Ok(low..high)
+        Ok(offset_span(&placed))
     }
 }

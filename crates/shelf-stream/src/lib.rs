@@ -10,7 +10,7 @@ mod jsonl;
 mod log;
 
 #[cfg(feature = "fluvio")]
-pub use fluvio::{FluvioCluster, FluvioSink, FluvioSource};
+pub use fluvio::{offset_span, FluvioCluster, FluvioSink, FluvioSource};
 pub use jsonl::JsonlSource;
 pub use log::{FsyncPolicy, Log, LogOptions, LogReader};
 

@@ -256,6 +256,17 @@ fn read_judgments(path: &Path) -> anyhow::Result<HashMap<String, Judgments>> {
     Ok(out)
 }
 
+/// The model of `--ranker`, or the prior.
+fn load_ranker(path: Option<&Path>) -> anyhow::Result<Arc<dyn Ranker>> {
+    Ok(match path {
+        Some(path) => Arc::new(
+            shelf_rank::LearnedModel::from_json(&std::fs::read_to_string(path)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        ),
+        None => Arc::new(PriorRanker::default()),
+    })
+}
+
 /// The catalogue embedded into a scratch store and index under `scratch`.
 async fn scratch_catalog(
     items: &[Item],
@@ -328,13 +339,7 @@ async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
         !judged.is_empty(),
         "no query has a positive judgment (query ids must match between the files)"
     );
-    let ranker: Arc<dyn Ranker> = match &args.ranker {
-        Some(path) => Arc::new(
-            shelf_rank::LearnedModel::from_json(&std::fs::read_to_string(path)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        ),
-        None => Arc::new(PriorRanker::default()),
-    };
+    let ranker = load_ranker(args.ranker.as_deref())?;
 
     // Embed the catalogue into a scratch store and index.
     let scratch = std::env::temp_dir().join(format!("shelf-eval-{}", std::process::id()));
@@ -551,13 +556,7 @@ async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
         args.min_interactions.max(2)
     );
     let held: HashSet<usize> = held_out.values().copied().collect();
-    let ranker: Arc<dyn Ranker> = match &args.ranker {
-        Some(path) => Arc::new(
-            shelf_rank::LearnedModel::from_json(&std::fs::read_to_string(path)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        ),
-        None => Arc::new(PriorRanker::default()),
-    };
+    let ranker = load_ranker(args.ranker.as_deref())?;
 
     let scratch = std::env::temp_dir().join(format!("shelf-eval-{}", std::process::id()));
     let result = async {
