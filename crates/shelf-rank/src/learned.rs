@@ -93,7 +93,7 @@ pub struct TrainingReport {
     pub epochs_run: usize,
     pub best_epoch: usize,
     /// Validation AUC of this model's ranking: every example scored at the serving
-    /// position, as searches are. This is what promotion compares.
+    /// position, as searches are.
     pub validation_auc: f64,
     /// Validation AUC with the logged positions as inputs (position bias included).
     #[serde(default)]
@@ -102,6 +102,14 @@ pub struct TrainingReport {
     pub validation_log_loss: f64,
     /// Validation AUC of the hand-set prior model on the same examples.
     pub prior_validation_auc: f64,
+    /// Validation AUC over pairs shown at the same position only (at the serving
+    /// position), of this model and of the prior. Unlike the plain AUC it does not reward
+    /// ranking like the ranker that was live when the clicks were logged; early stopping
+    /// and promotion use it.
+    #[serde(default)]
+    pub validation_position_matched_auc: f64,
+    #[serde(default)]
+    pub prior_validation_position_matched_auc: f64,
     /// Mean NDCG@10 of the clicks when each validation response is re-ordered by this
     /// model (at the serving position), and by the prior. The logged order came from the
     /// ranker live at the time, which favours it: clicks follow positions.

@@ -10,6 +10,9 @@ pub use learned::{
     input_names, inputs, sigmoid, LearnedModel, Params, TrainingReport, INPUT_COUNT,
     SCHEMA_VERSION, SERVING_POSITION,
 };
-pub use metrics::{auc, clicks_ndcg_at, log_loss, ndcg_at, recall_at, reciprocal_rank, Judgments};
+pub use metrics::{
+    auc, clicks_ndcg_at, log_loss, ndcg_at, position_matched_auc, recall_at, reciprocal_rank,
+    Judgments,
+};
 pub use prior::PriorRanker;
 pub use train::{train, Example, ModelKind, TrainConfig, TrainError};

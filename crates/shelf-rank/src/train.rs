@@ -1,10 +1,11 @@
 //! Training of the learned CTR models with candle: weighted binary cross-entropy, AdamW,
-//! a time-ordered train/validation split and early stopping on validation AUC.
+//! a time-ordered train/validation split and early stopping on the position-matched
+//! validation AUC.
 
 use crate::learned::{
     input_names, inputs, LearnedModel, Params, TrainingReport, INPUT_COUNT, SCHEMA_VERSION,
 };
-use crate::metrics::{auc, clicks_ndcg_at, log_loss};
+use crate::metrics::{auc, clicks_ndcg_at, log_loss, position_matched_auc};
 use crate::PriorRanker;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -151,6 +152,10 @@ pub fn train(
         .map(|e| inputs(&e.features, e.position))
         .collect();
     let validation_labels: Vec<bool> = validation.iter().map(|e| e.clicked).collect();
+    let validation_positions: Vec<u32> = validation.iter().map(|e| e.position).collect();
+    let matched_auc = |scores: &[f32]| {
+        position_matched_auc(scores, &validation_labels, &validation_positions).unwrap_or(0.5)
+    };
     // Ranking quality is judged as searches see it: at the serving position. (The logged
     // position explains much of the clicks but ranks nothing.)
     let serving_inputs: Vec<[f32; INPUT_COUNT]> = validation
@@ -183,11 +188,13 @@ pub fn train(
             optimizer.backward_step(&loss)?;
         }
         let params = net.params(bias_shift)?;
+        // Stop on the position-matched AUC: plain AUC on logged clicks rewards ranking like
+        // the ranker that was live when they were logged (see `position_matched_auc`).
         let scores: Vec<f32> = serving_inputs.iter().map(|x| params.logit(x)).collect();
-        let validation_auc = auc(&scores, &validation_labels).unwrap_or(0.5);
+        let validation_matched_auc = matched_auc(&scores);
         match &best {
-            Some((best_auc, _, _)) if validation_auc <= *best_auc => {}
-            _ => best = Some((validation_auc, epoch, params)),
+            Some((best_auc, _, _)) if validation_matched_auc <= *best_auc => {}
+            _ => best = Some((validation_matched_auc, epoch, params)),
         }
         if best
             .as_ref()
@@ -196,7 +203,8 @@ pub fn train(
             break;
         }
     }
-    let (validation_auc, best_epoch, mut params) = best.expect("at least one epoch ran");
+    let (validation_position_matched_auc, best_epoch, mut params) =
+        best.expect("at least one epoch ran");
     if centre {
         recalibrate(&mut params, train_set);
     }
@@ -213,6 +221,7 @@ pub fn train(
         .collect();
     let groups: Vec<u64> = validation.iter().map(|e| e.request).collect();
     let serving_scores: Vec<f32> = serving_inputs.iter().map(|x| params.logit(x)).collect();
+    let validation_auc = auc(&serving_scores, &validation_labels).unwrap_or(0.5);
     let clicks_ndcg =
         |scores: &[f32]| clicks_ndcg_at(10, scores, &validation_labels, &groups).unwrap_or(0.0);
     let report = TrainingReport {
@@ -226,6 +235,8 @@ pub fn train(
         validation_auc_logged_positions,
         validation_log_loss: log_loss(&probabilities, &validation_labels),
         prior_validation_auc: auc(&prior_scores, &validation_labels).unwrap_or(0.5),
+        validation_position_matched_auc,
+        prior_validation_position_matched_auc: matched_auc(&prior_scores),
         validation_clicks_ndcg_at_10: clicks_ndcg(&serving_scores),
         prior_validation_clicks_ndcg_at_10: clicks_ndcg(&prior_scores),
         importance: permutation_importance(

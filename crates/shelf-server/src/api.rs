@@ -740,6 +740,10 @@ pub struct ModelSummary {
     pub validation_auc: f64,
     pub validation_log_loss: f64,
     pub prior_validation_auc: f64,
+    /// AUC over validation pairs shown at the same position, of the model and of the prior
+    /// (what promotion compares: plain AUC on logged clicks favours the ranker that was live).
+    pub validation_position_matched_auc: f64,
+    pub prior_validation_position_matched_auc: f64,
     /// Mean NDCG@10 of the clicks in the validation responses re-ordered by the model, and
     /// by the prior.
     pub validation_clicks_ndcg_at_10: f64,
@@ -777,6 +781,8 @@ async fn list_models(
             validation_auc: m.report.validation_auc,
             validation_log_loss: m.report.validation_log_loss,
             prior_validation_auc: m.report.prior_validation_auc,
+            validation_position_matched_auc: m.report.validation_position_matched_auc,
+            prior_validation_position_matched_auc: m.report.prior_validation_position_matched_auc,
             validation_clicks_ndcg_at_10: m.report.validation_clicks_ndcg_at_10,
             prior_validation_clicks_ndcg_at_10: m.report.prior_validation_clicks_ndcg_at_10,
             train_examples: m.report.train_examples,

@@ -171,8 +171,8 @@ pub struct App {
     /// Offsets of items appended through the API with their append time (for freshness).
     pending_items: Mutex<VecDeque<(u64, Instant)>>,
     ready: AtomicBool,
-    /// Validation AUC of the live learned model (none while the prior ranks).
-    live_auc: Mutex<Option<f64>>,
+    /// The training report of the live learned model (none while the prior ranks).
+    live_report: Mutex<Option<shelf_rank::TrainingReport>>,
     stop: watch::Sender<bool>,
     query_embedder: Embedder,
     item_embedder: Embedder,
@@ -225,7 +225,7 @@ impl App {
             search_slots: Semaphore::new(slots),
             pending_items: Mutex::new(VecDeque::new()),
             ready: AtomicBool::new(false),
-            live_auc: Mutex::new(None),
+            live_report: Mutex::new(None),
             stop: watch::channel(false).0,
             query_embedder,
             item_embedder,
@@ -262,7 +262,7 @@ impl App {
         let ranker: Arc<dyn Ranker> = match crate::models::load_live(&self.config.data_dir) {
             Ok(Some(model)) => {
                 tracing::info!(version = %model.version, "ranking with the live model");
-                *self.live_auc.lock().expect("not poisoned") = Some(model.report.validation_auc);
+                *self.live_report.lock().expect("not poisoned") = Some(model.report.clone());
                 Arc::new(model)
             }
             Ok(None) => fallback,
@@ -354,8 +354,8 @@ impl App {
                     trained_on = examples;
                     tracing::info!(
                         version = %outcome.model.version,
-                        auc = outcome.model.report.validation_auc,
-                        incumbent_auc = outcome.incumbent_validation_auc,
+                        matched_auc = outcome.model.report.validation_position_matched_auc,
+                        incumbent_matched_auc = outcome.incumbent_position_matched_auc,
                         promoted = outcome.promoted,
                         "ranker retrained"
                     );
@@ -385,8 +385,7 @@ impl App {
             match crate::models::load_live(&self.config.data_dir) {
                 Ok(Some(model)) => {
                     tracing::info!(version = %model.version, auc = model.report.validation_auc, "live model swapped in");
-                    *self.live_auc.lock().expect("not poisoned") =
-                        Some(model.report.validation_auc);
+                    *self.live_report.lock().expect("not poisoned") = Some(model.report.clone());
                     if let Some(r) = self.retriever() {
                         r.set_ranker(Arc::new(model));
                     }
@@ -772,17 +771,22 @@ impl App {
                 ),
             ]);
         }
-        let live_auc = *self.live_auc.lock().expect("not poisoned");
+        let live = self.live_report.lock().expect("not poisoned").clone();
         out.extend([
             (
                 "shelf_model_learned",
                 "1 when a trained model ranks searches, 0 while the hand-set prior does.",
-                f64::from(u8::from(live_auc.is_some())),
+                f64::from(u8::from(live.is_some())),
             ),
             (
                 "shelf_model_validation_auc",
                 "Validation AUC of the live trained model (0 while the prior ranks).",
-                live_auc.unwrap_or(0.0),
+                live.as_ref().map_or(0.0, |r| r.validation_auc),
+            ),
+            (
+                "shelf_model_position_matched_auc",
+                "Validation AUC of the live trained model over pairs shown at the same position (0 while the prior ranks).",
+                live.as_ref().map_or(0.0, |r| r.validation_position_matched_auc),
             ),
         ]);
         let Transport::Embedded { items, events } = &self.transport else {

@@ -3,7 +3,9 @@
 //! produces and promotes them.
 
 use anyhow::Context;
-use shelf_rank::{auc, train, Example, LearnedModel, ModelKind, PriorRanker, TrainConfig};
+use shelf_rank::{
+    auc, position_matched_auc, train, Example, LearnedModel, ModelKind, PriorRanker, TrainConfig,
+};
 use shelf_store::Store;
 use shelf_types::{Features, Ranker};
 use std::path::{Path, PathBuf};
@@ -77,16 +79,18 @@ pub fn examples(store: &Store) -> anyhow::Result<Vec<Example>> {
 #[derive(Debug, serde::Serialize)]
 pub struct TrainOutcome {
     pub model: LearnedModel,
-    /// Validation AUC of the model that was live before (the prior model if none), on the
-    /// new model's validation examples.
+    /// The model that was live before (the prior model if none), and its plain and
+    /// position-matched AUC on the new model's validation examples.
     pub incumbent: String,
     pub incumbent_validation_auc: f64,
+    pub incumbent_position_matched_auc: f64,
     pub promoted: bool,
     pub path: PathBuf,
 }
 
 /// Trains a model on the store's impressions, saves it, and promotes it to `live.json`
-/// when its validation AUC is not below the live model's on the same validation examples.
+/// when its position-matched validation AUC is not below the live model's on the same
+/// validation examples.
 pub fn train_and_promote(
     data_dir: &Path,
     store: &Store,
@@ -123,7 +127,11 @@ pub fn train_and_promote(
         .map(|e| incumbent.score(&e.features))
         .collect();
     let incumbent_auc = auc(&scores, &labels).unwrap_or(0.5);
-    let promoted = model.report.validation_auc >= incumbent_auc;
+    let positions: Vec<u32> = validation.iter().map(|e| e.position).collect();
+    let incumbent_matched_auc = position_matched_auc(&scores, &labels, &positions).unwrap_or(0.5);
+    // Plain AUC on logged clicks favours the incumbent, whose order the shoppers saw; the
+    // position-matched AUC compares the two fairly.
+    let promoted = model.report.validation_position_matched_auc >= incumbent_matched_auc;
 
     let dir = dir(data_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -135,6 +143,7 @@ pub fn train_and_promote(
     Ok(TrainOutcome {
         incumbent: incumbent.name().to_string(),
         incumbent_validation_auc: incumbent_auc,
+        incumbent_position_matched_auc: incumbent_matched_auc,
         model,
         promoted,
         path,

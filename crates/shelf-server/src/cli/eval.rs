@@ -125,12 +125,17 @@ fn ctr(args: CtrArgs) -> anyhow::Result<()> {
         labels.len()
     );
     let groups: Vec<u64> = held_out.iter().map(|e| e.request).collect();
+    let positions: Vec<u32> = held_out.iter().map(|e| e.position).collect();
     let clicks_ndcg = |scores: &[f32]| shelf_rank::clicks_ndcg_at(10, scores, &labels, &groups);
+    let matched_auc = |scores: &[f32]| {
+        shelf_rank::position_matched_auc(scores, &labels, &positions).unwrap_or(0.5)
+    };
     let prior = PriorRanker::default();
     let prior_scores: Vec<f32> = held_out.iter().map(|e| prior.score(&e.features)).collect();
     let mut rows = vec![(
         "prior".to_string(),
         shelf_rank::auc(&prior_scores, &labels).unwrap_or(0.5),
+        matched_auc(&prior_scores),
         None,
         clicks_ndcg(&prior_scores),
     )];
@@ -143,25 +148,28 @@ fn ctr(args: CtrArgs) -> anyhow::Result<()> {
         rows.push((
             model.version.clone(),
             shelf_rank::auc(&scores, &labels).unwrap_or(0.5),
+            matched_auc(&scores),
             Some(shelf_rank::log_loss(&probabilities, &labels)),
             clicks_ndcg(&scores),
         ));
     }
     eprintln!(
-        "{:<28} {:>7} {:>9} {:>14}   ({} held-out shown items, {clicks} clicked)",
+        "{:<28} {:>7} {:>11} {:>9} {:>14}   ({} held-out shown items, {clicks} clicked)",
         "model",
         "AUC",
+        "matched AUC",
         "log-loss",
         "clicks NDCG@10",
         labels.len()
     );
-    for (name, auc, loss, ndcg) in &rows {
+    for (name, auc, matched, loss, ndcg) in &rows {
         let loss_text = loss.map_or("—".to_string(), |l| format!("{l:.4}"));
         let ndcg_text = ndcg.map_or("—".to_string(), |n| format!("{n:.4}"));
-        eprintln!("{name:<28} {auc:>7.4} {loss_text:>9} {ndcg_text:>14}");
+        eprintln!("{name:<28} {auc:>7.4} {matched:>11.4} {loss_text:>9} {ndcg_text:>14}");
         println!(
             "{}",
-            serde_json::json!({"model": name, "auc": auc, "log_loss": loss,
+            serde_json::json!({"model": name, "auc": auc, "position_matched_auc": matched,
+                               "log_loss": loss,
                                "clicks_ndcg_at_10": ndcg,
                                "held_out": labels.len(), "clicks": clicks})
         );

@@ -70,12 +70,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         crate::models::train_and_promote(&args.data.data_dir, &store, &config, args.min_examples)?;
     let r = &outcome.model.report;
     eprintln!(
-        "{}: validation AUC {:.4} (prior {:.4}, live before: {} {:.4}), log-loss {:.4}, {} train / {} validation examples, best epoch {} of {}; {}",
+        "{}: position-matched validation AUC {:.4} (prior {:.4}, live before: {} {:.4}), plain AUC {:.4} (prior {:.4}), log-loss {:.4}, {} train / {} validation examples, best epoch {} of {}; {}",
         outcome.model.version,
+        r.validation_position_matched_auc,
+        r.prior_validation_position_matched_auc,
+        outcome.incumbent,
+        outcome.incumbent_position_matched_auc,
         r.validation_auc,
         r.prior_validation_auc,
-        outcome.incumbent,
-        outcome.incumbent_validation_auc,
         r.validation_log_loss,
         r.train_examples,
         r.validation_examples,

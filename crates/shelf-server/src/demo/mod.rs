@@ -80,7 +80,7 @@ pub async fn run(
     let users = users::users(config.users, config.seed ^ 0x5eed);
     let mut rng = SmallRng::seed_from_u64(config.seed ^ 0xc11c);
     let pause = Duration::from_secs_f64(1.0 / config.sessions_per_second.max(0.01));
-    let mut total = SessionOutcome::default();
+    let (mut total, mut window) = (SessionOutcome::default(), SessionOutcome::default());
     let mut last_report = Instant::now();
     let mut i = 0usize;
     loop {
@@ -88,19 +88,26 @@ pub async fn run(
         i += 1;
         match users::session(&api, &facets, user, &mut rng).await {
             Ok(o) => {
-                total.searches += o.searches;
-                total.clicks += o.clicks;
-                total.carts += o.carts;
-                total.purchases += o.purchases;
+                total.add(&o);
+                window.add(&o);
             }
             Err(e) => tracing::warn!(error = %e, "demo session failed"),
         }
         if last_report.elapsed() >= Duration::from_secs(30) {
             last_report = Instant::now();
+            let ranker = app
+                .retriever()
+                .map_or_else(|| "prior".to_string(), |r| r.ranker().name().to_string());
             eprintln!(
-                "demo: {} searches, {} clicks, {} carts, {} purchases so far",
-                total.searches, total.clicks, total.carts, total.purchases
+                "demo: {} searches, {} clicks, {} carts, {} purchases so far; last 30 s ranked by {ranker}: {:.3} clicks per search, clicks NDCG@10 {:.3}",
+                total.searches,
+                total.clicks,
+                total.carts,
+                total.purchases,
+                window.clicks_per_search(),
+                window.clicks_ndcg_at_10()
             );
+            window = SessionOutcome::default();
         }
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}

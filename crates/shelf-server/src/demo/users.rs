@@ -77,13 +77,40 @@ fn click_probability(rel: u32) -> f64 {
     0.03 + 0.22 * f64::from(rel)
 }
 
-/// What one simulated session did.
+/// What one simulated session (or several, added up) did.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SessionOutcome {
     pub searches: u64,
     pub clicks: u64,
     pub carts: u64,
     pub purchases: u64,
+    /// Searches with at least one click, and the sum of their NDCG@10 of the clicks in the
+    /// order they were served (1 when the clicked items were the top ones).
+    pub searches_with_clicks: u64,
+    pub clicks_ndcg_sum: f64,
+}
+
+impl SessionOutcome {
+    pub fn add(&mut self, other: &SessionOutcome) {
+        self.searches += other.searches;
+        self.clicks += other.clicks;
+        self.carts += other.carts;
+        self.purchases += other.purchases;
+        self.searches_with_clicks += other.searches_with_clicks;
+        self.clicks_ndcg_sum += other.clicks_ndcg_sum;
+    }
+
+    /// Mean NDCG@10 of the clicks in the served order, over searches with a click: an
+    /// online measure of the ranker that served them (no logging-policy bias, unlike
+    /// re-ordering logged responses offline).
+    pub fn clicks_ndcg_at_10(&self) -> f64 {
+        self.clicks_ndcg_sum / self.searches_with_clicks.max(1) as f64
+    }
+
+    /// Clicks per search.
+    pub fn clicks_per_search(&self) -> f64 {
+        self.clicks as f64 / self.searches.max(1) as f64
+    }
 }
 
 /// One session of `user`: a search in one of their categories (sometimes with their
@@ -130,6 +157,7 @@ pub async fn session(
         "user_id": user.id, "kind": "search", "query": query, "ts": now,
     })];
     let items = response["items"].as_array().cloned().unwrap_or_default();
+    let mut clicked_at = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let id = item["id"].as_str().unwrap_or_default();
         if rng.random::<f64>() >= examine_probability(i) {
@@ -139,6 +167,7 @@ pub async fn session(
             continue;
         }
         outcome.clicks += 1;
+        clicked_at.push(i);
         events.push(serde_json::json!({
             "user_id": user.id, "kind": "click", "item_id": id, "query": query,
             "request_id": request_id, "position": i + 1, "ts": now,
@@ -156,6 +185,17 @@ pub async fn session(
             }
         }
     }
+    if !clicked_at.is_empty() {
+        let discount = |i: usize| 1.0 / (i as f64 + 2.0).log2();
+        let dcg: f64 = clicked_at
+            .iter()
+            .filter(|&&i| i < 10)
+            .map(|&i| discount(i))
+            .sum();
+        let ideal: f64 = (0..clicked_at.len().min(10)).map(discount).sum();
+        outcome.searches_with_clicks = 1;
+        outcome.clicks_ndcg_sum = dcg / ideal;
+    }
     let (status, body) = api
         .call(
             Method::POST,
@@ -168,6 +208,25 @@ pub async fn session(
         "events answered {status}: {body}"
     );
     Ok(outcome)
+}
+
+/// `sessions_per_user` sessions of every user, the same ones for the same `seed` (so two
+/// rankers can be compared online on the same shoppers and queries), added up.
+pub async fn sessions(
+    api: &impl Transport,
+    facets: &Facets,
+    users: &[SimUser],
+    sessions_per_user: usize,
+    seed: u64,
+) -> anyhow::Result<SessionOutcome> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut total = SessionOutcome::default();
+    for _ in 0..sessions_per_user {
+        for user in users {
+            total.add(&session(api, facets, user, &mut rng).await?);
+        }
+    }
+    Ok(total)
 }
 
 /// NDCG@k of a ranked list of ids for `user` (1 when the list is ideal for the
