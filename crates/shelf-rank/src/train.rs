@@ -55,7 +55,7 @@ impl Default for TrainConfig {
             batch_size: 256,
             learning_rate: 0.02,
             weight_decay: 1e-4,
-            patience: 6,
+            patience: 15,
             validation_share: 0.2,
             seed: 7,
         }

@@ -170,8 +170,12 @@ async fn personalised_results_fit_hidden_preferences_better() {
     let r = &model.report;
     hidden_relevance_on_held_out_clicks(&s, &facets, &shoppers, r.validation_examples);
     eprintln!(
-        "trained {}: position-matched validation AUC {:.4} vs prior {:.4}",
-        model.version, r.validation_position_matched_auc, r.prior_validation_position_matched_auc
+        "trained {}: position-matched validation AUC {:.4} vs prior {:.4} (best epoch {} of {})",
+        model.version,
+        r.validation_position_matched_auc,
+        r.prior_validation_position_matched_auc,
+        r.best_epoch,
+        r.epochs_run
     );
     eprintln!(
         "trained {}: validation AUC at the serving position {:.4} (with logged positions {:.4}) vs prior {:.4}, clicks NDCG@10 {:.4} vs prior {:.4}, log-loss {:.4}, {} / {} examples, importance {:?}",

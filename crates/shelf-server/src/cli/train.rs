@@ -25,8 +25,8 @@ pub struct TrainArgs {
     /// Most passes over the training examples (early stopping usually ends sooner).
     #[arg(long, default_value_t = 60)]
     pub max_epochs: usize,
-    /// Epochs without a better validation AUC before stopping.
-    #[arg(long, default_value_t = 6)]
+    /// Epochs without a better position-matched validation AUC before stopping.
+    #[arg(long, default_value_t = 15)]
     pub patience: usize,
     /// AdamW learning rate.
     #[arg(long, default_value_t = 0.02)]
