@@ -771,7 +771,7 @@ impl App {
                 ),
             ]);
         }
-        let live = self.live_report.lock().expect("not poisoned").clone();
+        let live = self.live_report.lock().expect("not poisoned");
         out.extend([
             (
                 "shelf_model_learned",
@@ -789,6 +789,7 @@ impl App {
                 live.as_ref().map_or(0.0, |r| r.validation_position_matched_auc),
             ),
         ]);
+        drop(live);
         let Transport::Embedded { items, events } = &self.transport else {
             return out; // Fluvio's lag is read from the cluster (`fluvio partition list`).
         };

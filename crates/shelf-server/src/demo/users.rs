@@ -157,7 +157,7 @@ pub async fn session(
         "user_id": user.id, "kind": "search", "query": query, "ts": now,
     })];
     let items = response["items"].as_array().cloned().unwrap_or_default();
-    let mut clicked_at = Vec::new();
+    let mut clicked = vec![false; items.len()];
     for (i, item) in items.iter().enumerate() {
         let id = item["id"].as_str().unwrap_or_default();
         if rng.random::<f64>() >= examine_probability(i) {
@@ -167,7 +167,7 @@ pub async fn session(
             continue;
         }
         outcome.clicks += 1;
-        clicked_at.push(i);
+        clicked[i] = true;
         events.push(serde_json::json!({
             "user_id": user.id, "kind": "click", "item_id": id, "query": query,
             "request_id": request_id, "position": i + 1, "ts": now,
@@ -185,16 +185,11 @@ pub async fn session(
             }
         }
     }
-    if !clicked_at.is_empty() {
-        let discount = |i: usize| 1.0 / (i as f64 + 2.0).log2();
-        let dcg: f64 = clicked_at
-            .iter()
-            .filter(|&&i| i < 10)
-            .map(|&i| discount(i))
-            .sum();
-        let ideal: f64 = (0..clicked_at.len().min(10)).map(discount).sum();
+    // The served order as scores: the first item highest.
+    let served: Vec<f32> = (0..items.len()).map(|i| -(i as f32)).collect();
+    if let Some(ndcg) = shelf_rank::clicks_ndcg_at(10, &served, &clicked, &vec![0; items.len()]) {
         outcome.searches_with_clicks = 1;
-        outcome.clicks_ndcg_sum = dcg / ideal;
+        outcome.clicks_ndcg_sum = ndcg;
     }
     let (status, body) = api
         .call(
