@@ -6,6 +6,7 @@
 
 Vectors are L2-normalised and compared by inner product (space='ip'), as shelf does.
 Searches run on one thread, one query at a time; the build uses --threads (default: all).
+memory_bytes is the resident memory the build added, measured as shelf-index-bench does.
 """
 import argparse
 import json
@@ -24,6 +25,12 @@ def read_vectors(path):
         dim = raw[0]
         return raw.reshape(-1, dim + 1)[:, 1:].view(np.float32).copy()
     sys.exit(f"unknown vector file type: {path} (expected .npy or .fvecs)")
+
+
+def rss_bytes():
+    """Resident set size of this process (Linux), as shelf-index-bench measures it."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def main():
@@ -46,12 +53,14 @@ def main():
     n, dim = base.shape
     print(f"{n} base vectors, {len(queries)} queries, {dim} dimensions", file=sys.stderr)
 
+    rss_before = rss_bytes()
     started = time.perf_counter()
     index = hnswlib.Index(space="ip", dim=dim)
     index.init_index(max_elements=n, M=a.m, ef_construction=a.ef_construction, random_seed=1)
     index.add_items(base, np.arange(n), num_threads=a.threads)
     build_s = time.perf_counter() - started
-    print(f"built in {build_s:.1f}s", file=sys.stderr)
+    memory_bytes = rss_bytes() - rss_before
+    print(f"hnswlib built in {build_s:.1f}s, {memory_bytes / 2**20:.1f} MiB", file=sys.stderr)
 
     truth = []
     for chunk in range(0, len(queries), 256):
@@ -74,12 +83,14 @@ def main():
         latencies.sort()
         pct = lambda q: latencies[round((len(latencies) - 1) * q)]
         print(json.dumps({
+            "index": "hnswlib",
             "ef": ef,
             "build_s": round(build_s, 3),
             "qps": round(len(queries) / elapsed, 1),
             f"recall_at_{a.k}": round(found / (len(queries) * a.k), 4),
             "p50_ms": round(pct(0.5), 3),
             "p99_ms": round(pct(0.99), 3),
+            "memory_bytes": memory_bytes,
         }))
 
 

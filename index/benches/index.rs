@@ -1,15 +1,19 @@
-//! Criterion benches of shelf-index on a seeded clustered fixture (384-d, like MiniLM):
-//! single upserts into a 20k index, and searches unfiltered and at 1%/10%/50% selectivity.
+//! Criterion benches of shelf-index on a seeded clustered fixture (384-d, like MiniLM), for
+//! both graph backends: single upserts into a 20k index, and searches unfiltered and at
+//! 1%/10%/50% selectivity; and the inner-product kernels the graph could use.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use hnsw_rs::prelude::{DistDot, Distance};
 use shelf_index::synthetic::{Clustered, Rng};
-use shelf_index::{HnswIndex, IndexConfig};
+use shelf_index::{Backend, HnswIndex, IndexConfig};
 use shelf_types::{ItemAttributes, ItemId, SearchFilter};
 
 const DIM: usize = 384;
 const N: usize = 20_000;
 
-fn fixture() -> (HnswIndex, Vec<Vec<f32>>) {
+const BACKENDS: [Backend; 2] = [Backend::Shelf, Backend::HnswRs];
+
+fn fixture(backend: Backend) -> (HnswIndex, Vec<Vec<f32>>) {
     let mut data = Clustered::new(DIM, 200, 0.8, 1);
     let base = data.take(N);
     let queries = data.take(200);
@@ -27,14 +31,27 @@ fn fixture() -> (HnswIndex, Vec<Vec<f32>>) {
         )
     });
     (
-        HnswIndex::build(IndexConfig::new(DIM), items).expect("build"),
+        HnswIndex::build(
+            IndexConfig {
+                backend,
+                ..IndexConfig::new(DIM)
+            },
+            items,
+        )
+        .expect("build"),
         queries,
     )
 }
 
 fn search(c: &mut Criterion) {
-    let (index, queries) = fixture();
-    let mut group = c.benchmark_group("search_k10");
+    for backend in BACKENDS {
+        search_backend(c, backend);
+    }
+}
+
+fn search_backend(c: &mut Criterion, backend: Backend) {
+    let (index, queries) = fixture(backend);
+    let mut group = c.benchmark_group(format!("search_k10_{backend}"));
     for selectivity in [None, Some(0.01), Some(0.1), Some(0.5)] {
         let filter = SearchFilter {
             price_max: selectivity,
@@ -55,10 +72,16 @@ fn search(c: &mut Criterion) {
 }
 
 fn upsert(c: &mut Criterion) {
-    let (index, _) = fixture();
+    for backend in BACKENDS {
+        upsert_backend(c, backend);
+    }
+}
+
+fn upsert_backend(c: &mut Criterion, backend: Backend) {
+    let (index, _) = fixture(backend);
     let mut data = Clustered::new(DIM, 200, 0.8, 3);
     let mut next = 0usize;
-    c.bench_function("upsert_into_20k", |b| {
+    c.bench_function(&format!("upsert_into_20k_{backend}"), |b| {
         b.iter(|| {
             let (vector, _) = data.sample();
             // Replace existing items: the common case of a catalog update.
@@ -71,9 +94,36 @@ fn upsert(c: &mut Criterion) {
     });
 }
 
+/// The inner-product candidates on 384-d vectors: SimSIMD (what the graph uses), anndists'
+/// `DistDot` (hnsw_rs's), and the portable Rust loop (baseline instruction set). `hot` cycles
+/// through 8 rows (L1-resident: the kernel's own speed); `cold` through 8192 rows (12 MiB:
+/// memory-bound, as in a graph walk).
+fn dot_384(c: &mut Criterion) {
+    let mut data = Clustered::new(DIM, 4, 0.8, 9);
+    type Kernel = fn(&[f32], &[f32]) -> f32;
+    let kernels: [(&str, Kernel); 3] = [
+        ("simsimd", shelf_index::dot),
+        ("anndists_distdot", |a, b| 1.0 - DistDot.eval(a, b)),
+        ("portable_loop", shelf_index::dot_portable),
+    ];
+    for (name, rows) in [("hot", data.take(8)), ("cold", data.take(8192))] {
+        let mut group = c.benchmark_group(format!("dot_384_{name}"));
+        for (kernel, f) in kernels {
+            let mut i = 0;
+            group.bench_function(kernel, |b| {
+                b.iter(|| {
+                    i = (i + 1) % (rows.len() - 1);
+                    f(&rows[i], &rows[i + 1])
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20);
-    targets = search, upsert
+    targets = dot_384, search, upsert
 }
 criterion_main!(benches);

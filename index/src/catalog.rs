@@ -1,40 +1,69 @@
-//! The live items of the index: external id to slot, vectors, attributes, and the attribute
-//! indexes that enumerate and count the candidates of a filter.
+//! The live items of the index: external id to slot, attributes, and the attribute indexes
+//! that enumerate and count the candidates of a filter. Vectors live only in the graph.
 //!
-//! Every upsert of a new vector gets a fresh slot (the id hnsw_rs stores with the point);
-//! the item's previous slot leaves the catalog, which is what makes its graph point a
-//! tombstone: graph results are only returned when their slot is still here.
+//! Slots are the graph's: dense, and reused after a delete. Attributes are also kept per
+//! slot in a compact form, so that a filter evaluated inside the graph walk costs an array
+//! read and a few comparisons per node.
 
 use shelf_types::{category_has_prefix, ItemAttributes, ItemId, SearchFilter};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
 /// Position of a point in the graph and key of a live item in the catalog.
-pub type Slot = usize;
+pub type Slot = u32;
 
 /// One live item.
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub id: ItemId,
-    pub vector: Arc<[f32]>,
     pub attrs: ItemAttributes,
 }
 
-/// What an upsert changed.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Upserted {
-    /// The vector is new or changed: insert it into the graph under this slot.
-    NewSlot(Slot),
-    /// Same vector as before: only the attributes were replaced, the graph is untouched.
-    AttributesOnly,
+/// The filterable attributes of every slot, one array per attribute, so that a filter on
+/// one attribute touches one small array.
+#[derive(Debug, Default)]
+struct Compact {
+    /// `LIVE` and `IN_STOCK` bits.
+    flags: Vec<u8>,
+    /// Interned category, `NO_CATEGORY` when absent.
+    category: Vec<u32>,
+    /// NaN when absent.
+    price: Vec<f64>,
+}
+
+const LIVE: u8 = 1;
+const IN_STOCK: u8 = 2;
+const NO_CATEGORY: u32 = u32::MAX;
+
+impl Compact {
+    fn ensure(&mut self, slots: usize) {
+        if self.flags.len() < slots {
+            self.flags.resize(slots, 0);
+            self.category.resize(slots, NO_CATEGORY);
+            self.price.resize(slots, f64::NAN);
+        }
+    }
+
+    fn set(&mut self, slot: usize, category: u32, price: f64, in_stock: bool) {
+        self.flags[slot] = LIVE | if in_stock { IN_STOCK } else { 0 };
+        self.category[slot] = category;
+        self.price[slot] = price;
+    }
+
+    fn clear(&mut self, slot: usize) {
+        self.flags[slot] = 0;
+        self.category[slot] = NO_CATEGORY;
+        self.price[slot] = f64::NAN;
+    }
 }
 
 /// Live items plus the secondary indexes on their attributes.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    entries: BTreeMap<Slot, Entry>,
+    entries: Vec<Option<Entry>>,
+    compact: Compact,
     by_item: HashMap<ItemId, Slot>,
-    next_slot: Slot,
+    live: usize,
+    category_ids: HashMap<String, u32>,
     by_category: BTreeMap<String, BTreeSet<Slot>>,
     by_price: BTreeSet<(u64, Slot)>,
     out_of_stock: BTreeSet<Slot>,
@@ -62,6 +91,49 @@ pub struct Plan {
     pub selectivity: f64,
 }
 
+/// A filter compiled against the catalog: a few comparisons on the compact attributes.
+#[derive(Debug)]
+pub struct Matcher<'a> {
+    compact: &'a Compact,
+    /// Allowed category ids, sorted; `None` when the filter names no category.
+    categories: Option<Vec<u32>>,
+    price: Option<(f64, f64)>,
+    in_stock: Option<bool>,
+}
+
+impl Matcher<'_> {
+    /// Whether `slot` holds a live item that passes the filter.
+    #[inline]
+    pub fn matches(&self, slot: Slot) -> bool {
+        let slot = slot as usize;
+        let Some(&flags) = self.compact.flags.get(slot) else {
+            return false;
+        };
+        if flags & LIVE == 0 {
+            return false;
+        }
+        if let Some(allowed) = &self.categories {
+            let category = self.compact.category[slot];
+            let ok = match allowed.as_slice() {
+                [one] => category == *one,
+                many => many.binary_search(&category).is_ok(),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if let Some((low, high)) = self.price {
+            // NaN (no price) fails both comparisons.
+            let price = self.compact.price[slot];
+            if !(price >= low && price <= high) {
+                return false;
+            }
+        }
+        self.in_stock
+            .is_none_or(|want| (flags & IN_STOCK != 0) == want)
+    }
+}
+
 /// Maps a price to a key whose unsigned order equals the numeric order.
 pub fn price_key(price: f64) -> u64 {
     let bits = price.to_bits();
@@ -74,75 +146,96 @@ pub fn price_key(price: f64) -> u64 {
 
 impl Catalog {
     pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn next_slot(&self) -> Slot {
-        self.next_slot
+        self.live
     }
 
     pub fn get(&self, slot: Slot) -> Option<&Entry> {
-        self.entries.get(&slot)
+        self.entries.get(slot as usize).and_then(|e| e.as_ref())
+    }
+
+    pub fn is_live(&self, slot: Slot) -> bool {
+        self.get(slot).is_some()
     }
 
     pub fn slot_of(&self, id: &ItemId) -> Option<Slot> {
         self.by_item.get(id).copied()
     }
 
-    /// Live entries with slots at or after `from`, in slot order.
-    pub fn entries_from(&self, from: Slot) -> impl Iterator<Item = (Slot, &Entry)> {
+    /// Live entries in slot order.
+    pub fn entries(&self) -> impl Iterator<Item = (Slot, &Entry)> {
         self.entries
-            .range(from..)
-            .map(|(slot, entry)| (*slot, entry))
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, e)| e.as_ref().map(|e| (slot as Slot, e)))
     }
 
-    /// Inserts or replaces `id`. A changed vector moves the item to a new slot.
-    pub fn upsert(&mut self, id: &ItemId, vector: Arc<[f32]>, attrs: ItemAttributes) -> Upserted {
-        if let Some(slot) = self.by_item.get(id).copied() {
-            let unchanged = self.entries[&slot].vector[..] == vector[..];
-            if unchanged {
-                let entry = self.entries.remove(&slot).expect("slot of a live item");
-                self.unindex(slot, &entry.attrs);
-                self.index(slot, &attrs);
-                self.entries.insert(slot, Entry { attrs, ..entry });
-                return Upserted::AttributesOnly;
-            }
-            self.remove(id);
+    /// Live slots in order.
+    pub fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
+        self.entries().map(|(slot, _)| slot)
+    }
+
+    /// Puts `id` at `slot` with `attrs`; returns the slot it held before, if another.
+    pub fn insert(&mut self, id: &ItemId, slot: Slot, attrs: ItemAttributes) -> Option<Slot> {
+        let previous = self.slot_of(id);
+        if let Some(old) = previous {
+            self.clear(old);
         }
-        let slot = self.next_slot;
-        self.next_slot += 1;
-        self.insert_at(
+        if self.is_live(slot) {
+            let other = self.get(slot).map(|e| e.id.clone()).expect("live slot");
+            self.remove(&other);
+        }
+        self.set(
             slot,
             Entry {
                 id: id.clone(),
-                vector,
                 attrs,
             },
         );
-        Upserted::NewSlot(slot)
+        previous.filter(|old| *old != slot)
     }
 
-    /// Puts an entry back under its original slot (snapshot restore).
-    pub fn insert_at(&mut self, slot: Slot, entry: Entry) {
+    /// Replaces the attributes of a live item in place.
+    pub fn set_attributes(&mut self, slot: Slot, attrs: ItemAttributes) {
+        let entry = self.clear(slot).expect("slot of a live item");
+        self.set(slot, Entry { attrs, ..entry });
+    }
+
+    /// Removes `id`; returns the slot it held.
+    pub fn remove(&mut self, id: &ItemId) -> Option<Slot> {
+        let slot = self.slot_of(id)?;
+        self.clear(slot);
+        Some(slot)
+    }
+
+    fn set(&mut self, slot: Slot, entry: Entry) {
+        let at = slot as usize;
+        if self.entries.len() <= at {
+            self.entries.resize(at + 1, None);
+        }
+        self.compact.ensure(at + 1);
         self.index(slot, &entry.attrs);
+        let next_id = self.category_ids.len() as u32;
+        let category = entry.attrs.category.as_ref().map_or(NO_CATEGORY, |c| {
+            *self.category_ids.entry(c.clone()).or_insert(next_id)
+        });
+        self.compact.set(
+            at,
+            category,
+            entry.attrs.price.unwrap_or(f64::NAN),
+            entry.attrs.is_in_stock(),
+        );
         self.by_item.insert(entry.id.clone(), slot);
-        self.entries.insert(slot, entry);
-        self.next_slot = self.next_slot.max(slot + 1);
+        self.entries[at] = Some(entry);
+        self.live += 1;
     }
 
-    /// Sets the next slot to hand out (snapshot restore keeps slot numbers unique).
-    pub fn reserve_slots_below(&mut self, next_slot: Slot) {
-        self.next_slot = self.next_slot.max(next_slot);
-    }
-
-    /// Removes `id`; returns whether it was live.
-    pub fn remove(&mut self, id: &ItemId) -> bool {
-        let Some(slot) = self.by_item.remove(id) else {
-            return false;
-        };
-        let entry = self.entries.remove(&slot).expect("slot of a live item");
+    fn clear(&mut self, slot: Slot) -> Option<Entry> {
+        let entry = self.entries.get_mut(slot as usize)?.take()?;
+        self.compact.clear(slot as usize);
         self.unindex(slot, &entry.attrs);
-        true
+        self.by_item.remove(&entry.id);
+        self.live -= 1;
+        Some(entry)
     }
 
     fn index(&mut self, slot: Slot, attrs: &ItemAttributes) {
@@ -203,6 +296,30 @@ impl Catalog {
         }
     }
 
+    /// Compiles `filter` for evaluation inside a graph walk.
+    pub fn matcher(&self, filter: &SearchFilter) -> Matcher<'_> {
+        let categories = self.categories_matching(filter).map(|names| {
+            let mut ids: Vec<u32> = names
+                .iter()
+                .filter_map(|n| self.category_ids.get(n).copied())
+                .collect();
+            ids.sort_unstable();
+            ids
+        });
+        let price = (filter.price_min.is_some() || filter.price_max.is_some()).then(|| {
+            (
+                filter.price_min.unwrap_or(f64::NEG_INFINITY),
+                filter.price_max.unwrap_or(f64::INFINITY),
+            )
+        });
+        Matcher {
+            compact: &self.compact,
+            categories,
+            price,
+            in_stock: filter.in_stock,
+        }
+    }
+
     /// Picks the smallest candidate set for `filter`, counting at most `cap + 1` of each.
     pub fn plan(&self, filter: &SearchFilter, cap: usize) -> Plan {
         let live = self.len().max(1) as f64;
@@ -250,20 +367,34 @@ impl Catalog {
         best
     }
 
-    /// The slots of `source` whose entries pass `filter`, with their vectors.
-    pub fn candidates(
-        &self,
-        source: &CandidateSource,
-        filter: &SearchFilter,
-    ) -> Vec<(Slot, Arc<[f32]>)> {
-        let keep = |slot: &Slot| {
-            let entry = &self.entries[slot];
-            filter
-                .matches(&entry.attrs)
-                .then(|| (*slot, Arc::clone(&entry.vector)))
-        };
+    /// Share of live items that `matcher` lets through, estimated on up to 512 evenly
+    /// spaced slots (no independence assumption between conditions).
+    pub fn sample_pass_rate(&self, matcher: &Matcher<'_>) -> f64 {
+        let slots = self.entries.len();
+        if slots == 0 {
+            return 1.0;
+        }
+        let step = slots.div_ceil(512).max(1);
+        let (mut live, mut pass) = (0usize, 0usize);
+        for slot in (0..slots).step_by(step) {
+            if self.compact.flags[slot] & LIVE != 0 {
+                live += 1;
+                pass += usize::from(matcher.matches(slot as Slot));
+            }
+        }
+        if live == 0 {
+            1.0
+        } else {
+            pass as f64 / live as f64
+        }
+    }
+
+    /// The live slots of `source` that pass `filter`.
+    pub fn candidates(&self, source: &CandidateSource, filter: &SearchFilter) -> Vec<Slot> {
+        let matcher = self.matcher(filter);
+        let keep = |slot: &Slot| matcher.matches(*slot).then_some(*slot);
         match source {
-            CandidateSource::All => self.entries.keys().filter_map(keep).collect(),
+            CandidateSource::All => self.slots().filter_map(|s| keep(&s)).collect(),
             CandidateSource::Categories(categories) => categories
                 .iter()
                 .filter_map(|c| self.by_category.get(c))
@@ -293,10 +424,6 @@ mod tests {
         }
     }
 
-    fn vector(x: f32) -> Arc<[f32]> {
-        Arc::from(vec![x, 1.0])
-    }
-
     #[test]
     fn price_keys_keep_numeric_order() {
         let prices = [-5.0, -0.5, 0.0, 0.25, 1.0, 99.99, 1e9];
@@ -306,43 +433,99 @@ mod tests {
     }
 
     #[test]
-    fn changed_vector_moves_to_a_new_slot_unchanged_keeps_it() {
+    fn moving_and_removing_items_keeps_the_indexes_exact() {
         let mut catalog = Catalog::default();
         let id = ItemId::from("a");
-        assert_eq!(
-            catalog.upsert(&id, vector(1.0), attrs("A", 1.0, true)),
-            Upserted::NewSlot(0)
-        );
-        assert_eq!(
-            catalog.upsert(&id, vector(1.0), attrs("B", 2.0, true)),
-            Upserted::AttributesOnly
-        );
+        assert_eq!(catalog.insert(&id, 0, attrs("A", 1.0, true)), None);
+        catalog.set_attributes(0, attrs("B", 2.0, true));
         assert_eq!(catalog.get(0).unwrap().attrs.category.as_deref(), Some("B"));
-        assert_eq!(
-            catalog.upsert(&id, vector(2.0), attrs("B", 2.0, true)),
-            Upserted::NewSlot(1)
-        );
+        assert_eq!(catalog.insert(&id, 3, attrs("B", 2.0, false)), Some(0));
         assert!(catalog.get(0).is_none());
         assert_eq!(catalog.len(), 1);
-        assert!(catalog.remove(&id));
-        assert!(!catalog.remove(&id));
+        let b_only = SearchFilter {
+            category: Some("B".into()),
+            in_stock: Some(false),
+            ..Default::default()
+        };
+        assert!(catalog.matcher(&b_only).matches(3));
+        assert!(!catalog.matcher(&b_only).matches(0));
+        assert_eq!(catalog.remove(&id), Some(3));
+        assert_eq!(catalog.remove(&id), None);
         assert_eq!(catalog.len(), 0);
+        assert!(!catalog.matcher(&SearchFilter::default()).matches(3));
         assert!(catalog.by_category.is_empty() && catalog.by_price.is_empty());
+        assert!(catalog.out_of_stock.is_empty());
+    }
+
+    #[test]
+    fn matcher_agrees_with_the_filter_on_every_item() {
+        let mut catalog = Catalog::default();
+        let mut all = Vec::new();
+        for i in 0..200u32 {
+            let a = ItemAttributes {
+                category: (i % 7 != 0).then(|| format!("D{}/L{}", i % 3, i % 5)),
+                price: (i % 11 != 0).then_some(f64::from(i)),
+                in_stock: (i % 4 != 0).then_some(i % 2 == 0),
+            };
+            catalog.insert(&ItemId::from(format!("i{i}")), i, a.clone());
+            all.push(a);
+        }
+        let filters = [
+            SearchFilter::default(),
+            SearchFilter {
+                category: Some("D1/L2".into()),
+                ..Default::default()
+            },
+            SearchFilter {
+                category_prefix: Some("D2".into()),
+                ..Default::default()
+            },
+            SearchFilter {
+                category: Some("D1/L2".into()),
+                category_prefix: Some("D2".into()),
+                ..Default::default()
+            },
+            SearchFilter {
+                price_min: Some(20.0),
+                price_max: Some(120.5),
+                ..Default::default()
+            },
+            SearchFilter {
+                price_max: Some(50.0),
+                in_stock: Some(true),
+                ..Default::default()
+            },
+            SearchFilter {
+                in_stock: Some(false),
+                category_prefix: Some("D0".into()),
+                ..Default::default()
+            },
+        ];
+        for filter in &filters {
+            let matcher = catalog.matcher(filter);
+            for (slot, a) in all.iter().enumerate() {
+                assert_eq!(
+                    matcher.matches(slot as Slot),
+                    filter.matches(a),
+                    "{filter:?} slot {slot}"
+                );
+            }
+        }
     }
 
     #[test]
     fn plan_picks_the_smallest_index_and_candidates_apply_the_whole_filter() {
         let mut catalog = Catalog::default();
-        for i in 0..100 {
+        for i in 0..100u32 {
             let category = if i % 10 == 0 {
                 "Home/Lamps"
             } else {
                 "Garden/Tools"
             };
-            catalog.upsert(
+            catalog.insert(
                 &ItemId::from(format!("i{i}").as_str()),
-                vector(i as f32),
-                attrs(category, i as f64, i % 2 == 0),
+                i,
+                attrs(category, f64::from(i), i % 2 == 0),
             );
         }
         let filter = SearchFilter {
@@ -354,11 +537,11 @@ mod tests {
         let plan = catalog.plan(&filter, 1000);
         assert!(matches!(plan.source, CandidateSource::Categories(_)));
         assert_eq!(plan.candidates, 10);
-        let found: Vec<Slot> = catalog
-            .candidates(&plan.source, &filter)
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect();
-        assert_eq!(found, vec![0, 10, 20, 30, 40]);
+        assert_eq!(
+            catalog.candidates(&plan.source, &filter),
+            vec![0, 10, 20, 30, 40]
+        );
+        let rate = catalog.sample_pass_rate(&catalog.matcher(&filter));
+        assert!((rate - 0.05).abs() < 1e-9, "{rate}");
     }
 }

@@ -1,5 +1,6 @@
 //! Tunables of the vector index, with defaults chosen by measurement (see index/README.md).
 
+use crate::Backend;
 use serde::{Deserialize, Serialize};
 
 /// How the index builds, searches and maintains its graph.
@@ -7,15 +8,19 @@ use serde::{Deserialize, Serialize};
 pub struct IndexConfig {
     /// Dimension every vector must have.
     pub dim: usize,
+    /// Which graph implementation holds the vectors (`shelf`, the default, or `hnsw_rs`).
+    #[serde(default)]
+    pub backend: Backend,
     /// Graph degree (HNSW `M`): neighbours kept per point on the upper layers.
     pub m: usize,
     /// Candidate list size while inserting (HNSW `ef_construction`).
     pub ef_construction: usize,
     /// Candidate list size while searching, when the caller gives none.
     pub ef_search: usize,
-    /// Capacity hint for the first graph; hnsw_rs sizes its tables from it.
+    /// Room for this many points in an empty graph.
     pub initial_capacity: usize,
-    /// Each rebuilt graph is sized for `live items x capacity_growth`.
+    /// A graph that is built, restored or full gets room for `points x capacity_growth`
+    /// (at least 1024 more); growing copies the buffers while searches go on.
     pub capacity_growth: f64,
     /// Rebuild in the background once this share of graph points is tombstoned.
     pub rebuild_tombstone_ratio: f64,
@@ -24,6 +29,15 @@ pub struct IndexConfig {
     /// A filtered search whose candidate set is at most this large is answered by an
     /// exact scan of that set instead of a graph walk.
     pub exact_search_threshold: usize,
+    /// A filtered graph walk whose filter passes less than this share of items scores only
+    /// matching nodes, reaching them through non-matching neighbours (two hops, ACORN-1);
+    /// above it, it scores every neighbour and collects the matches.
+    #[serde(default = "default_two_hop_below")]
+    pub two_hop_below: f64,
+}
+
+fn default_two_hop_below() -> f64 {
+    0.3
 }
 
 impl IndexConfig {
@@ -31,15 +45,23 @@ impl IndexConfig {
     pub fn new(dim: usize) -> Self {
         Self {
             dim,
+            backend: Backend::default(),
             m: 16,
             ef_construction: 200,
             ef_search: 64,
             initial_capacity: 10_000,
-            capacity_growth: 2.0,
+            capacity_growth: 1.25,
             rebuild_tombstone_ratio: 0.2,
             rebuild_min_tombstones: 256,
             exact_search_threshold: 8_192,
+            two_hop_below: default_two_hop_below(),
         }
+    }
+
+    /// Capacity to allocate for a graph that must hold `points` points.
+    pub fn capacity_for(&self, points: usize) -> usize {
+        let grown = (points as f64 * self.capacity_growth).ceil() as usize;
+        grown.max(points + 1024).max(self.initial_capacity)
     }
 
     /// Rejects settings that cannot work (hnsw_rs aborts the process on some of them).
@@ -61,6 +83,9 @@ impl IndexConfig {
         }
         if self.capacity_growth.is_nan() || self.capacity_growth < 1.0 {
             return bad("capacity_growth", "must be at least 1.0");
+        }
+        if !(0.0..=1.0).contains(&self.two_hop_below) {
+            return bad("two_hop_below", "must be in [0, 1]");
         }
         if !(0.0..=1.0).contains(&self.rebuild_tombstone_ratio)
             || self.rebuild_tombstone_ratio == 0.0

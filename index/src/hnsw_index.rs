@@ -1,9 +1,11 @@
-//! `HnswIndex`: the real-time index. Writers are serialised among themselves; searches take
-//! no lock across a graph walk or a vector scan, only short read locks to map results.
+//! `HnswIndex`: the real-time index over a graph backend. Writers are serialised among
+//! themselves; searches take no writer lock, only short read locks (and, for a filtered
+//! graph walk, the catalog's read lock for the walk's duration).
 
-use crate::catalog::{Catalog, Slot, Upserted};
-use crate::graph::Graph;
-use crate::vector::{normalized, similarity};
+use crate::backend::Graph;
+use crate::catalog::{Catalog, Slot};
+use crate::graph::GraphFilter;
+use crate::vector::normalized;
 use crate::{IndexConfig, IndexError};
 use parking_lot::{Mutex, RwLock};
 use shelf_types::{ItemAttributes, ItemId, ScoredItem, SearchFilter, VectorIndex};
@@ -11,15 +13,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+/// Extra hits asked of the graph: a write in flight can leave up to two of its slots live in
+/// the graph but not (yet, or any more) in the catalog, which the mapping to ids drops.
+const IN_FLIGHT: usize = 2;
+
 /// Counters and sizes, for metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IndexStats {
     /// Items that searches can return.
     pub live: usize,
-    /// Points in the current graph, live and tombstoned.
+    /// Points in the current graph: live, deleted and free slots.
     pub graph_points: usize,
-    /// Graph points whose item was deleted or re-embedded since the graph was built.
+    /// Deleted points still in the graph (shelf's graph reuses them for later inserts).
     pub tombstones: usize,
+    /// Bytes held by the graph (vectors, links, per-node state).
+    pub memory_bytes: usize,
     /// Completed graph rebuilds.
     pub rebuilds: u64,
     /// Searches answered by walking the graph.
@@ -50,8 +58,8 @@ pub(crate) struct Inner {
     counters: Counters,
 }
 
-/// A real-time HNSW index with upserts, deletes (tombstones plus background rebuild),
-/// filtered search and snapshots. Cloning is cheap and shares the index.
+/// A real-time HNSW index with upserts, deletes (marked nodes, reused slots, background
+/// rebuild as a backstop), filtered search and snapshots. Cloning is cheap and shares it.
 #[derive(Clone, Debug)]
 pub struct HnswIndex {
     pub(crate) inner: Arc<Inner>,
@@ -79,25 +87,30 @@ impl HnswIndex {
         }
     }
 
-    /// Builds an index from many items at once on all cores (startup from the store).
+    /// Builds an index from many items at once on all cores (startup from the store). A
+    /// repeated id keeps its last vector and attributes.
     pub fn build<'a>(
         config: IndexConfig,
         items: impl IntoIterator<Item = (&'a ItemId, &'a [f32], ItemAttributes)>,
     ) -> Result<Self, IndexError> {
         config.validate()?;
+        let dim = config.dim;
         let mut catalog = Catalog::default();
+        let mut vectors: Vec<f32> = Vec::new();
         for (id, vector, attrs) in items {
-            let vector = normalized(vector, config.dim)?;
-            catalog.upsert(id, Arc::from(vector), attrs);
+            let slot = (vectors.len() / dim) as Slot;
+            vectors.extend_from_slice(&normalized(vector, dim)?);
+            catalog.insert(id, slot, attrs);
         }
-        let capacity = grown_capacity(&config, catalog.len());
-        let graph = Graph::new(&config, capacity);
-        let points: Vec<(&[f32], Slot)> = catalog
-            .entries_from(0)
-            .map(|(s, e)| (&e.vector[..], s))
-            .collect();
-        graph.insert_parallel(&points);
-        drop(points);
+        let slots = vectors.len() / dim;
+        let graph = Graph::build(
+            &config,
+            config.capacity_for(catalog.len()).max(slots),
+            slots,
+            catalog
+                .slots()
+                .map(|s| (s, &vectors[s as usize * dim..(s as usize + 1) * dim])),
+        );
         Ok(Self::from_parts(config, catalog, graph))
     }
 
@@ -113,28 +126,55 @@ impl HnswIndex {
         vector: &[f32],
         attrs: ItemAttributes,
     ) -> Result<(), IndexError> {
-        let vector: Arc<[f32]> = Arc::from(normalized(vector, self.inner.config.dim)?);
+        let vector = normalized(vector, self.inner.config.dim)?;
         {
             let _writer = self.inner.writer.lock();
-            let outcome = self
-                .inner
-                .catalog
-                .write()
-                .upsert(id, Arc::clone(&vector), attrs);
-            if let Upserted::NewSlot(slot) = outcome {
-                let graph = Arc::clone(&self.inner.graph.read());
-                graph.insert(&vector, slot);
+            let graph = self.graph();
+            let current = self.inner.catalog.read().slot_of(id);
+            if let Some(slot) = current {
+                if graph.vector(slot).as_deref() == Some(&vector[..]) {
+                    self.inner.catalog.write().set_attributes(slot, attrs);
+                    return Ok(());
+                }
+            }
+            let slot = self.insert_into_graph(&vector);
+            let replaced = self.inner.catalog.write().insert(id, slot, attrs);
+            if let Some(old) = replaced {
+                self.graph().delete(old);
             }
         }
         self.maybe_rebuild();
         Ok(())
     }
 
-    /// Removes `id`; its graph point becomes a tombstone. Returns whether it was present.
+    /// Inserts into the current graph, growing it first when it is full. The caller holds
+    /// the writer lock.
+    fn insert_into_graph(&self, vector: &[f32]) -> Slot {
+        loop {
+            let graph = self.graph();
+            if let Some(slot) = graph.insert(vector) {
+                return slot;
+            }
+            let target = self.inner.config.capacity_for(graph.points() + 1);
+            if let Some(grown) = graph.grown(target) {
+                *self.inner.graph.write() = Arc::new(grown);
+            }
+        }
+    }
+
+    fn graph(&self) -> Arc<Graph> {
+        Arc::clone(&self.inner.graph.read())
+    }
+
+    /// Removes `id`; its graph node is marked deleted. Returns whether it was present.
     pub fn delete(&self, id: &ItemId) -> bool {
         let removed = {
             let _writer = self.inner.writer.lock();
-            self.inner.catalog.write().remove(id)
+            let slot = self.inner.catalog.write().remove(id);
+            if let Some(slot) = slot {
+                self.graph().delete(slot);
+            }
+            slot.is_some()
         };
         if removed {
             self.maybe_rebuild();
@@ -158,12 +198,13 @@ impl HnswIndex {
 
     pub fn stats(&self) -> IndexStats {
         let live = self.len();
-        let graph_points = self.inner.graph.read().points();
+        let graph = self.graph();
         let c = &self.inner.counters;
         IndexStats {
             live,
-            graph_points,
-            tombstones: graph_points.saturating_sub(live),
+            graph_points: graph.points(),
+            tombstones: graph.tombstones(),
+            memory_bytes: graph.memory_bytes(self.inner.config.dim),
             rebuilds: c.rebuilds.load(Ordering::Relaxed),
             graph_searches: c.graph_searches.load(Ordering::Relaxed),
             exact_searches: c.exact_searches.load(Ordering::Relaxed),
@@ -188,94 +229,46 @@ impl HnswIndex {
         let ef = ef.unwrap_or(self.inner.config.ef_search).max(1);
         let threshold = self.inner.config.exact_search_threshold;
         let counters = &self.inner.counters;
+        let graph = self.graph();
 
-        let (plan, live) = {
-            let catalog = self.inner.catalog.read();
-            (catalog.plan(filter, threshold), catalog.len())
-        };
-        if live == 0 || plan.candidates == 0 {
+        // The catalog stays read-locked for the whole search: a slot it names cannot be
+        // freed and reused by another item between the walk and the mapping to ids.
+        let catalog = self.inner.catalog.read();
+        let plan = catalog.plan(filter, threshold);
+        if catalog.len() == 0 || plan.candidates == 0 {
             return Ok(Vec::new());
         }
-        if plan.candidates <= threshold && !filter.is_empty() {
+        if filter.is_empty() {
+            counters.graph_searches.fetch_add(1, Ordering::Relaxed);
+            let hits = graph.search(&query, k + IN_FLIGHT, ef, None);
+            return Ok(resolve(&catalog, hits, k));
+        }
+        if plan.candidates <= threshold {
             counters.exact_searches.fetch_add(1, Ordering::Relaxed);
-            return Ok(self.exact(&query, k, &plan.source, filter));
+            let slots = catalog.candidates(&plan.source, filter);
+            return Ok(exact(&catalog, &graph, &query, k, &slots));
         }
-
         counters.graph_searches.fetch_add(1, Ordering::Relaxed);
-        let graph = Arc::clone(&self.inner.graph.read());
-        let points = graph.points().max(1);
-        // Oversample for the share of points that are tombstones or fail the filter.
-        let pass_rate = (plan.selectivity * live as f64 / points as f64).clamp(1e-6, 1.0);
-        let mut fetch = ((k as f64 / pass_rate) * 1.2).ceil() as usize + 2;
-        loop {
-            fetch = fetch.min(points);
-            let neighbours = graph.search(&query, fetch, ef);
-            let exhausted = neighbours.len() < fetch || fetch >= points;
-            let hits = {
-                let catalog = self.inner.catalog.read();
-                let mut hits = Vec::with_capacity(k);
-                for n in &neighbours {
-                    if let Some(entry) = catalog.get(n.d_id) {
-                        if filter.matches(&entry.attrs) {
-                            hits.push(ScoredItem {
-                                id: entry.id.clone(),
-                                score: 1.0 - n.distance,
-                            });
-                            if hits.len() == k {
-                                break;
-                            }
-                        }
-                    }
-                }
-                hits
-            };
-            if hits.len() == k || (exhausted && filter.is_empty()) {
-                return Ok(hits);
-            }
-            if exhausted || fetch >= 4 * threshold.max(k) {
-                // The graph cannot supply k matches cheaply: scan the candidates exactly.
-                counters.exact_fallbacks.fetch_add(1, Ordering::Relaxed);
-                return Ok(self.exact(&query, k, &plan.source, filter));
-            }
-            fetch *= 2;
+        let matcher = catalog.matcher(filter);
+        let matches = |slot: Slot| matcher.matches(slot);
+        let graph_filter = GraphFilter {
+            matches: &matches,
+            two_hop: catalog.sample_pass_rate(&matcher) < self.inner.config.two_hop_below,
+        };
+        let hits = graph.search(&query, k + IN_FLIGHT, ef, Some(&graph_filter));
+        let hits = resolve(&catalog, hits, k);
+        if hits.len() < k {
+            // The walk ran out of reachable matches: finish exactly over the candidates.
+            counters.exact_fallbacks.fetch_add(1, Ordering::Relaxed);
+            let slots = catalog.candidates(&plan.source, filter);
+            return Ok(exact(&catalog, &graph, &query, k, &slots));
         }
-    }
-
-    fn exact(
-        &self,
-        query: &[f32],
-        k: usize,
-        source: &crate::catalog::CandidateSource,
-        filter: &SearchFilter,
-    ) -> Vec<ScoredItem> {
-        let candidates = self.inner.catalog.read().candidates(source, filter);
-        let mut scored: Vec<(f32, Slot)> = candidates
-            .iter()
-            .map(|(slot, vector)| (similarity(query, vector), *slot))
-            .collect();
-        drop(candidates);
-        let by_score = |a: &(f32, Slot), b: &(f32, Slot)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        if scored.len() > k {
-            scored.select_nth_unstable_by(k - 1, by_score);
-            scored.truncate(k);
-        }
-        scored.sort_unstable_by(by_score);
-        let catalog = self.inner.catalog.read();
-        scored
-            .into_iter()
-            .filter_map(|(score, slot)| {
-                catalog.get(slot).map(|e| ScoredItem {
-                    id: e.id.clone(),
-                    score,
-                })
-            })
-            .collect()
+        Ok(hits)
     }
 
     fn tombstones_due(&self) -> bool {
-        let stats_live = self.inner.catalog.read().len();
-        let points = self.inner.graph.read().points();
-        let tombstones = points.saturating_sub(stats_live);
+        let graph = self.graph();
+        let (tombstones, points) = (graph.tombstones(), graph.points());
         let cfg = &self.inner.config;
         tombstones >= cfg.rebuild_min_tombstones
             && tombstones as f64 >= cfg.rebuild_tombstone_ratio * points as f64
@@ -317,55 +310,94 @@ impl HnswIndex {
         self.rebuild_graph();
     }
 
+    /// Builds a fresh graph of the live items under their current slots, catches up with
+    /// the writes made meanwhile (new items get new slots while it runs), then swaps it in.
     fn rebuild_graph(&self) {
         let config = &self.inner.config;
-        let (mut caught_up, live) = {
-            let catalog = self.inner.catalog.read();
-            let live: Vec<(Arc<[f32]>, Slot)> = catalog
-                .entries_from(0)
-                .map(|(s, e)| (Arc::clone(&e.vector), s))
-                .collect();
-            (catalog.next_slot(), live)
+        let (old, slots, live): (Arc<Graph>, usize, Vec<Slot>) = {
+            // Under the writer lock, so no write is half done when slots stop being reused.
+            let _writer = self.inner.writer.lock();
+            let old = self.graph();
+            old.set_reuse(false);
+            let live = self.inner.catalog.read().slots().collect();
+            let slots = old.points();
+            (old, slots, live)
         };
-        let graph = Graph::new(config, grown_capacity(config, live.len()));
-        let points: Vec<(&[f32], Slot)> = live.iter().map(|(v, s)| (&v[..], *s)).collect();
-        graph.insert_parallel(&points);
-        drop(points);
+        let rows = live.iter().filter_map(|s| old.vector(*s).map(|v| (*s, v)));
+        let mut fresh = Graph::build(
+            config,
+            config.capacity_for(live.len()).max(slots),
+            slots,
+            rows,
+        );
         drop(live);
-        // Copy what was written meanwhile, without blocking writers, until little is left.
-        loop {
-            let copied = self.copy_new_slots(&graph, &mut caught_up);
-            if copied < 64 {
-                break;
-            }
-        }
+        // Catch up without blocking writers until few changes are left, then under the lock.
+        while self.reconcile(&mut fresh) >= 64 {}
         let _writer = self.inner.writer.lock();
-        self.copy_new_slots(&graph, &mut caught_up);
-        *self.inner.graph.write() = Arc::new(graph);
+        self.reconcile(&mut fresh);
+        *self.inner.graph.write() = Arc::new(fresh);
         self.inner.counters.rebuilds.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Inserts live items with slots from `from` into `graph`; returns how many.
-    fn copy_new_slots(&self, graph: &Graph, from: &mut Slot) -> usize {
-        let fresh: Vec<(Arc<[f32]>, Slot)> = {
-            let catalog = self.inner.catalog.read();
-            let fresh = catalog
-                .entries_from(*from)
-                .map(|(s, e)| (Arc::clone(&e.vector), s))
-                .collect();
-            *from = catalog.next_slot();
-            fresh
-        };
-        for (vector, slot) in &fresh {
-            graph.insert(vector, *slot);
+    /// Makes `fresh` hold exactly the catalog's live slots, with the current graph's
+    /// vectors; returns how many slots changed.
+    fn reconcile(&self, fresh: &mut Graph) -> usize {
+        let current = self.graph();
+        let points = current.points();
+        let mut changed = 0;
+        for slot in 0..points as Slot {
+            let wanted = self.inner.catalog.read().is_live(slot);
+            let present = fresh.is_live(slot);
+            if wanted && !present {
+                let Some(vector) = current.vector(slot) else {
+                    continue;
+                };
+                if !fresh.has_room_for(slot) {
+                    let target = self.inner.config.capacity_for(points);
+                    if let Some(grown) = fresh.grown(target) {
+                        *fresh = grown;
+                    }
+                }
+                fresh.insert_at(slot, &vector);
+                changed += 1;
+            } else if !wanted && present {
+                fresh.delete(slot);
+                changed += 1;
+            }
         }
-        fresh.len()
+        changed
     }
 }
 
-fn grown_capacity(config: &IndexConfig, live: usize) -> usize {
-    let grown = (live as f64 * config.capacity_growth).ceil() as usize;
-    grown.max(config.initial_capacity)
+/// Maps graph hits to the live items of `catalog`.
+fn resolve(catalog: &Catalog, hits: Vec<(f32, Slot)>, k: usize) -> Vec<ScoredItem> {
+    hits.into_iter()
+        .filter_map(|(score, slot)| {
+            catalog.get(slot).map(|e| ScoredItem {
+                id: e.id.clone(),
+                score,
+            })
+        })
+        .take(k)
+        .collect()
+}
+
+/// The exact top `k` of `slots`.
+fn exact(
+    catalog: &Catalog,
+    graph: &Graph,
+    query: &[f32],
+    k: usize,
+    slots: &[Slot],
+) -> Vec<ScoredItem> {
+    let mut scored = graph.score(query, slots);
+    let by_score = |a: &(f32, Slot), b: &(f32, Slot)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if scored.len() > k {
+        scored.select_nth_unstable_by(k - 1, by_score);
+        scored.truncate(k);
+    }
+    scored.sort_unstable_by(by_score);
+    resolve(catalog, scored, k)
 }
 
 impl VectorIndex for HnswIndex {

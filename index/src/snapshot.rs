@@ -1,35 +1,38 @@
-//! Snapshots: the graph (hnsw_rs dump), the catalog (ids, slots, attributes, vectors) and a
-//! manifest with the format version, the stream position and a checksum per file. Written
-//! into a temporary sibling directory, fsynced, then renamed into place.
+//! Snapshots: the graph as its flat buffers (shelf's graph: `graph.bin`) or the live
+//! vectors (hnsw_rs: `vectors.bin`, rebuilt on restore), the catalog (slots, ids,
+//! attributes) and a manifest with the format version, the backend, the stream position
+//! and a checksum per file. Written into a temporary sibling directory, fsynced, then
+//! renamed into place.
 
-use crate::catalog::{Catalog, Entry, Slot};
-use crate::graph::Graph;
+use crate::backend::{Backend, Graph};
+use crate::catalog::{Catalog, Slot};
+use crate::graph::{ShelfGraph, GRAPH_FILE};
 use crate::{HnswIndex, IndexConfig, SnapshotError};
-use hnsw_rs::prelude::{AnnT, DistDot, HnswIo};
 use serde::{Deserialize, Serialize};
 use shelf_types::{ItemAttributes, ItemId};
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Version of the snapshot layout this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 const MANIFEST: &str = "manifest.json";
 const CATALOG: &str = "catalog.bin";
-const GRAPH_BASENAME: &str = "graph";
-const CATALOG_MAGIC: &[u8; 8] = b"SHELFCAT";
+const VECTORS: &str = "vectors.bin";
+const CATALOG_MAGIC: &[u8; 8] = b"SHELFCA2";
+const VECTORS_MAGIC: &[u8; 8] = b"SHELFVEC";
 
 /// What a snapshot holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotInfo {
     pub format_version: u32,
+    /// The graph backend that wrote it (`shelf` or `hnsw_rs`).
+    pub backend: Backend,
     pub dim: usize,
     /// Position in the update stream that the snapshot reflects (given by the caller).
     pub position: u64,
     pub live: usize,
     pub graph_points: usize,
-    pub next_slot: Slot,
     files: Vec<FileSum>,
 }
 
@@ -51,37 +54,42 @@ impl HnswIndex {
         }
         fs::create_dir_all(&tmp).map_err(SnapshotError::io(&tmp))?;
 
-        let graph = Arc::clone(&self.inner.graph.read());
+        let graph = std::sync::Arc::clone(&self.inner.graph.read());
         let catalog = self.inner.catalog.read();
-        write_catalog(&tmp.join(CATALOG), &catalog, self.inner.config.dim)?;
-        graph
-            .hnsw()
-            .file_dump(&tmp, GRAPH_BASENAME)
-            .map_err(|e| SnapshotError::Io {
-                path: tmp.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-
+        let dim = self.inner.config.dim;
+        write_catalog(&tmp.join(CATALOG), &catalog, dim)?;
+        let graph_file = match &*graph {
+            Graph::Shelf(g) => {
+                let path = tmp.join(GRAPH_FILE);
+                let file = File::create(&path).map_err(SnapshotError::io(&path))?;
+                g.write_to(file).map_err(SnapshotError::io(&path))?;
+                GRAPH_FILE
+            }
+            Graph::HnswRs(_) => {
+                write_vectors(&tmp.join(VECTORS), &catalog, &graph, dim)?;
+                VECTORS
+            }
+        };
         let mut files = Vec::new();
-        for name in [
-            CATALOG.to_string(),
-            format!("{GRAPH_BASENAME}.hnsw.graph"),
-            format!("{GRAPH_BASENAME}.hnsw.data"),
-        ] {
-            let path = tmp.join(&name);
+        for name in [CATALOG, graph_file] {
+            let path = tmp.join(name);
             File::open(&path)
                 .and_then(|f| f.sync_all())
                 .map_err(SnapshotError::io(&path))?;
             let (bytes, fnv64) = checksum(&path)?;
-            files.push(FileSum { name, bytes, fnv64 });
+            files.push(FileSum {
+                name: name.to_string(),
+                bytes,
+                fnv64,
+            });
         }
         let info = SnapshotInfo {
             format_version: SNAPSHOT_FORMAT_VERSION,
-            dim: self.inner.config.dim,
+            backend: graph.backend(),
+            dim,
             position,
             live: catalog.len(),
             graph_points: graph.points(),
-            next_slot: catalog.next_slot(),
             files,
         };
         drop(catalog);
@@ -109,7 +117,9 @@ impl HnswIndex {
     }
 
     /// Restores an index from the snapshot in `dir` (or the `.old` one a crash mid-swap left).
-    /// Every file is checked against the manifest before anything is loaded.
+    /// Every file is checked against the manifest before anything is loaded. A snapshot of
+    /// shelf's graph loads its buffers as they are; one written by (or restored into) the
+    /// other backend is rebuilt from the vectors it holds.
     pub fn restore(dir: &Path, config: IndexConfig) -> Result<(Self, SnapshotInfo), SnapshotError> {
         config.validate()?;
         let dir = if dir.join(MANIFEST).exists() {
@@ -122,15 +132,17 @@ impl HnswIndex {
             return Err(SnapshotError::Missing(dir));
         }
         let raw = fs::read(&manifest).map_err(SnapshotError::io(&manifest))?;
-        let info: SnapshotInfo = serde_json::from_slice(&raw)
+        let version: VersionOnly = serde_json::from_slice(&raw)
             .map_err(|e| SnapshotError::corrupt(&manifest, e.to_string()))?;
-        if info.format_version != SNAPSHOT_FORMAT_VERSION {
+        if version.format_version != SNAPSHOT_FORMAT_VERSION {
             return Err(SnapshotError::WrongVersion {
                 path: manifest,
-                found: info.format_version,
+                found: version.format_version,
                 expected: SNAPSHOT_FORMAT_VERSION,
             });
         }
+        let info: SnapshotInfo = serde_json::from_slice(&raw)
+            .map_err(|e| SnapshotError::corrupt(&manifest, e.to_string()))?;
         if info.dim != config.dim {
             return Err(SnapshotError::WrongDimension {
                 path: manifest,
@@ -163,14 +175,51 @@ impl HnswIndex {
                 ));
             }
         }
-        let mut catalog = read_catalog(&dir.join(CATALOG), config.dim)?;
-        catalog.reserve_slots_below(info.next_slot);
-        let graph = load_graph(&dir)?;
+        let catalog = read_catalog(&dir.join(CATALOG), config.dim)?;
+        let capacity = config.capacity_for(info.graph_points);
+        let graph = match info.backend {
+            Backend::Shelf => {
+                let path = dir.join(GRAPH_FILE);
+                let file = File::open(&path).map_err(SnapshotError::io(&path))?;
+                let shelf = ShelfGraph::read_from(
+                    BufReader::with_capacity(1 << 20, file),
+                    config.dim,
+                    capacity,
+                )
+                .map_err(|reason| SnapshotError::corrupt(&path, reason))?;
+                if let Some(slot) = catalog.slots().find(|s| shelf.is_deleted(*s)) {
+                    return Err(SnapshotError::corrupt(
+                        &path,
+                        format!("the catalog's slot {slot} is not a live node of the graph"),
+                    ));
+                }
+                match config.backend {
+                    Backend::Shelf => Graph::Shelf(shelf),
+                    Backend::HnswRs => Graph::build(
+                        &config,
+                        capacity,
+                        shelf.points(),
+                        catalog.slots().map(|s| (s, shelf.vector(s))),
+                    ),
+                }
+            }
+            Backend::HnswRs => {
+                let path = dir.join(VECTORS);
+                let rows = read_vectors(&path, config.dim)?;
+                if rows.len() != catalog.len() || rows.iter().any(|(s, _)| !catalog.is_live(*s)) {
+                    return Err(SnapshotError::corrupt(
+                        &path,
+                        "its slots differ from the catalog's",
+                    ));
+                }
+                Graph::build(&config, capacity, info.graph_points, rows)
+            }
+        };
         if graph.points() != info.graph_points {
             return Err(SnapshotError::corrupt(
-                dir.join(format!("{GRAPH_BASENAME}.hnsw.graph")),
+                dir.join(MANIFEST),
                 format!(
-                    "{} points, the manifest says {}",
+                    "graph has {} points, the manifest says {}",
                     graph.points(),
                     info.graph_points
                 ),
@@ -180,23 +229,11 @@ impl HnswIndex {
     }
 }
 
-fn load_graph(dir: &Path) -> Result<Graph, SnapshotError> {
-    // hnsw_rs ties a loaded graph's lifetime to its loader and asserts on malformed input.
-    // The loader holds two paths and no vector data (mmap is off), so it is leaked to give
-    // the graph a 'static lifetime; restores happen once per process start.
-    let loaded = std::panic::catch_unwind(|| {
-        let loader: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir, GRAPH_BASENAME)));
-        loader.load_hnsw::<f32, DistDot>()
-    });
-    let path = dir.join(format!("{GRAPH_BASENAME}.hnsw.graph"));
-    match loaded {
-        Ok(Ok(hnsw)) => Ok(Graph::from_loaded(hnsw)),
-        Ok(Err(e)) => Err(SnapshotError::corrupt(path, e.to_string())),
-        Err(_) => Err(SnapshotError::corrupt(
-            path,
-            "hnsw_rs rejected the graph file",
-        )),
-    }
+/// The field every manifest version has, read first so that a future layout is reported
+/// as a version mismatch rather than as damage.
+#[derive(Deserialize)]
+struct VersionOnly {
+    format_version: u32,
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
@@ -248,8 +285,8 @@ fn write_catalog(path: &Path, catalog: &Catalog, dim: usize) -> Result<(), Snaps
         put(CATALOG_MAGIC)?;
         put(&(dim as u32).to_le_bytes())?;
         put(&(catalog.len() as u64).to_le_bytes())?;
-        for (slot, entry) in catalog.entries_from(0) {
-            put(&(slot as u64).to_le_bytes())?;
+        for (slot, entry) in catalog.entries() {
+            put(&slot.to_le_bytes())?;
             put_str(&mut put, entry.id.as_str())?;
             let a = &entry.attrs;
             let flags = u8::from(a.category.is_some())
@@ -263,15 +300,72 @@ fn write_catalog(path: &Path, catalog: &Catalog, dim: usize) -> Result<(), Snaps
             if let Some(price) = a.price {
                 put(&price.to_le_bytes())?;
             }
-            for v in entry.vector.iter() {
-                put(&v.to_le_bytes())?;
-            }
         }
         Ok(())
     })();
     result
         .and_then(|_| w.flush())
         .map_err(SnapshotError::io(path))
+}
+
+fn write_vectors(
+    path: &Path,
+    catalog: &Catalog,
+    graph: &Graph,
+    dim: usize,
+) -> Result<(), SnapshotError> {
+    let file = File::create(path).map_err(SnapshotError::io(path))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let result = (|| {
+        w.write_all(VECTORS_MAGIC)?;
+        w.write_all(&(dim as u32).to_le_bytes())?;
+        w.write_all(&(catalog.len() as u64).to_le_bytes())?;
+        for slot in catalog.slots() {
+            let vector = graph
+                .vector(slot)
+                .ok_or_else(|| std::io::Error::other(format!("slot {slot} has no vector")))?;
+            w.write_all(&slot.to_le_bytes())?;
+            w.write_all(bytemuck::cast_slice(&vector))?;
+        }
+        w.flush()
+    })();
+    result.map_err(SnapshotError::io(path))
+}
+
+fn read_vectors(path: &Path, dim: usize) -> Result<Vec<(Slot, Vec<f32>)>, SnapshotError> {
+    let bytes = fs::read(path).map_err(SnapshotError::io(path))?;
+    let mut r = Cursor {
+        bytes: &bytes,
+        at: 0,
+        path,
+    };
+    if r.take(8)? != VECTORS_MAGIC {
+        return Err(SnapshotError::corrupt(path, "not a shelf vectors file"));
+    }
+    if r.u32()? as usize != dim {
+        return Err(SnapshotError::corrupt(
+            path,
+            format!("vectors are not {dim}-d"),
+        ));
+    }
+    let count = r.u64()?;
+    let mut rows = Vec::new();
+    for _ in 0..count {
+        let slot = r.u32()?;
+        let vector: Vec<f32> = r
+            .take(dim * 4)?
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect();
+        rows.push((slot, vector));
+    }
+    if r.at != bytes.len() {
+        return Err(SnapshotError::corrupt(
+            path,
+            "trailing bytes after the last vector",
+        ));
+    }
+    Ok(rows)
 }
 
 fn put_str(put: &mut impl FnMut(&[u8]) -> std::io::Result<()>, s: &str) -> std::io::Result<()> {
@@ -299,7 +393,7 @@ fn read_catalog(path: &Path, dim: usize) -> Result<Catalog, SnapshotError> {
     let count = r.u64()?;
     let mut catalog = Catalog::default();
     for _ in 0..count {
-        let slot = r.u64()? as Slot;
+        let slot: Slot = r.u32()?;
         let id = ItemId::from(r.string()?);
         let flags = r.take(1)?[0];
         let category = if flags & 1 != 0 {
@@ -313,22 +407,18 @@ fn read_catalog(path: &Path, dim: usize) -> Result<Catalog, SnapshotError> {
             None
         };
         let in_stock = (flags & 4 != 0).then_some(flags & 8 != 0);
-        let vector: Vec<f32> = (0..dim)
-            .map(|_| r.array().map(f32::from_le_bytes))
-            .collect::<Result<_, _>>()?;
         let attrs = ItemAttributes {
             category,
             price,
             in_stock,
         };
-        catalog.insert_at(
-            slot,
-            Entry {
-                id,
-                vector: Arc::from(vector),
-                attrs,
-            },
-        );
+        if catalog.is_live(slot) || catalog.slot_of(&id).is_some() {
+            return Err(SnapshotError::corrupt(
+                path,
+                "a slot or an id appears twice",
+            ));
+        }
+        catalog.insert(&id, slot, attrs);
     }
     if r.at != bytes.len() {
         return Err(SnapshotError::corrupt(

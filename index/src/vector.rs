@@ -1,7 +1,6 @@
 //! Vector checks, normalisation and the inner-product kernel shared by exact and graph search.
 
 use crate::IndexError;
-use hnsw_rs::prelude::{DistDot, Distance};
 
 /// Checks dimension and values, then returns `vector` scaled to unit length.
 pub fn normalized(vector: &[f32], dim: usize) -> Result<Vec<f32>, IndexError> {
@@ -28,11 +27,10 @@ pub fn normalized(vector: &[f32], dim: usize) -> Result<Vec<f32>, IndexError> {
         .collect())
 }
 
-/// Cosine similarity of two unit vectors, with the same SIMD kernel the graph uses
-/// (anndists `DistDot` computes `1 - a.b`).
+/// Cosine similarity of two unit vectors, with the same SIMD kernel the graph uses.
 #[inline]
 pub fn similarity(a: &[f32], b: &[f32]) -> f32 {
-    1.0 - DistDot.eval(a, b)
+    crate::graph::dot(a, b)
 }
 
 #[cfg(test)]

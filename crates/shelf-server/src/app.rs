@@ -7,7 +7,7 @@ use shelf_engine::{
     follow, impression_record, EventJob, ItemJob, Progress, RetrievalConfig, Retriever, StatsJob,
     EVENT_JOB, ITEM_JOB,
 };
-use shelf_index::{HnswIndex, IndexConfig};
+use shelf_index::{Backend, HnswIndex, IndexConfig};
 use shelf_store::{DecayConfig, Impression, Store};
 use shelf_stream::{Log, LogReader, Sink, Source};
 use shelf_types::{ItemAttributes, ItemRecord, Ranker};
@@ -152,6 +152,8 @@ pub struct ServeConfig {
     pub train_interval: Option<Duration>,
     /// Fewest new shown items since the last training before retraining.
     pub train_min_new_examples: usize,
+    /// Graph implementation of the vector index.
+    pub index_backend: Backend,
 }
 
 /// The shared state of a running server.
@@ -404,7 +406,10 @@ impl App {
     }
 
     fn index_config(&self) -> IndexConfig {
-        IndexConfig::new(self.dim)
+        IndexConfig {
+            backend: self.config.index_backend,
+            ..IndexConfig::new(self.dim)
+        }
     }
 
     /// The index as of the item job's committed offset.
@@ -751,8 +756,13 @@ impl App {
                 ),
                 (
                     "shelf_index_tombstones",
-                    "Graph points of deleted or re-embedded items, until the next rebuild.",
+                    "Deleted graph nodes still linked (reused by later inserts, or cleared by a rebuild).",
                     stats.tombstones as f64,
+                ),
+                (
+                    "shelf_index_memory_bytes",
+                    "Bytes held by the vector index's graph (vectors, links, per-node state).",
+                    stats.memory_bytes as f64,
                 ),
                 (
                     "shelf_index_rebuilds",

@@ -1,13 +1,14 @@
-//! shelf-index-bench: builds the index on a base file, computes exact ground truth, and
-//! prints one JSON line per ef (and per filter selectivity) with build time, single-thread
-//! QPS, recall@k and latency percentiles. `scripts/hnswlib-bench.py` prints the same lines
-//! for hnswlib on the same files.
+//! shelf-index-bench: builds the index (either backend) on a base file, computes exact
+//! ground truth, and prints one JSON line per ef (and per filter selectivity) with build
+//! time, single-thread QPS, recall@k, latency percentiles and the memory the build added.
+//! `scripts/hnswlib-bench.py` prints the same lines for hnswlib on the same files, and
+//! `scripts/index-bench.sh` runs all three side by side.
 
 use clap::Parser;
 use rayon::prelude::*;
 use shelf_index::synthetic::{exact_top_k, Rng};
 use shelf_index::vecfile::read_vectors;
-use shelf_index::{normalized, HnswIndex, IndexConfig};
+use shelf_index::{normalized, Backend, HnswIndex, IndexConfig};
 use shelf_types::{ItemAttributes, ItemId, SearchFilter};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -24,6 +25,12 @@ struct Args {
     /// Query vectors.
     #[arg(long)]
     queries: PathBuf,
+    /// Graph implementation: `shelf` (shelf's own) or `hnsw_rs`.
+    #[arg(long, default_value = "shelf")]
+    index_backend: Backend,
+    /// Filtered walks below this pass rate score only matching nodes (two-hop expansion).
+    #[arg(long)]
+    two_hop_below: Option<f64>,
     /// Graph degree (HNSW M).
     #[arg(long, default_value_t = 16)]
     m: usize,
@@ -96,12 +103,20 @@ fn run(args: Args) -> Result<(), String> {
         .map(|i| ItemId::from(i.to_string()))
         .collect();
     let mut config = IndexConfig::new(dim);
+    config.backend = args.index_backend;
+    // Room for exactly the base set, as hnswlib's max_elements.
+    config.capacity_growth = 1.0;
+    config.initial_capacity = 0;
+    if let Some(share) = args.two_hop_below {
+        config.two_hop_below = share;
+    }
     config.m = args.m;
     config.ef_construction = args.ef_construction;
     if let Some(threshold) = args.exact_threshold {
         config.exact_search_threshold = threshold;
     }
 
+    let rss_before = rss_bytes();
     let started = Instant::now();
     let items = ids
         .iter()
@@ -119,7 +134,17 @@ fn run(args: Args) -> Result<(), String> {
         });
     let index = HnswIndex::build(config, items).map_err(|e| e.to_string())?;
     let build_s = started.elapsed().as_secs_f64();
-    eprintln!("built in {build_s:.1}s");
+    // Resident memory the build added (the index and its catalog), measured the same way
+    // as scripts/hnswlib-bench.py does for hnswlib; the graph's own count where /proc is absent.
+    let memory_bytes = match (rss_before, rss_bytes()) {
+        (Some(before), Some(after)) => after.saturating_sub(before),
+        _ => index.stats().memory_bytes,
+    };
+    eprintln!(
+        "{} built in {build_s:.1}s, {:.1} MiB",
+        args.index_backend,
+        memory_bytes as f64 / (1 << 20) as f64
+    );
 
     let modes: Vec<Option<f64>> = if args.filter_selectivity.is_empty() {
         vec![None]
@@ -161,6 +186,7 @@ fn run(args: Args) -> Result<(), String> {
             latencies.sort_by(f64::total_cmp);
             let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
             let mut line = serde_json::json!({
+                "index": args.index_backend.name(),
                 "ef": ef,
                 "build_s": round(build_s, 3),
                 "qps": round(query_rows.len() as f64 / elapsed, 1),
@@ -169,6 +195,7 @@ fn run(args: Args) -> Result<(), String> {
                 serde_json::json!(round(found as f64 / expected.max(1) as f64, 4));
             line["p50_ms"] = serde_json::json!(round(pct(0.5), 3));
             line["p99_ms"] = serde_json::json!(round(pct(0.99), 3));
+            line["memory_bytes"] = serde_json::json!(memory_bytes);
             if let Some(s) = selectivity {
                 line["selectivity"] = serde_json::json!(s);
             }
@@ -176,6 +203,13 @@ fn run(args: Args) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Resident set size of this process (Linux), in bytes.
+fn rss_bytes() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 fn round(x: f64, digits: i32) -> f64 {

@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// rank after the others, whatever their personal signals (2 turns it off).
     #[arg(long, env = "SHELF_RELEVANCE_GAP", default_value_t = 0.2)]
     pub relevance_gap: f32,
+    /// Vector index graph: `shelf` (shelf's own HNSW) or `hnsw_rs` (hnsw_rs 0.3.5). A
+    /// snapshot written by one is rebuilt into the other at start.
+    #[arg(long, env = "SHELF_INDEX_BACKEND", default_value = "shelf")]
+    pub index_backend: shelf_index::Backend,
     /// ANN search breadth (default: the index's, 64).
     #[arg(long, env = "SHELF_EF")]
     pub ef: Option<usize>,
@@ -181,6 +185,7 @@ impl ServeArgs {
             train_interval: (self.train_interval_secs > 0)
                 .then(|| Duration::from_secs(self.train_interval_secs)),
             train_min_new_examples: self.train_min_new_examples.max(1),
+            index_backend: self.index_backend,
         })
     }
 }
