@@ -169,10 +169,8 @@ impl ShelfGraph {
         matches: &(dyn Fn(u32) -> bool + Sync),
         s: &mut Scratch,
     ) {
-        let cap = std::env::var("CAP")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(self.links.m0);
+        // Matching nodes gathered per expansion: a layer-0 list's worth.
+        let cap = self.links.m0;
         let accept = |slot: u32| {
             matches(slot) && self.state[slot as usize].load(Ordering::Relaxed) == super::LIVE
         };
