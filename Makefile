@@ -1,7 +1,10 @@
 # The two commands of the README, and the model they need.
 #   make run    starts shelf's main job: the HTTP API with the demo shop (shelf serve --demo)
 #   make test   fetches the model if missing, then runs every test of the workspace (built
-#               with the Fluvio client) and of the Arroyo UDFs (udfs/, their own workspace)
+#               with the Fluvio client), the Fluvio tests against a local SC + SPU started
+#               by scripts/fluvio-local.sh (skipped with a message where fluvio-run is
+#               missing, except under CI=true), and the tests of the Arroyo UDFs (udfs/,
+#               their own workspace)
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/shelf/target
 FEATURES := --features shelf-server/fluvio
 
@@ -16,6 +19,7 @@ run: model
 test: model
 	cargo test --workspace --all-targets $(FEATURES)
 	cargo test --workspace --doc $(FEATURES)
+	scripts/fluvio-local.sh run -- cargo test -p shelf-server $(FEATURES) --test fluvio -- --ignored
 	cargo test --manifest-path udfs/Cargo.toml --workspace
 
 bench: model

@@ -1,5 +1,5 @@
 -- Pipeline shelf-item-stats: events -> per-item counts and weight (UDF event_weight) over
--- sliding one-hour windows, every five minutes (HOP) -> shelf.item_stats, which shelf keeps
+-- sliding one-hour windows, every five minutes (HOP) -> shelf-item-stats, which shelf keeps
 -- as each item's recent activity (`GET /v1/items/{id}`, field `window_stats`).
 -- ${FLUVIO_ENDPOINT} is filled in by `shelf deploy`.
 
@@ -11,7 +11,7 @@ CREATE TABLE events (
 ) WITH (
     connector = 'fluvio',
     endpoint = '${FLUVIO_ENDPOINT}',
-    topic = 'shelf.events',
+    topic = 'shelf-events',
     type = 'source',
     'source.offset' = 'earliest',
     format = 'json',
@@ -22,7 +22,7 @@ CREATE TABLE events (
 CREATE TABLE item_stats WITH (
     connector = 'fluvio',
     endpoint = '${FLUVIO_ENDPOINT}',
-    topic = 'shelf.item_stats',
+    topic = 'shelf-item-stats',
     type = 'sink',
     format = 'json'
 );

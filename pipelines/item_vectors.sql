@@ -1,8 +1,8 @@
 -- Pipeline shelf-item-vectors: items -> item text (UDF item_text) -> embedding (UDF embed)
--- -> shelf.item_vectors. Each output record carries the item record unchanged (JSON text,
+-- -> shelf-item-vectors. Each output record carries the item record unchanged (JSON text,
 -- so no field is lost) and, for upserts, the embedding as JSON text with its model id and
 -- dimension; shelf checks both before indexing the vector (`--item-topic
--- shelf.item_vectors`). Deletes pass through with a NULL embedding.
+-- shelf-item-vectors`). Deletes pass through with a NULL embedding.
 -- ${FLUVIO_ENDPOINT} is filled in by `shelf deploy`.
 
 CREATE TABLE items (
@@ -10,7 +10,7 @@ CREATE TABLE items (
 ) WITH (
     connector = 'fluvio',
     endpoint = '${FLUVIO_ENDPOINT}',
-    topic = 'shelf.items',
+    topic = 'shelf-items',
     type = 'source',
     'source.offset' = 'earliest',
     format = 'json',
@@ -20,7 +20,7 @@ CREATE TABLE items (
 CREATE TABLE item_vectors WITH (
     connector = 'fluvio',
     endpoint = '${FLUVIO_ENDPOINT}',
-    topic = 'shelf.item_vectors',
+    topic = 'shelf-item-vectors',
     type = 'sink',
     format = 'json'
 );

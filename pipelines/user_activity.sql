@@ -1,6 +1,6 @@
 -- Pipeline shelf-user-activity: events -> per-user activity summaries over tumbling
--- one-hour windows -> shelf.user_activity, for dashboards and audience jobs (shelf itself
--- builds profiles from shelf.events).
+-- one-hour windows -> shelf-user-activity, for dashboards and audience jobs (shelf itself
+-- builds profiles from shelf-events).
 -- ${FLUVIO_ENDPOINT} is filled in by `shelf deploy`.
 
 CREATE TABLE events (
@@ -11,7 +11,7 @@ CREATE TABLE events (
 ) WITH (
     connector = 'fluvio',
     endpoint = '${FLUVIO_ENDPOINT}',
-    topic = 'shelf.events',
+    topic = 'shelf-events',
     type = 'source',
     'source.offset' = 'earliest',
     format = 'json',
@@ -22,7 +22,7 @@ CREATE TABLE events (
 CREATE TABLE user_activity WITH (
     connector = 'fluvio',
     endpoint = '${FLUVIO_ENDPOINT}',
-    topic = 'shelf.user_activity',
+    topic = 'shelf-user-activity',
     type = 'sink',
     format = 'json'
 );

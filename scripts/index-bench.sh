@@ -40,7 +40,9 @@ bench="${CARGO_TARGET_DIR:-target}/release/shelf-index-bench"
 common=(--base "$base" --queries "$queries" --m "$m" --ef-construction "$efc" --ef "$ef")
 for backend in shelf hnsw_rs; do
   echo "== $backend" >&2
-  "$bench" "${common[@]}" --index-backend "$backend" | tee -a "$out/results.jsonl"
+  "$bench" "${common[@]}" --index-backend "$backend" --snapshot-dir "$out/snapshot-$backend" \
+    | tee -a "$out/results.jsonl"
+  rm -rf "$out/snapshot-$backend"
 done
 echo "== hnswlib" >&2
 "$python" scripts/hnswlib-bench.py "${common[@]}" | tee -a "$out/results.jsonl"
@@ -53,7 +55,8 @@ fi
 "$python" - "$out/results.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-plain = [r for r in rows if "selectivity" not in r]
+plain = [r for r in rows if "ef" in r and "selectivity" not in r]
+snapshots = [r for r in rows if "restore_s" in r]
 filtered = [r for r in rows if "selectivity" in r]
 indexes = list(dict.fromkeys(r["index"] for r in plain))
 build = {r["index"]: (r["build_s"], r["memory_bytes"]) for r in plain}
@@ -75,6 +78,10 @@ if ref:
         b, mem = build[name]
         hb, hm = build["hnswlib"]
         print(f"- {name}: " + ", ".join(ratios) + f"; build {b / hb:.2f}x; memory {mem / max(hm, 1):.2f}x")
+if snapshots:
+    print()
+    for r in snapshots:
+        print(f"- {r['index']}: snapshot of {r['live']:,} items written in {r['snapshot_s']:.1f} s, restored in {r['restore_s']:.1f} s")
 if filtered:
     print()
     print("| selectivity | " + " | ".join(f"ef {r['ef']}" for r in filtered if r["selectivity"] == filtered[0]["selectivity"]) + " |")

@@ -162,7 +162,7 @@ mod tests {
     }
 
     /// sentence-transformers' reference vectors, which shelf-embed's tests hold the engine
-    /// to as well, in the JSON shape shelf's item job reads from `shelf.item_vectors`.
+    /// to as well, in the JSON shape shelf's item job reads from `shelf-item-vectors`.
     #[test]
     fn embeddings_match_the_reference_vectors() {
         use_cached_model();

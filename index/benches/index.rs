@@ -101,8 +101,9 @@ fn upsert_backend(c: &mut Criterion, backend: Backend) {
 fn dot_384(c: &mut Criterion) {
     let mut data = Clustered::new(DIM, 4, 0.8, 9);
     type Kernel = fn(&[f32], &[f32]) -> f32;
-    let kernels: [(&str, Kernel); 3] = [
+    let kernels: [(&str, Kernel); 4] = [
         ("simsimd", shelf_index::dot),
+        ("pulp", dot_pulp),
         ("anndists_distdot", |a, b| 1.0 - DistDot.eval(a, b)),
         ("portable_loop", shelf_index::dot_portable),
     ];
@@ -119,6 +120,37 @@ fn dot_384(c: &mut Criterion) {
         }
         group.finish();
     }
+}
+
+/// Inner product with pulp (safe SIMD, runtime dispatch to AVX2+FMA on x86, NEON on ARM,
+/// scalar elsewhere): four independent f32 accumulators of the widest vector available.
+#[inline]
+fn dot_pulp(a: &[f32], b: &[f32]) -> f32 {
+    struct Dot<'a>(&'a [f32], &'a [f32]);
+    impl pulp::WithSimd for Dot<'_> {
+        type Output = f32;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, simd: S) -> f32 {
+            let (a, a_tail) = S::as_simd_f32s(self.0);
+            let (b, b_tail) = S::as_simd_f32s(self.1);
+            let zero = simd.splat_f32s(0.0);
+            let mut acc = [zero; 4];
+            let (a4, a_rest) = a.as_chunks::<4>();
+            let (b4, b_rest) = b.as_chunks::<4>();
+            for (x, y) in a4.iter().zip(b4) {
+                for lane in 0..4 {
+                    acc[lane] = simd.mul_add_f32s(x[lane], y[lane], acc[lane]);
+                }
+            }
+            for (x, y) in a_rest.iter().zip(b_rest) {
+                acc[0] = simd.mul_add_f32s(*x, *y, acc[0]);
+            }
+            let sum = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
+            let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
+            simd.reduce_sum_f32s(sum) + tail
+        }
+    }
+    pulp::Arch::new().dispatch(Dot(a, b))
 }
 
 criterion_group! {

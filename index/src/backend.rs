@@ -80,17 +80,14 @@ impl Graph {
         rows: impl IntoIterator<Item = (Slot, V)>,
     ) -> Self {
         match config.backend {
-            Backend::Shelf => {
-                let rows: Vec<(Slot, V)> = rows.into_iter().collect();
-                Self::Shelf(ShelfGraph::build(
-                    config.dim,
-                    config.m,
-                    config.ef_construction,
-                    capacity,
-                    slots,
-                    rows.iter().map(|(s, v)| (*s, v.as_ref())),
-                ))
-            }
+            Backend::Shelf => Self::Shelf(ShelfGraph::build(
+                config.dim,
+                config.m,
+                config.ef_construction,
+                capacity,
+                slots,
+                rows,
+            )),
             Backend::HnswRs => Self::HnswRs(HnswRsGraph::build(
                 config.m,
                 config.ef_construction,

@@ -87,8 +87,6 @@ pub enum CandidateSource {
 pub struct Plan {
     pub source: CandidateSource,
     pub candidates: usize,
-    /// Estimated share of live items matching the whole filter (independence assumed).
-    pub selectivity: f64,
 }
 
 /// A filter compiled against the catalog: a few comparisons on the compact attributes.
@@ -322,14 +320,11 @@ impl Catalog {
 
     /// Picks the smallest candidate set for `filter`, counting at most `cap + 1` of each.
     pub fn plan(&self, filter: &SearchFilter, cap: usize) -> Plan {
-        let live = self.len().max(1) as f64;
         let mut best = Plan {
             source: CandidateSource::All,
             candidates: self.len(),
-            selectivity: 1.0,
         };
         let consider = |source: CandidateSource, count: usize, best: &mut Plan| {
-            best.selectivity *= (count as f64 / live).min(1.0);
             if count < best.candidates {
                 best.source = source;
                 best.candidates = count;

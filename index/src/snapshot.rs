@@ -193,6 +193,16 @@ impl HnswIndex {
                         format!("the catalog's slot {slot} is not a live node of the graph"),
                     ));
                 }
+                if shelf.points() - shelf.free_slots() != catalog.len() {
+                    return Err(SnapshotError::corrupt(
+                        &path,
+                        format!(
+                            "{} live nodes, the catalog has {} items",
+                            shelf.points() - shelf.free_slots(),
+                            catalog.len()
+                        ),
+                    ));
+                }
                 match config.backend {
                     Backend::Shelf => Graph::Shelf(shelf),
                     Backend::HnswRs => Graph::build(

@@ -247,6 +247,7 @@ impl Job for EventJob {
                 dead_total += 1;
                 let letter = DeadLetter {
                     consumer: EVENT_JOB.into(),
+                    partition: record.partition,
                     offset: record.offset,
                     reason,
                     payload: String::from_utf8_lossy(&record.payload).into_owned(),

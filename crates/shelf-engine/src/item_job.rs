@@ -22,7 +22,7 @@ pub struct ItemJob<E, I> {
     index: Option<I>,
     embedded: u64,
     reused: u64,
-    /// Records carry vectors computed upstream (`shelf.item_vectors`); nothing is embedded.
+    /// Records carry vectors computed upstream (`shelf-item-vectors`); nothing is embedded.
     upstream_vectors: bool,
 }
 
@@ -261,6 +261,7 @@ impl<E: TextEmbedder, I: VectorIndex> Job for ItemJob<E, I> {
             dead_total += 1;
             let letter = DeadLetter {
                 consumer: ITEM_JOB.into(),
+                partition: last.partition,
                 offset,
                 reason,
                 payload: String::from_utf8_lossy(payload).into_owned(),

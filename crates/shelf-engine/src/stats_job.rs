@@ -1,5 +1,5 @@
 //! The item stats job: windowed item activity from the Arroyo item stats pipeline
-//! (`shelf.item_stats`) -> the store, keeping each item's newest window.
+//! (`shelf-item-stats`) -> the store, keeping each item's newest window.
 
 use crate::consumer::{Applied, Job};
 use crate::EngineError;
@@ -11,7 +11,7 @@ use std::sync::Arc;
 /// Consumer name of the item stats job.
 pub const STATS_JOB: &str = "stats-job";
 
-/// Applies `shelf.item_stats` records.
+/// Applies `shelf-item-stats` records.
 #[derive(Debug)]
 pub struct StatsJob {
     store: Arc<Store>,
@@ -57,6 +57,7 @@ impl Job for StatsJob {
                     dead_total += 1;
                     let letter = DeadLetter {
                         consumer: STATS_JOB.into(),
+                        partition: record.partition,
                         offset: record.offset,
                         reason: format!("invalid item stats record: {reason}"),
                         payload: String::from_utf8_lossy(&record.payload).into_owned(),

@@ -409,9 +409,11 @@ fn check_id(field: &str, id: &str) -> ApiResult<()> {
 pub struct Accepted {
     /// Number of records appended.
     pub accepted: u64,
-    /// Offset of the first appended record in its log.
+    /// Offset of the first appended record in its log. With Fluvio (several partitions,
+    /// each with its own offsets) the lowest offset any of them got.
     pub first_offset: u64,
-    /// Offset the next record will get (first_offset + accepted).
+    /// Offset the next record will get (first_offset + accepted on the embedded log). With
+    /// Fluvio, one past the highest offset any of them got.
     pub next_offset: u64,
 }
 
@@ -479,18 +481,20 @@ async fn post_items(
         .iter()
         .map(|r| serde_json::to_vec(r).map_err(ApiError::internal))
         .collect::<ApiResult<Vec<_>>>()?;
+    let count = payloads.len();
     let range = app
         .append_items(payloads)
         .await
         .map_err(ApiError::internal)?;
-    Ok(accepted(range))
+    Ok(accepted(count, range))
 }
 
-fn accepted(range: std::ops::Range<u64>) -> (StatusCode, Json<Accepted>) {
+/// The 202 answer: `count` records, placed at offsets within `range`.
+fn accepted(count: usize, range: std::ops::Range<u64>) -> (StatusCode, Json<Accepted>) {
     (
         StatusCode::ACCEPTED,
         Json(Accepted {
-            accepted: range.end - range.start,
+            accepted: count as u64,
             first_offset: range.start,
             next_offset: range.end,
         }),
@@ -513,7 +517,7 @@ async fn delete_item(
         .append_items(vec![payload])
         .await
         .map_err(ApiError::internal)?;
-    Ok(accepted(range))
+    Ok(accepted(1, range))
 }
 
 /// An item as the store holds it, with its activity.
@@ -523,7 +527,7 @@ struct ItemView {
     /// Decayed counters kept by the event job (impressions, views, clicks, carts,
     /// purchases) and the smoothed CTR the ranker uses.
     stats: Option<ItemStatsView>,
-    /// The newest window of `shelf.item_stats` (from the Arroyo item stats pipeline; only
+    /// The newest window of `shelf-item-stats` (from the Arroyo item stats pipeline; only
     /// with `--source fluvio`).
     #[schema(value_type = Option<Object>)]
     window_stats: Option<shelf_store::ItemWindow>,
@@ -603,7 +607,7 @@ async fn post_events(
         .await
         .map_err(ApiError::internal)?;
     app.metrics.events_appended.fetch_add(n, Ordering::Relaxed);
-    Ok(accepted(range))
+    Ok(accepted(n as usize, range))
 }
 
 /// What shelf holds about a user (the interest vector is summarised by its weight).

@@ -34,15 +34,15 @@ pub enum Streams {
 #[derive(Clone, Debug)]
 pub struct FluvioTopics {
     pub cluster: shelf_stream::FluvioCluster,
-    /// The item topic consumed: `shelf.items` (embedded here) or `shelf.item_vectors`
-    /// (vectors from the Arroyo item pipeline). The API always writes to `shelf.items`.
+    /// The item topic consumed: `shelf-items` (embedded here) or `shelf-item-vectors`
+    /// (vectors from the Arroyo item pipeline). The API always writes to `shelf-items`.
     pub item_topic: String,
     /// Partitions this node consumes (empty: all).
     pub partitions: Vec<u32>,
 }
 
 /// The item topic that carries vectors computed by the Arroyo item pipeline.
-pub const ITEM_VECTORS_TOPIC: &str = "shelf.item_vectors";
+pub const ITEM_VECTORS_TOPIC: &str = "shelf-item-vectors";
 
 /// The open streams of a running app.
 enum Transport {
@@ -67,8 +67,8 @@ impl Transport {
             },
             #[cfg(feature = "fluvio")]
             Streams::Fluvio(topics) => Transport::Fluvio {
-                items: topics.cluster.sink("shelf.items")?,
-                events: topics.cluster.sink("shelf.events")?,
+                items: topics.cluster.sink("shelf-items")?,
+                events: topics.cluster.sink("shelf-events")?,
                 topics,
             },
         })
@@ -516,7 +516,7 @@ impl App {
     /// The item topic the item job reads.
     fn item_topic(&self) -> &str {
         match &self.transport {
-            Transport::Embedded { .. } => "shelf.items",
+            Transport::Embedded { .. } => "shelf-items",
             #[cfg(feature = "fluvio")]
             Transport::Fluvio { topics, .. } => &topics.item_topic,
         }
@@ -591,7 +591,7 @@ impl App {
 
     async fn run_event_job(self: Arc<Self>) -> anyhow::Result<()> {
         let mut job = EventJob::new(Arc::clone(&self.store), self.config.decay.clone(), self.dim);
-        let mut source = self.source("shelf.events")?;
+        let mut source = self.source("shelf-events")?;
         follow(
             &mut job,
             &mut source,
@@ -605,11 +605,11 @@ impl App {
         Ok(())
     }
 
-    /// Applies `shelf.item_stats` (windowed item activity from Arroyo).
+    /// Applies `shelf-item-stats` (windowed item activity from Arroyo).
     #[cfg(feature = "fluvio")]
     async fn run_stats_job(self: Arc<Self>) -> anyhow::Result<()> {
         let mut job = StatsJob::new(Arc::clone(&self.store));
-        let mut source = self.source("shelf.item_stats")?;
+        let mut source = self.source("shelf-item-stats")?;
         follow(
             &mut job,
             &mut source,
@@ -833,7 +833,8 @@ impl App {
     }
 
     /// Waits (at most `timeout`) until the event job has applied everything appended to
-    /// the events log so far, impressions still queued included. Returns whether it has.
+    /// the event stream so far (the embedded log, or every partition of `shelf-events` this
+    /// node applies), impressions still queued included. Returns whether it has.
     pub async fn drain_events(&self, timeout: Duration) -> anyhow::Result<bool> {
         let deadline = Instant::now() + timeout;
         // Queued impressions are appended within milliseconds; wait for them first.
@@ -843,16 +844,45 @@ impl App {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let Transport::Embedded { events, .. } = &self.transport else {
-            return Ok(true); // appended to Fluvio; the event job applies it when it arrives
-        };
-        let end = events.lock().map(|l| l.next_offset()).unwrap_or(0);
-        while self.store.offset(EVENT_JOB)? < end {
-            if Instant::now() >= deadline {
-                return Ok(false);
+        // The end of every partition of the event stream this node applies, now: whatever
+        // was sent before lies below it.
+        let ends: Vec<(Option<u32>, u64)> = match &self.transport {
+            Transport::Embedded { events, .. } => {
+                vec![(None, events.lock().map(|l| l.next_offset()).unwrap_or(0))]
             }
-            self.event_wake.notify_one();
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            #[cfg(feature = "fluvio")]
+            Transport::Fluvio { topics, .. } => {
+                let topics = topics.clone();
+                tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(Option<u32>, u64)>> {
+                    let count = topics.cluster.partition_count("shelf-events")?.unwrap_or(0);
+                    let partitions: Vec<u32> = if topics.partitions.is_empty() {
+                        (0..count).collect()
+                    } else {
+                        topics.partitions.clone()
+                    };
+                    partitions
+                        .into_iter()
+                        .map(|p| Ok((Some(p), topics.cluster.end_offset("shelf-events", p)?)))
+                        .collect()
+                })
+                .await??
+            }
+        };
+        for (partition, end) in ends {
+            loop {
+                let applied = match partition {
+                    None => self.store.offset(EVENT_JOB)?,
+                    Some(p) => self.store.partition_offset(EVENT_JOB, p)?,
+                };
+                if applied >= end {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                self.event_wake.notify_one();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
         Ok(true)
     }
@@ -892,6 +922,20 @@ async fn append(log: &Arc<Mutex<Log>>, payloads: Vec<Vec<u8>>) -> anyhow::Result
     .await?
 }
 
+/// The partitioning key of each JSON record: the string value of its `field` (`id` for
+/// items, `user_id` for events), so that the records of one item or one user stay in one
+/// partition, in order; `None` where the field is missing (any partition).
+pub fn record_keys(payloads: &[Vec<u8>], field: &str) -> Vec<Option<Vec<u8>>> {
+    payloads
+        .iter()
+        .map(|p| {
+            serde_json::from_slice::<serde_json::Value>(p)
+                .ok()
+                .and_then(|v| v.get(field)?.as_str().map(|k| k.as_bytes().to_vec()))
+        })
+        .collect()
+}
+
 /// Produces `payloads` to Fluvio, each keyed by its `key_field` (records of one item, or
 /// one user, stay in one partition and in order).
 #[cfg(feature = "fluvio")]
@@ -902,14 +946,7 @@ async fn produce(
 ) -> anyhow::Result<Range<u64>> {
     let sink = sink.clone();
     tokio::task::spawn_blocking(move || {
-        let keys: Vec<Option<Vec<u8>>> = payloads
-            .iter()
-            .map(|p| {
-                serde_json::from_slice::<serde_json::Value>(p)
-                    .ok()
-                    .and_then(|v| v.get(key_field)?.as_str().map(|k| k.as_bytes().to_vec()))
-            })
-            .collect();
+        let keys = record_keys(&payloads, key_field);
         let placed = sink.produce(&keys, &payloads)?;
         Ok(shelf_stream::offset_span(&placed))
     })

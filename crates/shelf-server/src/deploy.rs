@@ -71,11 +71,11 @@ pub fn pipeline_name(stem: &str) -> String {
 
 /// The topics the pipelines and shelf read and write.
 pub const TOPICS: [&str; 5] = [
-    "shelf.items",
-    "shelf.item_vectors",
-    "shelf.events",
-    "shelf.item_stats",
-    "shelf.user_activity",
+    "shelf-items",
+    "shelf-item-vectors",
+    "shelf-events",
+    "shelf-item-stats",
+    "shelf-user-activity",
 ];
 
 /// `sql` with `${FLUVIO_ENDPOINT}` filled in; any other `${...}` is an error.
@@ -380,9 +380,45 @@ impl ArroyoDeploy {
     }
 }
 
+/// Whether Fluvio accepts `name` as a topic name: lowercase letters, digits and hyphens,
+/// at most 63 characters, starting and ending with a letter or digit.
+pub fn is_valid_topic_name(name: &str) -> bool {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(ok_char)
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_topic_name_is_one_fluvio_accepts() {
+        for topic in TOPICS {
+            assert!(is_valid_topic_name(topic), "{topic}");
+        }
+        for bad in ["shelf.items", "Shelf-items", "shelf_items", "-shelf", ""] {
+            assert!(!is_valid_topic_name(bad), "{bad}");
+        }
+        // The pipelines name no other topic.
+        for pipeline in bundled_pipelines() {
+            for line in pipeline
+                .sql
+                .lines()
+                .filter(|l| l.trim().starts_with("topic"))
+            {
+                let topic = line.split('\'').nth(1).expect("topic = '...'");
+                assert!(
+                    TOPICS.contains(&topic),
+                    "{} reads or writes {topic}",
+                    pipeline.name
+                );
+            }
+        }
+    }
 
     #[test]
     fn placeholders_are_filled_in_and_unknown_ones_refused() {

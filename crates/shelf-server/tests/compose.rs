@@ -192,7 +192,7 @@ fn shelf_and_the_deploy_job_are_configured_with_flags_shelf_has() {
     assert_eq!(sc_host, "fluvio-sc");
     assert!(published(&services["fluvio-sc"]).contains(&sc_port));
     let item_topic = env(shelf, "SHELF_ITEM_TOPIC").unwrap();
-    assert!(["shelf.items", "shelf.item_vectors"].contains(&item_topic));
+    assert!(["shelf-items", "shelf-item-vectors"].contains(&item_topic));
     let health = strings(&shelf["healthcheck"]["test"]).join(" ");
     assert!(
         health.contains(&format!(":{listen_port}/ready")),

@@ -186,10 +186,10 @@ fn every_pipeline_names_only_what_exists() {
     let all_udfs: BTreeSet<String> = udfs.keys().cloned().collect();
     assert_eq!(udfs_used, all_udfs, "every UDF is used by a pipeline");
     // shelf consumes these: the pipelines write the derived ones and read the raw ones.
-    for topic in ["shelf.item_vectors", "shelf.item_stats"] {
+    for topic in ["shelf-item-vectors", "shelf-item-stats"] {
         assert!(topics_written.contains(topic), "no pipeline writes {topic}");
     }
-    for topic in ["shelf.items", "shelf.events"] {
+    for topic in ["shelf-items", "shelf-events"] {
         assert!(topics_read.contains(topic), "no pipeline reads {topic}");
     }
 }

@@ -10,7 +10,7 @@
 //! | `impressions`   | `01` request id                               |
 //! | `user_requests` | `01` user id `00` request id                  |
 //! | `offsets`       | `01` consumer name                            |
-//! | `dead_letters`  | `01` consumer name `00` offset (u64 big-endian) |
+//! | `dead_letters`  | `01` consumer name `00` partition (u32 big-endian) offset (u64 big-endian) |
 //!
 //! Ids never contain `00` (rejected on input), so `00` ends a variable-length field and
 //! big-endian offsets sort numerically.
@@ -41,8 +41,11 @@ pub fn pair_key(first: &str, second: &str) -> Vec<u8> {
 }
 
 /// `01` + `consumer` + `00` + `offset` big-endian.
-pub fn offset_key(consumer: &str, offset: u64) -> Vec<u8> {
+/// The key of a dead letter: unique per consumer, partition and offset (partitions of one
+/// topic reuse offsets), in partition then offset order.
+pub fn dead_letter_key(consumer: &str, partition: u32, offset: u64) -> Vec<u8> {
     let mut key = prefix_key(consumer);
+    key.extend_from_slice(&partition.to_be_bytes());
     key.extend_from_slice(&offset.to_be_bytes());
     key
 }
@@ -73,7 +76,12 @@ mod tests {
     fn keys_round_trip_and_sort() {
         assert_eq!(decode_id(&id_key("sku-1")), Some("sku-1"));
         assert_eq!(decode_second(&pair_key("u1", "r9")), Some("r9"));
-        assert!(offset_key("items", 2) < offset_key("items", 256));
+        assert!(dead_letter_key("items", 0, 2) < dead_letter_key("items", 0, 256));
+        assert!(dead_letter_key("items", 0, u64::MAX) < dead_letter_key("items", 1, 0));
+        assert_ne!(
+            dead_letter_key("items", 0, 7),
+            dead_letter_key("items", 1, 7)
+        );
         assert!(pair_key("u1", "zzz").starts_with(&prefix_key("u1")));
         assert!(!pair_key("u10", "a").starts_with(&prefix_key("u1")));
     }

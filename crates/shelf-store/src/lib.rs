@@ -88,6 +88,10 @@ impl Default for StoreOptions {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub consumer: String,
+    /// Partition of the source (0 for the embedded log; letters written before partitions
+    /// were recorded read as 0).
+    #[serde(default)]
+    pub partition: u32,
     pub offset: u64,
     pub reason: String,
     /// The record as received (lossy UTF-8).
@@ -234,7 +238,7 @@ impl Store {
             .transpose()
     }
 
-    /// The newest activity window of an item (from `shelf.item_stats`).
+    /// The newest activity window of an item (from `shelf-item-stats`).
     pub fn item_window(&self, id: &str) -> Result<Option<ItemWindow>, StoreError> {
         self.get_raw(ITEM_WINDOWS, &keys::id_key(id))?
             .map(|v| codec::decode(&v, "item window"))
@@ -543,7 +547,7 @@ impl StoreBatch<'_> {
     pub fn put_dead_letter(&mut self, letter: &DeadLetter, total: u64) {
         self.put(
             DEAD_LETTERS,
-            keys::offset_key(&letter.consumer, letter.offset),
+            keys::dead_letter_key(&letter.consumer, letter.partition, letter.offset),
             codec::encode(letter),
         );
         self.put(
@@ -551,5 +555,37 @@ impl StoreBatch<'_> {
             keys::id_key(&format!("dead-letters:{}", letter.consumer)),
             codec::encode(&total),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letters_of_partitions_sharing_an_offset_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let mut batch = store.batch();
+        for (total, partition) in (1..).zip([0u32, 1, 2]) {
+            let letter = DeadLetter {
+                consumer: "events".into(),
+                partition,
+                offset: 7,
+                reason: format!("bad record in partition {partition}"),
+                payload: "{}".into(),
+            };
+            batch.put_dead_letter(&letter, total);
+        }
+        store.commit(batch).unwrap();
+        let letters = store.dead_letters("events").unwrap();
+        assert_eq!(
+            letters
+                .iter()
+                .map(|l| (l.partition, l.offset))
+                .collect::<Vec<_>>(),
+            vec![(0, 7), (1, 7), (2, 7)]
+        );
+        assert_eq!(store.dead_letter_count("events").unwrap(), 3);
     }
 }

@@ -79,7 +79,7 @@ impl ItemStats {
 }
 
 /// An item's activity in one window, as the Arroyo item stats pipeline writes it to
-/// `shelf.item_stats`: `{"item_id", "window": {"start", "end"}, "views", "clicks", "carts",
+/// `shelf-item-stats`: `{"item_id", "window": {"start", "end"}, "views", "clicks", "carts",
 /// "purchases", "weight"}` (window bounds as RFC 3339 text or Unix milliseconds).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ItemWindow {
@@ -95,7 +95,7 @@ pub struct ItemWindow {
 }
 
 impl ItemWindow {
-    /// Parses and checks one `shelf.item_stats` record.
+    /// Parses and checks one `shelf-item-stats` record.
     pub fn parse(payload: &[u8]) -> Result<Self, String> {
         let v: serde_json::Value =
             serde_json::from_slice(payload).map_err(|e| format!("invalid JSON: {e}"))?;

@@ -96,7 +96,7 @@ impl ItemRecord {
     }
 }
 
-/// An item record with its vector computed upstream, as found on `shelf.item_vectors`, in
+/// An item record with its vector computed upstream, as found on `shelf-item-vectors`, in
 /// either of two shapes:
 /// - as the Arroyo item pipeline writes it: `{"item": "<the item record, JSON text>",
 ///   "embedding": "<JSON text of {model_id, dimension, vector}>"}` (Arroyo UDFs cannot

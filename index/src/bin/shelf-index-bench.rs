@@ -56,6 +56,10 @@ struct Args {
     /// Use at most this many queries.
     #[arg(long)]
     max_queries: Option<usize>,
+    /// Also write a snapshot into this directory, restore it, and report both times (the
+    /// searches then run on the restored index).
+    #[arg(long)]
+    snapshot_dir: Option<PathBuf>,
 }
 
 fn main() {
@@ -145,6 +149,33 @@ fn run(args: Args) -> Result<(), String> {
         args.index_backend,
         memory_bytes as f64 / (1 << 20) as f64
     );
+
+    let index = match &args.snapshot_dir {
+        None => index,
+        Some(dir) => {
+            let started = Instant::now();
+            let info = index
+                .snapshot(&dir.join("index"), 0)
+                .map_err(|e| e.to_string())?;
+            let snapshot_s = started.elapsed().as_secs_f64();
+            let config = index.config().clone();
+            drop(index);
+            let started = Instant::now();
+            let (restored, _) =
+                HnswIndex::restore(&dir.join("index"), config).map_err(|e| e.to_string())?;
+            let restore_s = started.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "index": args.index_backend.name(),
+                    "snapshot_s": round(snapshot_s, 3),
+                    "restore_s": round(restore_s, 3),
+                    "live": info.live,
+                })
+            );
+            restored
+        }
+    };
 
     let modes: Vec<Option<f64>> = if args.filter_selectivity.is_empty() {
         vec![None]

@@ -1,11 +1,11 @@
 //! The inner-product kernel of the graph: SimSIMD's runtime-dispatched SIMD dot product.
 //!
 //! Measured on this project's 2-core Xeon (AVX-512) with 384-d vectors (`cargo bench -p
-//! shelf-index --bench index -- dot_384`, figures in index/README.md): SimSIMD, anndists'
-//! `DistDot` (simdeez, what hnsw_rs uses) and a plain Rust loop compiled for AVX-512 were
-//! within noise of each other, and SimSIMD was fastest on vectors coming from memory, the
-//! graph walk's case; the baseline-target loop was 5x slower. SimSIMD detects the CPU's
-//! widest instruction set at run time and falls back to a serial loop.
+//! shelf-index --bench index -- dot_384`, figures in index/README.md): SimSIMD, pulp
+//! (AVX2+FMA) and anndists' `DistDot` (simdeez, what hnsw_rs uses) were within noise of each
+//! other, SimSIMD fastest on vectors coming from memory (the graph walk's case); the
+//! baseline-target loop was slowest. SimSIMD detects the CPU's widest instruction set at run
+//! time and falls back to a serial loop.
 
 use simsimd::SpatialSimilarity;
 

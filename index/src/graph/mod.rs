@@ -160,13 +160,13 @@ impl ShelfGraph {
 
     /// Builds a graph from `rows` (slot, unit vector) on all cores. Slots below `slots`
     /// that `rows` does not name become free slots; `capacity` must be at least `slots`.
-    pub fn build<'a>(
+    pub fn build<V: AsRef<[f32]>>(
         dim: usize,
         m: usize,
         ef_construction: usize,
         capacity: usize,
         slots: usize,
-        rows: impl IntoIterator<Item = (u32, &'a [f32])>,
+        rows: impl IntoIterator<Item = (u32, V)>,
     ) -> Self {
         let mut graph = Self::new(dim, m, ef_construction, capacity.max(slots));
         let mut filled = vec![false; slots];
@@ -178,7 +178,7 @@ impl ShelfGraph {
                     at < slots,
                     "slot {slot} beyond the {slots} slots of the build"
                 );
-                buffer[at * dim..(at + 1) * dim].copy_from_slice(vector);
+                buffer[at * dim..(at + 1) * dim].copy_from_slice(vector.as_ref());
                 filled[at] = true;
             }
         }

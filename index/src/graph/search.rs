@@ -127,16 +127,16 @@ impl ShelfGraph {
                 break;
             }
             self.links.read(c.slot as usize, layer, &mut s.neighbours);
-            if let Some(first) = s.neighbours.first() {
-                self.vectors.prefetch(*first as usize);
+            // Mark and prefetch every unseen neighbour first, then score them: the loads
+            // of all their vectors are in flight together instead of one after another.
+            s.expand.clear();
+            for &n in &s.neighbours {
+                if s.visited.insert(n) {
+                    self.vectors.prefetch(n as usize);
+                    s.expand.push(n);
+                }
             }
-            for (j, &n) in s.neighbours.iter().enumerate() {
-                if let Some(next) = s.neighbours.get(j + 1) {
-                    self.vectors.prefetch(*next as usize);
-                }
-                if !s.visited.insert(n) {
-                    continue;
-                }
+            for &n in &s.expand {
                 let d = distance(query, self.row(reading, n));
                 if s.results.len() < ef || d < bound {
                     let near = Near {

@@ -35,7 +35,6 @@ mod tests {
     fn the_heuristic_drops_a_candidate_shadowed_by_a_kept_one() {
         // Base at slot 0; slot 1 and 2 lie in the same direction (2 behind 1), slot 3 the
         // other way: 2 is closer to 1 than to the base, so it is dropped; 3 is kept.
-        let g = ShelfGraph::new(2, 4, 8, 4);
         let rows: [[f32; 2]; 4] = [[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.8, -0.6]];
         let graph = ShelfGraph::build(
             2,
@@ -45,7 +44,6 @@ mod tests {
             4,
             rows.iter().enumerate().map(|(i, r)| (i as u32, &r[..])),
         );
-        drop(g);
         let reading = graph.reading();
         let base = graph.row(&reading, 0);
         let mut candidates: Vec<Near> = (1..4)

@@ -13,7 +13,6 @@ use std::sync::OnceLock;
 
 /// Alignment of the vector buffer: one cache line, the widest SIMD load.
 const ALIGN: usize = 64;
-
 /// `capacity` vectors of `dim` floats in one aligned allocation, zeroed at start.
 ///
 /// Reads and writes go through raw pointers so that writing one row never creates a

@@ -21,6 +21,23 @@ impl Topic {
             Topic::Events => "events",
         }
     }
+
+    /// The Fluvio topic of this stream.
+    pub fn fluvio_topic(self) -> &'static str {
+        match self {
+            Topic::Items => "shelf-items",
+            Topic::Events => "shelf-events",
+        }
+    }
+
+    /// The record field that keys a record to its partition (one item's or one user's
+    /// records stay in order).
+    pub fn key_field(self) -> &'static str {
+        match self {
+            Topic::Items => "id",
+            Topic::Events => "user_id",
+        }
+    }
 }
 
 /// `--data-dir` and the durability flags.

@@ -48,6 +48,10 @@ pub struct DeployArgs {
     /// Leave the topics alone (create them with the `fluvio` CLI instead).
     #[arg(long)]
     pub skip_topics: bool,
+    /// Only register the SPU and create the topics; leave Arroyo alone (a cluster without
+    /// Arroyo, such as `scripts/fluvio-local.sh`'s).
+    #[arg(long, conflicts_with = "skip_topics")]
+    pub skip_pipelines: bool,
 }
 
 fn print(step: &Step) {
@@ -104,6 +108,9 @@ fn create_topics(_: &DeployArgs) -> anyhow::Result<()> {
 pub fn run(args: DeployArgs) -> anyhow::Result<()> {
     if !args.skip_topics {
         create_topics(&args)?;
+    }
+    if args.skip_pipelines {
+        return Ok(());
     }
     let deploy = ArroyoDeploy {
         fluvio_endpoint: args

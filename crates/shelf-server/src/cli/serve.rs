@@ -27,17 +27,17 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     /// Where items and events come from: `embedded` (the durable log in the data
-    /// directory, fed by the API and `shelf ingest`) or `fluvio` (topics shelf.items or
-    /// shelf.item_vectors, shelf.events and shelf.item_stats; needs the `fluvio` feature).
+    /// directory, fed by the API and `shelf ingest`) or `fluvio` (topics shelf-items or
+    /// shelf-item-vectors, shelf-events and shelf-item-stats; needs the `fluvio` feature).
     #[arg(long, env = "SHELF_SOURCE", value_enum, default_value_t = SourceKind::Embedded)]
     pub source: SourceKind,
     /// Fluvio SC address (`HOST:PORT`) with `--source fluvio`.
     #[arg(long, env = "SHELF_FLUVIO_ENDPOINT", default_value = "127.0.0.1:9003")]
     pub fluvio_endpoint: String,
-    /// Item topic read with `--source fluvio`: `shelf.items` (shelf embeds) or
-    /// `shelf.item_vectors` (vectors from the Arroyo item pipeline, checked against this
+    /// Item topic read with `--source fluvio`: `shelf-items` (shelf embeds) or
+    /// `shelf-item-vectors` (vectors from the Arroyo item pipeline, checked against this
     /// node's model id and dimension).
-    #[arg(long, env = "SHELF_ITEM_TOPIC", default_value = "shelf.items", value_parser = ["shelf.items", "shelf.item_vectors"])]
+    #[arg(long, env = "SHELF_ITEM_TOPIC", default_value = "shelf-items", value_parser = ["shelf-items", "shelf-item-vectors"])]
     pub item_topic: String,
     /// Partitions this node consumes with `--source fluvio` (comma-separated; default all).
     #[arg(long, env = "SHELF_FLUVIO_PARTITIONS", value_delimiter = ',')]
