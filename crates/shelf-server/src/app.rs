@@ -503,7 +503,7 @@ impl App {
     fn source(&self, topic: &str) -> anyhow::Result<Box<dyn Source>> {
         match &self.transport {
             Transport::Embedded { .. } => Ok(Box::new(LogReader::open(
-                &self.log_dir(topic.trim_start_matches("shelf.")),
+                &self.log_dir(topic.trim_start_matches("shelf-")),
                 max_record_bytes(),
             )?)),
             #[cfg(feature = "fluvio")]

@@ -7,7 +7,6 @@
 //! them in its own RocksDB batch); Fluvio's consumer offsets are not used.
 
 use crate::{Record, Sink, Source, StreamError};
-use fluvio::metadata::partition::PartitionSpec;
 use fluvio::metadata::topic::TopicSpec;
 use fluvio::{Fluvio, FluvioClusterConfig, Offset, RecordKey, TopicProducerPool};
 use futures_util::StreamExt;
@@ -188,20 +187,30 @@ impl FluvioCluster {
 
     /// The offset the next record of `topic`'s `partition` will get.
     pub fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, StreamError> {
+        // The SC's partition status (what `fluvio partition list` shows) reports the
+        // leader's end offset only when the SPU next reports in, so right after a produce it
+        // can still say 0. The SPU itself answers: read the partition's last record, without
+        // waiting for new ones; its offset + 1 is the end (0 when the partition is empty).
         let client = Arc::clone(&self.client);
         let key = format!("{topic}-{partition}");
+        let topic = topic.to_string();
         fluvio_future::task::run_block_on(async move {
-            let admin = client.admin().await;
-            let found = admin
-                .list::<PartitionSpec, _>(vec![key.clone()])
+            let config = fluvio::consumer::ConsumerConfigExtBuilder::default()
+                .topic(topic)
+                .partition(partition)
+                .offset_start(Offset::from_end(1))
+                .disable_continuous(true)
+                .build()
+                .map_err(|e| err(format!("reading the end of {key}: {e:#}")))?;
+            let mut stream = client
+                .consumer_with_config(config)
                 .await
-                .map_err(|e| err(format!("reading partition {key}: {e:#}")))?;
-            let status = found
-                .into_iter()
-                .find(|p| p.name == key)
-                .ok_or_else(|| err(format!("partition {key} does not exist")))?
-                .status;
-            Ok(status.leader.leo.max(0) as u64)
+                .map_err(|e| err(format!("reading the end of {key}: {e:#}")))?;
+            match stream.next().await {
+                None => Ok(0),
+                Some(Ok(record)) => Ok(record.offset().max(0) as u64 + 1),
+                Some(Err(e)) => Err(err(format!("reading the end of {key}: {e:#}"))),
+            }
         })
     }
 
