@@ -155,11 +155,11 @@ run() {
     echo "fluvio-run not found (set SHELF_FLUVIO_RUN): skipping: $*" >&2
     return 0
   fi
-  local dir
-  dir="$(mktemp -d "${TMPDIR:-/tmp}/shelf-fluvio-XXXXXX")"
-  trap 'stop "$dir" >/dev/null 2>&1; rm -rf "$dir"' EXIT
+  # Global: the EXIT trap runs after this function's locals are gone.
+  run_dir="$(mktemp -d "${TMPDIR:-/tmp}/shelf-fluvio-XXXXXX")"
+  trap 'stop "$run_dir" >/dev/null 2>&1; rm -rf "$run_dir"' EXIT
   local line
-  line="$(start "$dir")"
+  line="$(start "$run_dir")"
   export "${line?}"
   echo "local Fluvio cluster at $SHELF_FLUVIO_ENDPOINT" >&2
   local status=0
