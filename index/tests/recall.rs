@@ -492,10 +492,10 @@ fn searches_during_writes_and_rebuild(backend: Backend) {
         // Deletes pile up tombstones past 20% (a background rebuild starts) while upserts
         // move items, reusing slots where the backend can.
         let mut writes = Clustered::new(32, 10, 0.5, 6);
-        for i in 0..1500 {
+        for (i, slot) in vectors.iter_mut().enumerate().take(1500) {
             if i % 3 == 0 {
                 assert!(index.delete(&ItemId::from(format!("i{i}"))));
-                vectors[i] = None;
+                *slot = None;
             } else {
                 let v = writes.sample().0;
                 index
@@ -505,7 +505,7 @@ fn searches_during_writes_and_rebuild(backend: Backend) {
                         ItemAttributes::default(),
                     )
                     .unwrap();
-                vectors[i] = Some(v);
+                *slot = Some(v);
             }
         }
         for reader in readers {

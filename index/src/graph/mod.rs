@@ -301,7 +301,7 @@ impl ShelfGraph {
 
     fn entry(&self) -> Option<(u32, usize)> {
         let packed = self.entry.load(Ordering::Acquire);
-        (packed != NO_ENTRY).then(|| (packed as u32, (packed >> 32) as usize))
+        (packed != NO_ENTRY).then_some((packed as u32, (packed >> 32) as usize))
     }
 
     fn set_entry(&self, slot: u32, level: usize) {
