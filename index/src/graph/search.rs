@@ -136,26 +136,41 @@ impl ShelfGraph {
                     s.expand.push(n);
                 }
             }
-            for &n in &s.expand {
-                let d = distance(query, self.row(reading, n));
-                if s.results.len() < ef || d < bound {
-                    let near = Near {
-                        distance: d,
-                        slot: n,
-                    };
-                    s.candidates.push(Reverse(near));
-                    if accept(n) {
-                        s.results.push(near);
-                        if s.results.len() > ef {
-                            s.results.pop();
-                        }
+            bound = self.score_expansion(reading, query, ef, bound, &accept, s);
+        }
+    }
+
+    /// Scores the nodes in `s.expand`: each closer than `bound` (or while fewer than `ef`
+    /// were accepted) is queued, and collected when `accept` lets it; returns the new bound.
+    fn score_expansion(
+        &self,
+        reading: &Reading<'_>,
+        query: &[f32],
+        ef: usize,
+        mut bound: f32,
+        accept: &impl Fn(u32) -> bool,
+        s: &mut Scratch,
+    ) -> f32 {
+        for &n in &s.expand {
+            let d = distance(query, self.row(reading, n));
+            if s.results.len() < ef || d < bound {
+                let near = Near {
+                    distance: d,
+                    slot: n,
+                };
+                s.candidates.push(Reverse(near));
+                if accept(n) {
+                    s.results.push(near);
+                    if s.results.len() > ef {
+                        s.results.pop();
                     }
-                    if let Some(worst) = s.results.peek() {
-                        bound = worst.distance;
-                    }
+                }
+                if let Some(worst) = s.results.peek() {
+                    bound = worst.distance;
                 }
             }
         }
+        bound
     }
 
     /// Layer-0 search for a selective filter: only matching nodes are scored, queued and
@@ -214,25 +229,7 @@ impl ShelfGraph {
                     }
                 }
             }
-            for &n in &s.expand {
-                let d = distance(query, self.row(reading, n));
-                if s.results.len() < ef || d < bound {
-                    let near = Near {
-                        distance: d,
-                        slot: n,
-                    };
-                    s.candidates.push(Reverse(near));
-                    if accept(n) {
-                        s.results.push(near);
-                        if s.results.len() > ef {
-                            s.results.pop();
-                        }
-                    }
-                    if let Some(worst) = s.results.peek() {
-                        bound = worst.distance;
-                    }
-                }
-            }
+            bound = self.score_expansion(reading, query, ef, bound, &accept, s);
         }
     }
 }
