@@ -1,10 +1,11 @@
-//! The event job: user events and served impressions -> profiles, item stats and the
-//! impression log (with the offset, one write).
+//! The event job: user events and served impressions -> profiles, item stats, co-visitations,
+//! trending lists and the impression log (with the offset, one write).
 
 use crate::consumer::{Applied, Job};
 use crate::EngineError;
 use shelf_store::{
-    Counter, DeadLetter, DecayConfig, Impression, ItemFacts, ItemStats, Profile, Store,
+    covisit_pairs, BehaviourConfig, Counter, DeadLetter, DecayConfig, Impression, ItemFacts,
+    ItemStats, Profile, Store, TopList, TRENDING_OVERALL,
 };
 use shelf_stream::Record;
 use shelf_types::{Event, EventKind};
@@ -19,7 +20,20 @@ pub const EVENT_JOB: &str = "event-job";
 pub struct EventJob {
     store: Arc<Store>,
     config: DecayConfig,
+    behaviour: BehaviourConfig,
     dim: usize,
+}
+
+/// The batch's working copies of everything it changes (ordered maps: the write batch is
+/// the same on every run).
+#[derive(Default)]
+struct Working {
+    items: HashMap<String, Option<ItemView>>,
+    profiles: BTreeMap<String, Profile>,
+    stats: BTreeMap<String, ItemStats>,
+    covisits: BTreeMap<String, TopList>,
+    trending: BTreeMap<String, TopList>,
+    impressions: BTreeMap<String, Impression>,
 }
 
 /// What the job needs of an item, cached per batch.
@@ -32,7 +46,18 @@ struct ItemView {
 impl EventJob {
     /// A job with profile vectors of `dim` dimensions.
     pub fn new(store: Arc<Store>, config: DecayConfig, dim: usize) -> Self {
-        Self { store, config, dim }
+        Self {
+            store,
+            config,
+            behaviour: BehaviourConfig::default(),
+            dim,
+        }
+    }
+
+    /// The same job with other co-visitation and trending settings.
+    pub fn with_behaviour(mut self, behaviour: BehaviourConfig) -> Self {
+        self.behaviour = behaviour;
+        self
     }
 
     fn item_view(&self, id: &str) -> Result<Option<ItemView>, EngineError> {
@@ -52,10 +77,11 @@ impl EventJob {
     fn apply_event(
         &self,
         event: &Event,
-        items: &mut HashMap<String, Option<ItemView>>,
-        profiles: &mut BTreeMap<String, Profile>,
-        stats: &mut BTreeMap<String, ItemStats>,
+        working: &mut Working,
     ) -> Result<Result<(), String>, EngineError> {
+        let Working {
+            items, profiles, ..
+        } = working;
         let ts = millis(event);
         let user = event.user_id.as_str();
         let item_id = event.item_id.as_ref().map(|i| i.as_str());
@@ -77,6 +103,36 @@ impl EventJob {
                 .unwrap_or_else(|| Profile::new(user, self.dim));
             profiles.insert(user.to_string(), stored);
         }
+        if let Some(id) = item_id {
+            let recent = &profiles[user].recent;
+            let pairs = covisit_pairs(id, event.kind, ts, recent, &self.config, &self.behaviour);
+            let category = items[id].as_ref().and_then(|v| v.category.clone());
+            for pair in pairs {
+                self.covisit_entry(&pair.from, &mut working.covisits)?.add(
+                    &pair.to,
+                    pair.weight,
+                    ts,
+                    self.config.half_life_secs,
+                    self.behaviour.covisit_neighbours,
+                );
+            }
+            let weight = self.config.weights.of(event.kind);
+            for scope in std::iter::once(TRENDING_OVERALL).chain(category.as_deref()) {
+                self.trending_entry(scope, &mut working.trending)?.add(
+                    id,
+                    weight,
+                    ts,
+                    self.behaviour.trending_half_life_secs,
+                    self.behaviour.trending_size,
+                );
+            }
+        }
+        let Working {
+            items,
+            profiles,
+            stats,
+            ..
+        } = working;
         let facts = item_id.map(|id| {
             let view = items[id].as_ref().expect("checked above");
             ItemFacts {
@@ -127,6 +183,32 @@ impl EventJob {
             shown.clicked = true;
         }
         Ok(())
+    }
+
+    /// The batch's working copy of `id`'s co-visit list, loaded from the store on first use.
+    fn covisit_entry<'s>(
+        &self,
+        id: &str,
+        lists: &'s mut BTreeMap<String, TopList>,
+    ) -> Result<&'s mut TopList, EngineError> {
+        if !lists.contains_key(id) {
+            let stored = self.store.covisits(id)?.unwrap_or_default();
+            lists.insert(id.to_string(), stored);
+        }
+        Ok(lists.get_mut(id).expect("inserted above"))
+    }
+
+    /// The batch's working copy of a trending list, loaded from the store on first use.
+    fn trending_entry<'s>(
+        &self,
+        scope: &str,
+        lists: &'s mut BTreeMap<String, TopList>,
+    ) -> Result<&'s mut TopList, EngineError> {
+        if !lists.contains_key(scope) {
+            let stored = self.store.trending(scope)?.unwrap_or_default();
+            lists.insert(scope.to_string(), stored);
+        }
+        Ok(lists.get_mut(scope).expect("inserted above"))
     }
 
     /// The batch's working copy of `id`'s stats, loaded from the store on first use.
@@ -211,33 +293,27 @@ impl Job for EventJob {
             return Ok(Applied::default());
         };
         let next_offset = last.offset + 1;
-        let mut items: HashMap<String, Option<ItemView>> = HashMap::new();
-        // Ordered maps: the write batch is the same on every run.
-        let mut profiles: BTreeMap<String, Profile> = BTreeMap::new();
-        let mut stats: BTreeMap<String, ItemStats> = BTreeMap::new();
-        let mut impressions: BTreeMap<String, Impression> = BTreeMap::new();
+        let mut working = Working::default();
         let mut batch = self.store.batch();
         let mut dead_total = self.store.dead_letter_count(EVENT_JOB)?;
         let mut dead = 0;
         for record in &records {
             let outcome = match parse(&record.payload) {
                 Ok(EventRecord::Event(event)) => {
-                    let outcome =
-                        self.apply_event(&event, &mut items, &mut profiles, &mut stats)?;
+                    let outcome = self.apply_event(&event, &mut working)?;
                     if outcome.is_ok() {
-                        self.label_click(&event, &mut impressions)?;
+                        self.label_click(&event, &mut working.impressions)?;
                     }
                     outcome
                 }
                 Ok(EventRecord::Impression(impression)) => {
                     for shown in &impression.items {
-                        self.stats_entry(&shown.item_id, &mut stats)?.observe(
-                            Counter::Impression,
-                            impression.ts_ms,
-                            &self.config,
-                        );
+                        self.stats_entry(&shown.item_id, &mut working.stats)?
+                            .observe(Counter::Impression, impression.ts_ms, &self.config);
                     }
-                    impressions.insert(impression.request_id.clone(), impression);
+                    working
+                        .impressions
+                        .insert(impression.request_id.clone(), impression);
                     Ok(())
                 }
                 Err(reason) => Err(reason),
@@ -255,13 +331,19 @@ impl Job for EventJob {
                 batch.put_dead_letter(&letter, dead_total);
             }
         }
-        for profile in profiles.values() {
+        for profile in working.profiles.values() {
             batch.put_profile(profile);
         }
-        for s in stats.values() {
+        for s in working.stats.values() {
             batch.put_item_stats(s);
         }
-        for impression in impressions.values() {
+        for (id, list) in &working.covisits {
+            batch.put_covisits(id, list);
+        }
+        for (scope, list) in &working.trending {
+            batch.put_trending(scope, list);
+        }
+        for impression in working.impressions.values() {
             batch.put_impression(impression);
         }
         batch.put_partition_offset(EVENT_JOB, last.partition, next_offset);

@@ -18,6 +18,6 @@ pub use item_job::{ItemJob, ITEM_JOB};
 pub use query_cache::QueryCache;
 pub use retrieval::{
     new_request_id, request_id_floor, RankedItem, RetrievalConfig, Retriever, SearchRequest,
-    SearchResponse, Timings,
+    SearchResponse, Source, Sources, Timings,
 };
 pub use stats_job::{StatsJob, STATS_JOB};

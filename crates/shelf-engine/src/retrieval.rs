@@ -1,12 +1,14 @@
-//! Two-stage retrieval: ANN candidates from the query and profile vectors, then features
-//! per candidate and a re-rank through the [`Ranker`] trait, logged as an impression.
+//! Two-stage retrieval: candidates from the query and profile vectors (ANN), from the items
+//! co-visited with the user's recent ones and from trending items, then features per
+//! candidate and a re-rank through the [`Ranker`] trait, logged as an impression.
 
 use crate::explore::Explorer;
 use crate::query_cache::QueryCache;
 use crate::EngineError;
-use shelf_store::{DecayConfig, Impression, ImpressionItem, Profile, Store};
+use shelf_store::{DecayConfig, Impression, ImpressionItem, Profile, Store, TopList};
 use shelf_types::{
-    Contribution, Features, Item, ItemId, Ranker, SearchFilter, TextEmbedder, UserId, VectorIndex,
+    Contribution, Features, Item, ItemAttributes, ItemId, Ranker, SearchFilter, TextEmbedder,
+    UserId, VectorIndex,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +42,14 @@ pub struct RetrievalConfig {
     pub exploration_share: f64,
     /// Seed of the exploration sampler (fixed in tests; from the clock otherwise).
     pub exploration_seed: Option<u64>,
+    /// The user's most recent distinct items whose co-visit lists are read (for the
+    /// co-visit candidates and the `covisit` feature; 0 turns both off).
+    pub covisit_seeds: usize,
+    /// Co-visited candidates added to a recommendation (no query; 0: none).
+    pub covisit_candidates: usize,
+    /// Trending candidates added to a recommendation (no query; 0: none). They are all a
+    /// user without history gets.
+    pub trending_candidates: usize,
 }
 
 impl Default for RetrievalConfig {
@@ -55,6 +65,9 @@ impl Default for RetrievalConfig {
             decay: DecayConfig::default(),
             exploration_share: 0.1,
             exploration_seed: None,
+            covisit_seeds: 20,
+            covisit_candidates: 100,
+            trending_candidates: 50,
         }
     }
 }
@@ -87,6 +100,66 @@ pub struct RankedItem {
     pub on_topic: bool,
     /// Decayed clicks and impressions (the CTR posterior's counts).
     pub clicks_impressions: (f64, f64),
+    /// The candidate sources that proposed it.
+    pub sources: Sources,
+}
+
+/// Where candidates come from (stage 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// ANN search with the query's vector.
+    Query,
+    /// ANN search with the user's interest vector (blended with the query's, with one).
+    Profile,
+    /// Items co-visited with the user's recent items (recommendations only).
+    Covisit,
+    /// Trending items (recommendations only).
+    Trending,
+}
+
+impl Source {
+    const ALL: [Source; 4] = [
+        Source::Query,
+        Source::Profile,
+        Source::Covisit,
+        Source::Trending,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Query => "query_ann",
+            Source::Profile => "profile_ann",
+            Source::Covisit => "covisit",
+            Source::Trending => "trending",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of [`Source`]s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sources(u8);
+
+impl Sources {
+    pub fn contains(self, source: Source) -> bool {
+        self.0 & source.bit() != 0
+    }
+
+    fn insert(&mut self, source: Source) {
+        self.0 |= source.bit();
+    }
+
+    /// The names of the sources in the set, in a fixed order.
+    pub fn names(self) -> Vec<&'static str> {
+        Source::ALL
+            .into_iter()
+            .filter(|s| self.contains(*s))
+            .map(Source::name)
+            .collect()
+    }
 }
 
 /// Milliseconds spent per stage.
@@ -138,10 +211,45 @@ impl<E, I> std::fmt::Debug for Retriever<E, I> {
     }
 }
 
-/// A candidate after stage 1: its best rank over the ANN lists.
+/// A candidate after stage 1: its best rank over the candidate lists, and which proposed it.
 struct Candidate {
     id: ItemId,
     stage1_rank: usize,
+    sources: Sources,
+}
+
+/// What the user's behaviour says about candidates: co-visitation with their recent items
+/// and the overall trending list.
+#[derive(Default)]
+struct Behaviour {
+    /// Per item, `sum_j w_j * s_j(item) / max s_j` over the seeds `j` (weights
+    /// `1/sqrt(1+j)`, newest first) divided by `sum_j w_j`: in `[0, 1]`.
+    covisit: HashMap<String, f64>,
+    trending: TopList,
+}
+
+impl Behaviour {
+    /// The `covisit` feature of `id`.
+    fn covisit(&self, id: &str) -> f32 {
+        self.covisit.get(id).copied().unwrap_or(0.0) as f32
+    }
+
+    /// The `trending` feature of `id`: `1 - rank / len` in the overall list, 0 when absent.
+    fn trending(&self, id: &str) -> f32 {
+        let len = self.trending.entries.len();
+        self.trending
+            .entries
+            .iter()
+            .position(|(e, _)| e == id)
+            .map_or(0.0, |rank| 1.0 - rank as f32 / len as f32)
+    }
+
+    /// The `n` items of the highest co-visit score, strongest first.
+    fn covisit_top(&self, n: usize) -> Vec<String> {
+        let mut all: Vec<(&String, f64)> = self.covisit.iter().map(|(k, v)| (k, *v)).collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        all.into_iter().take(n).map(|(id, _)| id.clone()).collect()
+    }
 }
 
 impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
@@ -187,8 +295,8 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         self.cache.counts()
     }
 
-    /// Runs both stages. Without a query and without a profile there is nothing to
-    /// retrieve by, and the response is empty.
+    /// Runs both stages. Without a query and without a profile, the candidates are the
+    /// trending items (none before any event: the response is empty).
     pub async fn search(&self, request: &SearchRequest) -> Result<SearchResponse, EngineError> {
         let started = Instant::now();
         let request_id = new_request_id();
@@ -209,22 +317,13 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             None => None,
         };
         let profile_vector = profile.as_ref().and_then(interest_direction);
-        let fetch = self.config.candidates.max(request.k);
-        let mut lists: Vec<Vec<shelf_types::ScoredItem>> = Vec::new();
-        let ann = |v: &[f32]| {
-            self.index
-                .search(v, fetch, self.config.ef, &request.filter)
-                .map_err(|e| EngineError::Index(e.to_string()))
-        };
-        if let Some(q) = &query_vector {
-            lists.push(ann(q)?);
-        }
-        if let Some(p) = &profile_vector {
-            match &query_vector {
-                Some(q) => lists.push(ann(&blend(q, p, self.config.profile_blend))?),
-                None => lists.push(ann(p)?),
-            }
-        }
+        let behaviour = self.behaviour(profile.as_ref())?;
+        let lists = self.candidate_lists(
+            query_vector.as_ref().map(|v| v.as_slice()),
+            profile_vector.as_deref(),
+            &behaviour,
+            request,
+        )?;
         let candidates = union(lists);
         let ann_ms = ms_since(ann_started);
 
@@ -236,8 +335,13 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         for candidate in candidates {
             let id = candidate.id.as_str();
             let (Some(item), Some(vector)) = (self.store.item(id)?, self.store.vector(id)?) else {
-                continue; // deleted since the index answered
+                continue; // deleted since the index answered (or since it was co-visited)
             };
+            let from_ann = candidate.sources.contains(Source::Query)
+                || candidate.sources.contains(Source::Profile);
+            if !from_ann && !request.filter.matches(&ItemAttributes::of(&item)) {
+                continue; // the ANN searches filter; the other sources are filtered here
+            }
             let (features, clicks_impressions) = self.features(
                 &item,
                 &vector.vector,
@@ -246,6 +350,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 profile.as_ref(),
                 profile_vector.as_deref(),
                 candidate.stage1_rank,
+                &behaviour,
                 now_ms,
             )?;
             let score = ranker.score(&features);
@@ -260,6 +365,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 explored: false,
                 on_topic: true,
                 clicks_impressions,
+                sources: candidate.sources,
             });
         }
         if query_vector.is_some() {
@@ -357,6 +463,119 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         out
     }
 
+    /// Stage 1: each source's candidates, best first. With a query, the query's ANN list
+    /// and the query/profile blend's; without, the profile's ANN list, the co-visited and
+    /// the trending items (with a query, behaviour only re-ranks: the query decides what
+    /// is relevant).
+    fn candidate_lists(
+        &self,
+        query_vector: Option<&[f32]>,
+        profile_vector: Option<&[f32]>,
+        behaviour: &Behaviour,
+        request: &SearchRequest,
+    ) -> Result<Vec<(Source, Vec<ItemId>)>, EngineError> {
+        let fetch = self.config.candidates.max(request.k);
+        let ann = |v: &[f32]| -> Result<Vec<ItemId>, EngineError> {
+            Ok(self
+                .index
+                .search(v, fetch, self.config.ef, &request.filter)
+                .map_err(|e| EngineError::Index(e.to_string()))?
+                .into_iter()
+                .map(|hit| hit.id)
+                .collect())
+        };
+        let mut lists = Vec::new();
+        if let Some(q) = query_vector {
+            lists.push((Source::Query, ann(q)?));
+        }
+        if let Some(p) = profile_vector {
+            let v = match query_vector {
+                Some(q) => blend(q, p, self.config.profile_blend),
+                None => p.to_vec(),
+            };
+            lists.push((Source::Profile, ann(&v)?));
+        }
+        if query_vector.is_none() {
+            let covisited = behaviour.covisit_top(self.config.covisit_candidates);
+            lists.push((
+                Source::Covisit,
+                covisited.into_iter().map(ItemId::from).collect(),
+            ));
+            let trending = behaviour.trending.entries.iter();
+            lists.push((
+                Source::Trending,
+                trending
+                    .take(self.config.trending_candidates)
+                    .map(|(id, _)| ItemId::from(id.as_str()))
+                    .collect(),
+            ));
+        }
+        Ok(lists)
+    }
+
+    /// Stage 1 of a recommendation for `user_id` (no query, no filter): each source's
+    /// candidates as [`Retriever::search`] would merge them, for offline evaluation.
+    pub fn recommendation_sources(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(Source, Vec<ItemId>)>, EngineError> {
+        let profile = self.store.profile(user_id)?;
+        let profile_vector = profile.as_ref().and_then(interest_direction);
+        let behaviour = self.behaviour(profile.as_ref())?;
+        self.candidate_lists(
+            None,
+            profile_vector.as_deref(),
+            &behaviour,
+            &SearchRequest::default(),
+        )
+    }
+
+    /// Co-visit scores from the profile's most recent distinct items, and the overall
+    /// trending list.
+    fn behaviour(&self, profile: Option<&Profile>) -> Result<Behaviour, EngineError> {
+        let mut behaviour = Behaviour {
+            trending: self
+                .store
+                .trending(shelf_store::TRENDING_OVERALL)?
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let Some(profile) = profile else {
+            return Ok(behaviour);
+        };
+        let mut seeds: Vec<&str> = Vec::with_capacity(self.config.covisit_seeds);
+        for recent in &profile.recent {
+            if seeds.len() == self.config.covisit_seeds {
+                break;
+            }
+            if !seeds.contains(&recent.item_id.as_str()) {
+                seeds.push(&recent.item_id);
+            }
+        }
+        let mut total_weight = 0.0;
+        for (j, seed) in seeds.iter().enumerate() {
+            let w = 1.0 / ((1 + j) as f64).sqrt();
+            total_weight += w;
+            let Some(list) = self.store.covisits(seed)? else {
+                continue;
+            };
+            let top = list.top();
+            if top <= 0.0 {
+                continue;
+            }
+            for (id, score) in &list.entries {
+                *behaviour.covisit.entry(id.clone()).or_default() += w * score / top;
+            }
+        }
+        if total_weight > 0.0 {
+            behaviour
+                .covisit
+                .values_mut()
+                .for_each(|v| *v /= total_weight);
+        }
+        Ok(behaviour)
+    }
+
     async fn embed_query(&self, query: &str) -> Result<Arc<Vec<f32>>, EngineError> {
         if let Some(v) = self.cache.get(query) {
             return Ok(v);
@@ -381,6 +600,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         profile: Option<&Profile>,
         profile_vector: Option<&[f32]>,
         stage1_rank: usize,
+        behaviour: &Behaviour,
         now_ms: i64,
     ) -> Result<(Features, (f64, f64)), EngineError> {
         let stats = self.store.item_stats(item.id.as_str())?;
@@ -418,6 +638,8 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 freshness as f32,
                 lexical_overlap(query_terms, item),
                 1.0 / (1.0 + stage1_rank as f32),
+                behaviour.covisit(item.id.as_str()),
+                behaviour.trending(item.id.as_str()),
             ],
             counts,
         ))
@@ -445,19 +667,24 @@ fn blend(query: &[f32], profile: &[f32], w: f32) -> Vec<f32> {
     }
 }
 
-/// Union of ranked lists, each id once at its best rank, ordered by that rank.
-fn union(lists: Vec<Vec<shelf_types::ScoredItem>>) -> Vec<Candidate> {
-    let mut best: HashMap<ItemId, usize> = HashMap::new();
-    for list in lists {
-        for (rank, hit) in list.into_iter().enumerate() {
-            best.entry(hit.id)
-                .and_modify(|r| *r = (*r).min(rank))
-                .or_insert(rank);
+/// Union of ranked lists, each id once at its best rank with every source that proposed
+/// it, ordered by that rank.
+fn union(lists: Vec<(Source, Vec<ItemId>)>) -> Vec<Candidate> {
+    let mut best: HashMap<ItemId, (usize, Sources)> = HashMap::new();
+    for (source, list) in lists {
+        for (rank, id) in list.into_iter().enumerate() {
+            let entry = best.entry(id).or_insert((rank, Sources::default()));
+            entry.0 = entry.0.min(rank);
+            entry.1.insert(source);
         }
     }
     let mut out: Vec<Candidate> = best
         .into_iter()
-        .map(|(id, stage1_rank)| Candidate { id, stage1_rank })
+        .map(|(id, (stage1_rank, sources))| Candidate {
+            id,
+            stage1_rank,
+            sources,
+        })
         .collect();
     out.sort_by(|a, b| {
         a.stage1_rank
@@ -554,19 +781,24 @@ mod tests {
 
     #[test]
     fn union_keeps_each_id_once_at_its_best_rank() {
-        let hit = |id: &str| shelf_types::ScoredItem {
-            id: ItemId::from(id),
-            score: 0.0,
-        };
+        let ids = |ids: &[&str]| ids.iter().map(|id| ItemId::from(*id)).collect();
         let merged = union(vec![
-            vec![hit("a"), hit("b"), hit("c")],
-            vec![hit("c"), hit("d")],
+            (Source::Query, ids(&["a", "b", "c"])),
+            (Source::Covisit, ids(&["c", "d"])),
         ]);
-        let got: Vec<(&str, usize)> = merged
+        let got: Vec<(&str, usize, Vec<&str>)> = merged
             .iter()
-            .map(|c| (c.id.as_str(), c.stage1_rank))
+            .map(|c| (c.id.as_str(), c.stage1_rank, c.sources.names()))
             .collect();
-        assert_eq!(got, vec![("a", 0), ("c", 0), ("b", 1), ("d", 1)]);
+        assert_eq!(
+            got,
+            vec![
+                ("a", 0, vec!["query_ann"]),
+                ("c", 0, vec!["query_ann", "covisit"]),
+                ("b", 1, vec!["query_ann"]),
+                ("d", 1, vec!["covisit"]),
+            ]
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 use shelf_types::{Contribution, Features, Ranker, FEATURE_COUNT, FEATURE_NAMES};
 
-/// Version of the model inputs below; a saved model with another version is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the model inputs below. Version 1 (without `covisit` and `trending`) still
+/// loads: its weights are carried over by input name, the new inputs get weight 0.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Number of model inputs: the ranking features, then the position.
 pub const INPUT_COUNT: usize = FEATURE_COUNT + 1;
@@ -136,10 +137,14 @@ pub struct LearnedModel {
 }
 
 impl LearnedModel {
-    /// Reads a saved model, refusing another schema or malformed parameters.
+    /// Reads a saved model, refusing an unknown schema or malformed parameters; a
+    /// schema-1 model is carried over to this schema.
     pub fn from_json(text: &str) -> Result<Self, String> {
-        let model: LearnedModel =
+        let mut model: LearnedModel =
             serde_json::from_str(text).map_err(|e| format!("not a shelf model: {e}"))?;
+        if model.schema_version == 1 {
+            model = model.upgrade_from_v1()?;
+        }
         if model.schema_version != SCHEMA_VERSION {
             return Err(format!(
                 "model schema {} but this build reads schema {SCHEMA_VERSION}",
@@ -155,6 +160,43 @@ impl LearnedModel {
         }
         model.params.check()?;
         Ok(model)
+    }
+
+    /// A schema-1 model as a schema-2 one that scores every candidate the same: each
+    /// weight moves to its input's new place, `covisit` and `trending` get weight 0.
+    fn upgrade_from_v1(mut self) -> Result<Self, String> {
+        let names = input_names();
+        let from: Vec<Option<usize>> = names
+            .iter()
+            .map(|name| self.inputs.iter().position(|old| old == name))
+            .collect();
+        let known = from.iter().flatten().count();
+        if known != self.inputs.len() {
+            return Err(format!(
+                "schema-1 model inputs {:?} are not a subset of {names:?}",
+                self.inputs
+            ));
+        }
+        let remap = |old: &[f32]| -> Vec<f32> {
+            from.iter()
+                .map(|i| i.and_then(|i| old.get(i).copied()).unwrap_or(0.0))
+                .collect()
+        };
+        self.params = match self.params {
+            Params::Logistic { weights, bias } => Params::Logistic {
+                weights: remap(&weights),
+                bias,
+            },
+            Params::Mlp { w1, b1, w2, b2 } => Params::Mlp {
+                w1: w1.iter().map(|row| remap(row)).collect(),
+                b1,
+                w2,
+                b2,
+            },
+        };
+        self.inputs = names.iter().map(|s| s.to_string()).collect();
+        self.schema_version = SCHEMA_VERSION;
+        Ok(self)
     }
 
     pub fn to_json(&self) -> String {
@@ -270,7 +312,7 @@ mod tests {
 
     #[test]
     fn explanations_sum_to_the_score() {
-        let features = [0.8, 0.5, 0.3, 0.06, 0.2, 0.9, 0.5, 0.5, 0.25];
+        let features = [0.8, 0.5, 0.3, 0.06, 0.2, 0.9, 0.5, 0.5, 0.25, 0.4, 0.7];
         for params in [
             Params::Logistic {
                 weights: (0..INPUT_COUNT).map(|i| i as f32 * 0.1 - 0.2).collect(),
@@ -310,7 +352,7 @@ mod tests {
         let again = LearnedModel::from_json(&model.to_json()).unwrap();
         assert_eq!(again, model);
         let mut old = model.clone();
-        old.schema_version = 0;
+        old.schema_version = 7;
         assert!(LearnedModel::from_json(&old.to_json())
             .unwrap_err()
             .contains("schema"));
@@ -320,5 +362,61 @@ mod tests {
             bias: 0.0,
         };
         assert!(LearnedModel::from_json(&bad.to_json()).is_err());
+    }
+
+    #[test]
+    fn a_schema_1_model_loads_and_scores_as_before() {
+        // Saved by the schema-1 build: nine features then position.
+        let v1_inputs: Vec<String> = shelf_types::FEATURE_NAMES[..shelf_types::FEATURE_COUNT_V1]
+            .iter()
+            .chain(&["position"])
+            .map(|s| s.to_string())
+            .collect();
+        let v1_weights: Vec<f32> = (0..v1_inputs.len()).map(|i| 0.1 * i as f32 - 0.3).collect();
+        let v1_row: Vec<f32> = (0..v1_inputs.len()).map(|i| 0.05 * i as f32).collect();
+        for params in [
+            Params::Logistic {
+                weights: v1_weights.clone(),
+                bias: -1.0,
+            },
+            Params::Mlp {
+                w1: vec![v1_row.clone(), v1_weights.clone()],
+                b1: vec![0.1, 0.2],
+                w2: vec![1.0, -0.5],
+                b2: 0.3,
+            },
+        ] {
+            let json = serde_json::json!({
+                "schema_version": 1, "inputs": v1_inputs, "version": "logistic-1",
+                "params": params, "report": TrainingReport::default(),
+            });
+            let model = LearnedModel::from_json(&json.to_string()).unwrap();
+            assert_eq!(model.schema_version, SCHEMA_VERSION);
+            assert_eq!(model.inputs, input_names());
+            let v1_features = [0.8f32, 0.5, 0.3, 0.06, 0.2, 0.9, 0.5, 0.5, 0.25];
+            let mut x = [0.0f32; INPUT_COUNT];
+            x[..9].copy_from_slice(&v1_features);
+            x[FEATURE_COUNT] = 1.0; // the serving position
+                                    // The same logit as the schema-1 model on the old inputs, whatever the new
+                                    // features are.
+            let old_logit = match &params {
+                Params::Logistic { weights, bias } => {
+                    let old_x: Vec<f32> = v1_features.iter().copied().chain([1.0]).collect();
+                    weights.iter().zip(&old_x).map(|(w, v)| w * v).sum::<f32>() + bias
+                }
+                Params::Mlp { w1, b1, w2, b2 } => {
+                    let old_x: Vec<f32> = v1_features.iter().copied().chain([1.0]).collect();
+                    let mut out = *b2;
+                    for ((row, b), w) in w1.iter().zip(b1).zip(w2) {
+                        let h = row.iter().zip(&old_x).map(|(a, v)| a * v).sum::<f32>() + b;
+                        out += w * h.max(0.0);
+                    }
+                    out
+                }
+            };
+            x[9] = 0.9;
+            x[10] = 0.4;
+            assert!((model.params.logit(&x) - old_logit).abs() < 1e-5);
+        }
     }
 }

@@ -248,6 +248,10 @@ pub struct ResultItem {
     pub price: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explanation: Option<Vec<ExplanationEntry>>,
+    /// With `explain`: the candidate sources that proposed the item (`query_ann`,
+    /// `profile_ann`, `covisit`, `trending`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<&'static str>>,
     /// Placed by exploration (Thompson sampling over CTR posteriors), not by score.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub explored: bool,
@@ -331,6 +335,7 @@ async fn search(
                 category: item.category,
                 price: item.price,
                 explored: item.explored,
+                sources: item.explanation.is_some().then(|| item.sources.names()),
                 explanation: item.explanation.map(|e| {
                     e.into_iter()
                         .map(|c| ExplanationEntry {

@@ -7,7 +7,7 @@ use shelf_rank::{
     auc, position_matched_auc, train, Example, LearnedModel, ModelKind, PriorRanker, TrainConfig,
 };
 use shelf_store::Store;
-use shelf_types::{Features, Ranker};
+use shelf_types::Ranker;
 use std::path::{Path, PathBuf};
 
 pub const LIVE: &str = "live.json";
@@ -60,8 +60,8 @@ pub fn examples(store: &Store) -> anyhow::Result<Vec<Example>> {
     store.for_each_impression(|impression| {
         request += 1;
         for shown in impression.items {
-            let Ok(features) = <Features>::try_from(shown.features.as_slice()) else {
-                continue; // logged under another feature schema
+            let Some(features) = shelf_types::features_from_logged(&shown.features) else {
+                continue; // logged under an unknown feature schema
             };
             out.push(Example {
                 features,

@@ -7,6 +7,8 @@
 //! | `tombstones`    | `01` item id                                  |
 //! | `profiles`      | `01` user id                                  |
 //! | `item_stats`    | `01` item id                                  |
+//! | `covisits`      | `01` item id                                  |
+//! | `trending`      | `01` category path (empty: all items)         |
 //! | `impressions`   | `01` request id                               |
 //! | `user_requests` | `01` user id `00` request id                  |
 //! | `offsets`       | `01` consumer name                            |

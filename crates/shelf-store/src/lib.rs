@@ -1,13 +1,15 @@
 //! shelf-store: the durable state of shelf in RocksDB — items, item vectors, tombstones,
-//! profiles, item stats, impressions, dead letters and consumer offsets — and the profile
-//! and item-stat math. Every change goes through a [`StoreBatch`], written atomically with
+//! profiles, item stats, co-visitations, trending lists, impressions, dead letters and
+//! consumer offsets — and the profile, item-stat and behaviour math. Every change goes through a [`StoreBatch`], written atomically with
 //! the source offset it reflects (exactly-once effect).
 
+mod behaviour;
 mod codec;
 mod keys;
 mod profile;
 mod stats;
 
+pub use behaviour::{covisit_pairs, BehaviourConfig, Pair, TopList, TRENDING_OVERALL};
 pub use codec::{text_hash, StoredVector};
 pub use keys::KEY_VERSION;
 pub use profile::{DecayConfig, ItemFacts, KindCounts, KindWeights, Profile, RecentItem};
@@ -32,7 +34,9 @@ const IMPRESSIONS: &str = "impressions";
 const USER_REQUESTS: &str = "user_requests";
 const OFFSETS: &str = "offsets";
 const DEAD_LETTERS: &str = "dead_letters";
-const COLUMN_FAMILIES: [&str; 10] = [
+const COVISITS: &str = "covisits";
+const TRENDING: &str = "trending";
+const COLUMN_FAMILIES: [&str; 12] = [
     ITEMS,
     ITEM_VECTORS,
     TOMBSTONES,
@@ -43,6 +47,8 @@ const COLUMN_FAMILIES: [&str; 10] = [
     USER_REQUESTS,
     OFFSETS,
     DEAD_LETTERS,
+    COVISITS,
+    TRENDING,
 ];
 
 /// The name `consumer`'s offset in `partition` is stored under: the consumer's own name for
@@ -167,11 +173,22 @@ impl Store {
         if !path.join("CURRENT").exists() {
             return Err(StoreError::Missing(path.to_path_buf()));
         }
-        let db = DB::open_cf_for_read_only(&Options::default(), path, COLUMN_FAMILIES, false)
-            .map_err(|source| StoreError::Open {
+        // A store written by an older build lacks the newer column families: open those
+        // that exist (reads of the others find nothing).
+        let existing =
+            DB::list_cf(&Options::default(), path).map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let present = COLUMN_FAMILIES
+            .iter()
+            .filter(|cf| existing.iter().any(|e| e == *cf));
+        let db = DB::open_cf_for_read_only(&Options::default(), path, present, false).map_err(
+            |source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
+        )?;
         Ok(Self {
             db,
             write_options: WriteOptions::default(),
@@ -190,7 +207,11 @@ impl Store {
     }
 
     fn get_raw(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.cf(cf), key)?)
+        // Absent only in a read-only view of a store from an older build.
+        let Some(handle) = self.db.cf_handle(cf) else {
+            return Ok(None);
+        };
+        Ok(self.db.get_cf(handle, key)?)
     }
 
     /// A new batch of changes; nothing is visible until [`Store::commit`].
@@ -235,6 +256,20 @@ impl Store {
     pub fn item_stats(&self, id: &str) -> Result<Option<ItemStats>, StoreError> {
         self.get_raw(ITEM_STATS, &keys::id_key(id))?
             .map(|v| codec::decode(&v, "item stats"))
+            .transpose()
+    }
+
+    /// The items most co-visited with `id`, strongest first.
+    pub fn covisits(&self, id: &str) -> Result<Option<TopList>, StoreError> {
+        self.get_raw(COVISITS, &keys::id_key(id))?
+            .map(|v| codec::decode(&v, "co-visits"))
+            .transpose()
+    }
+
+    /// The trending items of `scope` (a category path, or [`TRENDING_OVERALL`]).
+    pub fn trending(&self, scope: &str) -> Result<Option<TopList>, StoreError> {
+        self.get_raw(TRENDING, &keys::id_key(scope))?
+            .map(|v| codec::decode(&v, "trending list"))
             .transpose()
     }
 
@@ -395,8 +430,8 @@ impl Store {
         Ok(removed)
     }
 
-    /// Writes every item (with its vector), profile and item stat as JSON lines sorted by
-    /// column family and key. Floats print in shortest round-trip form, so two dumps are
+    /// Writes every item (with its vector), profile, item stat, co-visit list, trending list
+    /// and offset as JSON lines sorted by column family and key. Floats print in shortest round-trip form, so two dumps are
     /// equal exactly when the states are bit-for-bit equal.
     pub fn dump(&self, out: &mut impl Write) -> Result<(), DumpError> {
         for entry in self.db.iterator_cf(self.cf(ITEMS), IteratorMode::Start) {
@@ -417,15 +452,23 @@ impl Store {
             (TOMBSTONES, "tombstone"),
             (PROFILES, "profile"),
             (ITEM_STATS, "item_stats"),
+            (COVISITS, "covisits"),
+            (TRENDING, "trending"),
             (OFFSETS, "offset"),
         ] {
-            for entry in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+            let Some(handle) = self.db.cf_handle(cf) else {
+                continue;
+            };
+            for entry in self.db.iterator_cf(handle, IteratorMode::Start) {
                 let (k, v) = entry.map_err(StoreError::from)?;
                 let id = keys::decode_id(&k).unwrap_or_default();
                 let value = match cf {
                     PROFILES => serde_json::to_value(codec::decode::<Profile>(&v, "profile")?),
                     ITEM_STATS => {
                         serde_json::to_value(codec::decode::<ItemStats>(&v, "item stats")?)
+                    }
+                    COVISITS | TRENDING => {
+                        serde_json::to_value(codec::decode::<TopList>(&v, "top list")?)
                     }
                     _ => serde_json::to_value(codec::decode::<u64>(&v, kind)?),
                 }
@@ -507,6 +550,14 @@ impl StoreBatch<'_> {
             keys::id_key(&stats.item_id),
             codec::encode(stats),
         );
+    }
+
+    pub fn put_covisits(&mut self, item_id: &str, list: &TopList) {
+        self.put(COVISITS, keys::id_key(item_id), codec::encode(list));
+    }
+
+    pub fn put_trending(&mut self, scope: &str, list: &TopList) {
+        self.put(TRENDING, keys::id_key(scope), codec::encode(list));
     }
 
     pub fn put_item_window(&mut self, window: &ItemWindow) {

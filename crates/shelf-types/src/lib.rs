@@ -17,6 +17,9 @@ pub use event::{Event, EventKind};
 pub use ids::{ItemId, RequestId, UserId};
 pub use index::{category_has_prefix, ItemAttributes, ScoredItem, SearchFilter, VectorIndex};
 pub use item::{Item, ItemRecord, ItemVectorRecord};
-pub use rank::{Contribution, Features, Ranker, FEATURE_COUNT, FEATURE_NAMES};
+pub use rank::{
+    features_from_logged, Contribution, Features, Ranker, FEATURE_COUNT, FEATURE_COUNT_V1,
+    FEATURE_NAMES,
+};
 pub use rng::SplitMix;
 pub use traits::{BoxFuture, TextEmbedder};

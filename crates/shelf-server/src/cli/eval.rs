@@ -1,12 +1,14 @@
 //! `shelf eval`: offline evaluation from files — `relevance` (items, queries, graded
 //! judgments: ANN-only against ANN + re-rank), `interactions` (items and a time-ordered
 //! interaction log replayed through the event job, each user's last interaction held out:
-//! popularity, profile-ANN, profile-ANN + re-rank) and `ctr` (held-out impressions).
+//! popularity, item-kNN, EASE, profile-ANN, co-visitation and shelf's recommendation path)
+//! and `ctr` (held-out impressions).
 
+use super::baselines::{Ease, Interactions, ItemKnn};
 use super::model::ModelArgs;
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use shelf_engine::{RetrievalConfig, Retriever, SearchRequest};
+use shelf_engine::{RetrievalConfig, Retriever, SearchRequest, Source};
 use shelf_index::{HnswIndex, IndexConfig};
 use shelf_rank::{ndcg_at, recall_at, reciprocal_rank, Judgments, PriorRanker};
 use shelf_store::{text_hash, Store, StoreOptions, StoredVector};
@@ -21,7 +23,8 @@ pub enum EvalCommand {
     /// Relevance of search results against graded judgments.
     Relevance(Box<RelevanceArgs>),
     /// Next-interaction prediction: replay a time-ordered interaction log, hold out each
-    /// user's last interaction, and score popularity, profile-ANN and profile-ANN + re-rank.
+    /// user's last interaction, and score popularity, item-kNN, EASE, profile-ANN,
+    /// co-visitation and shelf's recommendation path.
     Interactions(Box<InteractionsArgs>),
     /// Click prediction on the newest logged impressions of a data directory: AUC and
     /// log-loss of the prior and of every saved model.
@@ -91,6 +94,20 @@ pub struct InteractionsArgs {
     /// A trained model (`DATA/models/*.json`) to re-rank with instead of the prior.
     #[arg(long)]
     pub ranker: Option<PathBuf>,
+    /// Neighbours kept per item by the item-kNN baseline.
+    #[arg(long, default_value_t = 100)]
+    pub knn_neighbours: usize,
+    /// L2 regularisation λ of the EASE baseline.
+    #[arg(long, default_value_t = 500.0)]
+    pub ease_lambda: f64,
+    /// EASE is skipped (with a message) above this many interacted items: its dense
+    /// inverse takes 8 n² bytes and O(n³) time.
+    #[arg(long, default_value_t = super::baselines::Ease::DEFAULT_MAX_ITEMS)]
+    pub ease_max_items: usize,
+    /// Depth at which each candidate source's recall is reported (does the held-out item
+    /// reach stage 2 at all).
+    #[arg(long, default_value_t = 100)]
+    pub source_depth: usize,
 }
 
 pub fn run(command: EvalCommand) -> anyhow::Result<()> {
@@ -613,6 +630,17 @@ async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
         let mut by_popularity: Vec<(&str, f64)> = popularity.into_iter().collect();
         by_popularity.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
 
+        // The collaborative baselines see the same training interactions.
+        let matrix = Interactions::new(replay.iter().map(|x| (x.user.as_str(), x.item.as_str())));
+        let knn = ItemKnn::fit(&matrix, args.knn_neighbours);
+        let ease = match Ease::fit(&matrix, args.ease_lambda, args.ease_max_items) {
+            Ok(ease) => Some(ease),
+            Err(e) => {
+                eprintln!("ease skipped: {e}");
+                None
+            }
+        };
+
         let retriever = Retriever::new(
             Arc::clone(&store),
             embedder.clone(),
@@ -623,8 +651,16 @@ async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
                 ..Default::default()
             },
         );
-        let systems = ["popularity", "profile-ann", "profile-ann+rerank"];
+        let ranker_name = retriever.ranker().name().to_string();
+        let mut systems: Vec<String> = ["popularity", "item-knn"].map(String::from).to_vec();
+        if ease.is_some() {
+            systems.push("ease".into());
+        }
+        systems.extend(["profile-ann".into(), "covisit".into(), format!("recommend:{ranker_name}")]);
         let mut totals: Vec<Totals> = systems.iter().map(|_| Totals::default()).collect();
+        let sources = [Source::Profile, Source::Covisit, Source::Trending];
+        // Hits at --source-depth per source, then of their union.
+        let mut source_hits = vec![0usize; sources.len() + 1];
         let (mut evaluated, mut repeats) = (0usize, 0usize);
         for (user, &target) in &held_out {
             let target = log[target].item.as_str();
@@ -644,9 +680,15 @@ async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
                     .take(args.k)
                     .collect()
             };
-            let popular = unseen(by_popularity.iter().take(depth).map(|(id, _)| id.to_string()).collect());
+            let mut ranked: Vec<Vec<String>> = Vec::with_capacity(systems.len());
+            ranked.push(unseen(by_popularity.iter().take(depth).map(|(id, _)| id.to_string()).collect()));
+            let row = matrix.row(user);
+            ranked.push(matrix.top_unseen(user, &knn.scores(row), args.k));
+            if let Some(ease) = &ease {
+                ranked.push(matrix.top_unseen(user, &ease.scores(row), args.k));
+            }
             let norm = profile.interest.iter().map(|x| x * x).sum::<f32>().sqrt();
-            let ann = if norm > 0.0 {
+            ranked.push(if norm > 0.0 {
                 let unit: Vec<f32> = profile.interest.iter().map(|x| x / norm).collect();
                 unseen(
                     index
@@ -657,8 +699,17 @@ async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
                 )
             } else {
                 Vec::new()
+            });
+            let lists = retriever.recommendation_sources(user)?;
+            let list_of = |source: Source| -> Vec<String> {
+                lists
+                    .iter()
+                    .find(|(s, _)| *s == source)
+                    .map(|(_, ids)| ids.iter().map(|id| id.0.clone()).collect())
+                    .unwrap_or_default()
             };
-            let reranked = unseen(
+            ranked.push(unseen(list_of(Source::Covisit)));
+            ranked.push(unseen(
                 retriever
                     .search(&SearchRequest {
                         user_id: Some((*user).to_string().into()),
@@ -670,9 +721,18 @@ async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
                     .into_iter()
                     .map(|i| i.id.0)
                     .collect(),
-            );
+            ));
+            let mut reached = false;
+            for (hits, source) in source_hits.iter_mut().zip(sources) {
+                let list = list_of(source);
+                if list.iter().take(args.source_depth).any(|id| id == target) {
+                    *hits += 1;
+                    reached = true;
+                }
+            }
+            source_hits[sources.len()] += usize::from(reached);
             let judgment: Judgments = [(target.to_string(), 1)].into_iter().collect();
-            for (ids, t) in [popular, ann, reranked].iter().zip(totals.iter_mut()) {
+            for (ids, t) in ranked.iter().zip(totals.iter_mut()) {
                 t.ndcg += ndcg_at(args.k, ids, &judgment);
                 t.recall += recall_at(args.k, ids, &judgment);
                 t.mrr += reciprocal_rank(ids, &judgment);
@@ -680,7 +740,6 @@ async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
         }
         anyhow::ensure!(evaluated > 0, "no held-out interaction could be evaluated ({repeats} were repeats of seen items)");
         let n = evaluated as f64;
-        let ranker_name = retriever.ranker().name().to_string();
         eprintln!(
             "{:<28} {:>10} {:>8} {:>7}   ({evaluated} users, {} items, {} interactions replayed; skipped: {repeats} repeat targets, {unknown} interactions with unknown items)",
             "system",
@@ -691,11 +750,6 @@ async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
             replay.len()
         );
         for (system, t) in systems.iter().zip(&totals) {
-            let system = if *system == "profile-ann+rerank" {
-                format!("{system}:{ranker_name}")
-            } else {
-                system.to_string()
-            };
             eprintln!(
                 "{system:<28} {:>10.4} {:>8.4} {:>7.4}",
                 t.recall / n,
@@ -711,6 +765,19 @@ async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
                     format!("recall_at_{}", args.k): t.recall / n,
                     format!("ndcg_at_{}", args.k): t.ndcg / n,
                     "mrr": t.mrr / n,
+                })
+            );
+        }
+        eprintln!("candidate source    Recall@{} (the held-out item reaches stage 2)", args.source_depth);
+        let names = sources.iter().map(|s| s.name()).chain(["all sources"]);
+        for (name, hits) in names.zip(&source_hits) {
+            let recall = *hits as f64 / n;
+            eprintln!("{name:<19} {recall:.4}");
+            println!(
+                "{}",
+                serde_json::json!({
+                    "source": name, "users": evaluated,
+                    format!("recall_at_{}", args.source_depth): recall,
                 })
             );
         }

@@ -1,5 +1,6 @@
 //! Subcommands of the `shelf` binary and the flags they share.
 
+pub mod baselines;
 pub mod bench;
 pub mod data;
 pub mod deploy;
