@@ -16,7 +16,7 @@ impl Default for PriorRanker {
             // Order of FEATURE_NAMES: query_cosine, profile_cosine, category_affinity,
             // ctr_prior, popularity, price_fit, freshness, lexical_overlap, stage1_rank,
             // covisit, trending.
-            weights: [4.0, 2.0, 1.5, 4.0, 0.5, 1.0, 0.2, 1.5, 0.3, 4.0, 0.5],
+            weights: [4.0, 2.0, 1.5, 4.0, 0.5, 1.0, 0.2, 1.5, 0.3, 16.0, 0.5],
         }
     }
 }

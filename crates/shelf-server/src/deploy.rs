@@ -31,6 +31,10 @@ pub fn bundled_udfs() -> Vec<Udf> {
             include_str!("../../../udfs/event_weight.rs"),
         ),
         ("embed", include_str!("../../../udfs/embed.rs")),
+        (
+            "covisit_pairs",
+            include_str!("../../../udfs/covisit_pairs.rs"),
+        ),
     ]
     .into_iter()
     .map(|(name, definition)| Udf {
@@ -55,6 +59,7 @@ pub fn bundled_pipelines() -> Vec<Pipeline> {
             "user_activity",
             include_str!("../../../pipelines/user_activity.sql"),
         ),
+        ("covisits", include_str!("../../../pipelines/covisits.sql")),
     ]
     .into_iter()
     .map(|(stem, sql)| Pipeline {
@@ -70,12 +75,13 @@ pub fn pipeline_name(stem: &str) -> String {
 }
 
 /// The topics the pipelines and shelf read and write.
-pub const TOPICS: [&str; 5] = [
+pub const TOPICS: [&str; 6] = [
     "shelf-items",
     "shelf-item-vectors",
     "shelf-events",
     "shelf-item-stats",
     "shelf-user-activity",
+    "shelf-covisit-pairs",
 ];
 
 /// `sql` with `${FLUVIO_ENDPOINT}` filled in; any other `${...}` is an error.
@@ -445,7 +451,8 @@ mod tests {
             [
                 "shelf-item-vectors",
                 "shelf-item-stats",
-                "shelf-user-activity"
+                "shelf-user-activity",
+                "shelf-covisits"
             ]
         );
     }

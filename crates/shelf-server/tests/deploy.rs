@@ -158,7 +158,10 @@ async fn deploys_idempotently_and_updates_what_changed() {
             .iter()
             .map(|u| u["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["item_text", "event_weight", "embed"]);
+        assert_eq!(
+            names,
+            ["item_text", "event_weight", "embed", "covisit_pairs"]
+        );
         for p in &fake.pipelines {
             let query = p["query"].as_str().unwrap();
             assert!(query.contains("endpoint = 'fluvio-sc:9003'"), "{query}");

@@ -302,7 +302,83 @@ async fn personalised_results_fit_hidden_preferences_better() {
         online_trained.clicks_per_search() >= online_prior.clicks_per_search() - 0.3,
         "online: {online_trained:?} ranked by {expected_live} against {online_prior:?} by the prior"
     );
+    bought_together_is_recommended(&s, &shop, &shoppers).await;
     s.stop().await;
+}
+
+/// Shoppers who clicked an item often went on to its companion (bought together: another
+/// category, other words, so content similarity cannot find it). A new visitor who has
+/// just viewed such an item is recommended its companion, and only co-visitation proposes
+/// it.
+async fn bought_together_is_recommended(
+    s: &common::TestServer,
+    shop: &Shop,
+    shoppers: &[users::SimUser],
+) {
+    let probes: Vec<usize> = (0..shop.products.len())
+        .filter(|&i| {
+            shop.companion(i).is_some()
+                && shoppers
+                    .iter()
+                    .any(|u| u.leaves.contains(&shop.products[i].leaf))
+        })
+        .step_by(3)
+        .take(40)
+        .collect();
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let events: Vec<serde_json::Value> = probes
+        .iter()
+        .map(|&i| {
+            serde_json::json!({
+                "user_id": format!("visitor-{i}"), "kind": "view",
+                "item_id": shop.products[i].item.id.as_str(), "ts": now,
+            })
+        })
+        .collect();
+    let (status, body) = s
+        .call(
+            axum::http::Method::POST,
+            "/v1/events",
+            Some(serde_json::json!(events)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    s.settle().await;
+    let (mut hits, mut by_content) = (0, 0);
+    for &i in &probes {
+        let companion = shop.products[shop.companion(i).unwrap()].item.id.as_str();
+        let body = serde_json::json!({
+            "user_id": format!("visitor-{i}"), "k": 10, "explain": true, "explore": false,
+        });
+        let (status, body) = s
+            .call(axum::http::Method::POST, "/v1/search", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let items = body["items"].as_array().unwrap();
+        if let Some(hit) = items.iter().find(|item| item["id"] == companion) {
+            hits += 1;
+            let sources = hit["sources"].as_array().unwrap();
+            if !sources.contains(&serde_json::json!("covisit")) {
+                by_content += 1;
+            }
+        }
+    }
+    let share = hits as f64 / probes.len() as f64;
+    eprintln!(
+        "bought together: the companion of a just-viewed item is in the top 10 for {hits} of {} new visitors ({share:.2}; {by_content} without co-visitation)",
+        probes.len()
+    );
+    assert!(
+        share >= 0.25,
+        "{hits} of {} companions recommended",
+        probes.len()
+    );
+    assert_eq!(
+        by_content, 0,
+        "a companion reached the top 10 without co-visitation"
+    );
 }
 
 /// The shoppers' hidden relevance as a ranker, judged on the trainer's held-out shown items

@@ -14,11 +14,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
 /// Arroyo/DataFusion functions the pipelines may use, with their argument counts.
-const BUILTINS: [(&str, usize); 5] = [
+const BUILTINS: [(&str, usize); 6] = [
     ("sum", 1),
     ("count", 1),
     ("hop", 2),
     ("tumble", 1),
+    ("session", 1),
     ("extract_json_string", 2),
 ];
 

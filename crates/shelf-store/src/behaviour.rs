@@ -227,6 +227,40 @@ mod tests {
             .collect()
     }
 
+    /// The `covisit_pairs` UDAF of the distributed path is held to the same cases.
+    #[test]
+    fn pairs_match_the_shared_udf_parity_cases() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/udf_parity.json"
+        );
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let case = &fixture["covisit_pairs"];
+        let decay = DecayConfig::default();
+        let config = BehaviourConfig::default();
+        let mut profile = crate::Profile::new("u", 1);
+        let mut got = Vec::new();
+        for event in case["events"].as_array().unwrap() {
+            let item = event["item_id"].as_str().unwrap();
+            let kind: EventKind = serde_json::from_value(event["kind"].clone()).unwrap();
+            let ts = event["ts_ms"].as_i64().unwrap();
+            for pair in covisit_pairs(item, kind, ts, &profile.recent, &decay, &config) {
+                got.push(serde_json::json!({
+                    "from": pair.from, "to": pair.to, "weight": pair.weight, "ts_ms": ts,
+                }));
+            }
+            let facts = crate::ItemFacts {
+                id: item,
+                vector: &[1.0],
+                category: None,
+                price: None,
+            };
+            profile.apply(kind, ts, Some(facts), &decay);
+        }
+        assert_eq!(serde_json::Value::Array(got), case["pairs"]);
+    }
+
     #[test]
     fn pairs_weigh_kinds_and_distance_and_skip_repeats_and_old_events() {
         let decay = DecayConfig::default();

@@ -108,6 +108,18 @@ pub struct InteractionsArgs {
     /// reach stage 2 at all).
     #[arg(long, default_value_t = 100)]
     pub source_depth: usize,
+    /// Also train a logistic ranker here and score the recommendation path with it: each
+    /// evaluated user's last --train-rounds interactions before the held-out one are held
+    /// back too; before each, the user's recommendation (100 candidates, ranked by the
+    /// prior) becomes a training response with that item as the click, then it is
+    /// replayed; a model is trained on those responses and the last interactions predicted
+    /// as usual.
+    #[arg(long)]
+    pub train_ranker: bool,
+    /// With --train-ranker: how many of each user's interactions before the held-out one
+    /// become training responses.
+    #[arg(long, default_value_t = 5)]
+    pub train_rounds: usize,
 }
 
 pub fn run(command: EvalCommand) -> anyhow::Result<()> {
@@ -442,6 +454,42 @@ async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
     result
 }
 
+/// Applies `interactions` (in order) through the event job as records from `*offset` on.
+async fn replay_events(
+    job: &mut shelf_engine::EventJob,
+    interactions: &[&Interaction],
+    offset: &mut u64,
+) -> anyhow::Result<()> {
+    use shelf_engine::Job;
+    for chunk in interactions.chunks(1024) {
+        let records = chunk
+            .iter()
+            .map(|x| {
+                let ts = time::OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(x.ts_ms) * 1_000_000,
+                )?;
+                let event = shelf_types::Event {
+                    user_id: x.user.clone().into(),
+                    kind: x.kind,
+                    item_id: Some(x.item.clone().into()),
+                    query: None,
+                    request_id: None,
+                    position: None,
+                    ts,
+                };
+                *offset += 1;
+                Ok(shelf_stream::Record {
+                    partition: 0,
+                    offset: *offset - 1,
+                    payload: serde_json::to_vec(&event)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        job.apply(records).await?;
+    }
+    Ok(())
+}
+
 /// One interaction of the log.
 #[derive(Clone, Debug)]
 struct Interaction {
@@ -541,7 +589,7 @@ fn read_interactions(path: &Path, default_kind: &str) -> anyhow::Result<Vec<Inte
 }
 
 async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
-    use shelf_engine::{EventJob, Job};
+    use shelf_engine::EventJob;
     use shelf_store::DecayConfig;
     use std::collections::{BTreeMap, HashSet};
 
@@ -597,35 +645,98 @@ async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
             .filter(|(i, _)| !held.contains(i))
             .map(|(_, x)| x)
             .collect();
-        for (n, chunk) in replay.chunks(1024).enumerate() {
-            let records = chunk
-                .iter()
-                .enumerate()
-                .map(|(j, x)| {
-                    let ts = time::OffsetDateTime::from_unix_timestamp_nanos(
-                        i128::from(x.ts_ms) * 1_000_000,
-                    )?;
-                    let event = shelf_types::Event {
-                        user_id: x.user.clone().into(),
-                        kind: x.kind,
-                        item_id: Some(x.item.clone().into()),
-                        query: None,
-                        request_id: None,
-                        position: None,
-                        ts,
-                    };
-                    Ok(shelf_stream::Record {
-                        partition: 0,
-                        offset: (n * 1024 + j) as u64,
-                        payload: serde_json::to_vec(&event)?,
-                    })
+        // With --train-ranker, each evaluated user's last --train-rounds interactions before
+        // the held-out one are held back: round r asks for every such user's
+        // recommendation before their r-th held-back interaction (a training response whose
+        // click is that item), then replays those interactions.
+        let held_back: BTreeMap<&str, Vec<usize>> = if args.train_ranker {
+            held_out
+                .keys()
+                .map(|user| {
+                    let seen = &per_user[user];
+                    let before = &seen[..seen.len() - 1];
+                    let keep = before.len().saturating_sub(args.train_rounds).max(1);
+                    (*user, before[keep.min(before.len())..].to_vec())
                 })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            job.apply(records).await?;
-            for x in chunk {
-                *popularity.entry(x.item.as_str()).or_default() += 1.0;
-                history.entry(x.user.as_str()).or_default().insert(x.item.as_str());
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let held_back_all: HashSet<usize> = held_back.values().flatten().copied().collect();
+        let first: Vec<&Interaction> = log
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !held.contains(i) && !held_back_all.contains(i))
+            .map(|(_, x)| x)
+            .collect();
+        let mut offset = 0u64;
+        replay_events(&mut job, &first, &mut offset).await?;
+        let trained: Option<Arc<dyn Ranker>> = if args.train_ranker {
+            let retriever = Retriever::new(
+                Arc::clone(&store),
+                embedder.clone(),
+                index.clone(),
+                Arc::clone(&ranker),
+                RetrievalConfig {
+                    exploration_share: 0.0,
+                    ..Default::default()
+                },
+            );
+            let mut examples = Vec::new();
+            let mut requests = 0u64;
+            for round in 0..args.train_rounds {
+                let mut targets: Vec<(&str, usize)> = held_back
+                    .iter()
+                    .filter_map(|(user, backs)| backs.get(round).map(|&i| (*user, i)))
+                    .collect();
+                for &(user, target) in &targets {
+                    let target = &log[target];
+                    let response = retriever
+                        .search(&SearchRequest {
+                            user_id: Some(user.to_string().into()),
+                            k: 100,
+                            ..Default::default()
+                        })
+                        .await?;
+                    requests += 1;
+                    // Nobody saw these lists, so there is no position bias to learn: every
+                    // candidate gets the serving position.
+                    for item in &response.items {
+                        examples.push(shelf_rank::Example {
+                            features: item.features,
+                            position: shelf_rank::SERVING_POSITION,
+                            clicked: item.id.as_str() == target.item,
+                            ts_ms: target.ts_ms,
+                            request: requests,
+                        });
+                    }
+                }
+                targets.sort_by_key(|&(_, i)| i);
+                let round_events: Vec<&Interaction> = targets.iter().map(|&(_, i)| &log[i]).collect();
+                replay_events(&mut job, &round_events, &mut offset).await?;
             }
+            let clicks = examples.iter().filter(|e| e.clicked).count();
+            eprintln!(
+                "training a logistic ranker on {requests} responses ({} candidates, {clicks} of them the next item)",
+                examples.len()
+            );
+            let model = shelf_rank::train(
+                &examples,
+                &shelf_rank::TrainConfig::default(),
+                "logistic-eval",
+            )?;
+            eprintln!(
+                "trained: validation position-matched AUC {:.4} (prior {:.4})",
+                model.report.validation_position_matched_auc,
+                model.report.prior_validation_position_matched_auc
+            );
+            Some(Arc::new(model))
+        } else {
+            None
+        };
+        for x in &replay {
+            *popularity.entry(x.item.as_str()).or_default() += 1.0;
+            history.entry(x.user.as_str()).or_default().insert(x.item.as_str());
         }
         let mut by_popularity: Vec<(&str, f64)> = popularity.into_iter().collect();
         by_popularity.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
@@ -657,6 +768,9 @@ async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
             systems.push("ease".into());
         }
         systems.extend(["profile-ann".into(), "covisit".into(), format!("recommend:{ranker_name}")]);
+        if let Some(model) = &trained {
+            systems.push(format!("recommend:{}", model.name()));
+        }
         let mut totals: Vec<Totals> = systems.iter().map(|_| Totals::default()).collect();
         let sources = [Source::Profile, Source::Covisit, Source::Trending];
         // Hits at --source-depth per source, then of their union.
@@ -709,19 +823,21 @@ async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
                     .unwrap_or_default()
             };
             ranked.push(unseen(list_of(Source::Covisit)));
-            ranked.push(unseen(
-                retriever
-                    .search(&SearchRequest {
-                        user_id: Some((*user).to_string().into()),
-                        k: depth,
-                        ..Default::default()
-                    })
-                    .await?
-                    .items
-                    .into_iter()
-                    .map(|i| i.id.0)
-                    .collect(),
-            ));
+            let request = SearchRequest {
+                user_id: Some((*user).to_string().into()),
+                k: depth,
+                ..Default::default()
+            };
+            let recommend = |response: shelf_engine::SearchResponse| {
+                unseen(response.items.into_iter().map(|i| i.id.0).collect())
+            };
+            ranked.push(recommend(retriever.search(&request).await?));
+            if let Some(model) = &trained {
+                let live = retriever.ranker();
+                retriever.set_ranker(Arc::clone(model));
+                ranked.push(recommend(retriever.search(&request).await?));
+                retriever.set_ranker(live);
+            }
             let mut reached = false;
             for (hits, source) in source_hits.iter_mut().zip(sources) {
                 let list = list_of(source);

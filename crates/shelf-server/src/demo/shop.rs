@@ -331,6 +331,42 @@ pub enum Tier {
     Premium,
 }
 
+/// Leaves whose items are bought together: after an item of the first, shoppers often
+/// turn to the matching item of the second (the accessory after the main item). Content
+/// similarity cannot find these (other category, other words); co-visitation can.
+const COMPANION_LEAVES: &[(&str, &str)] = &[
+    (
+        "Furniture/Living Room/Sofas",
+        "Furniture/Living Room/Coffee Tables",
+    ),
+    ("Furniture/Living Room/Coffee Tables", "Home/Textiles/Rugs"),
+    ("Furniture/Bedroom/Beds", "Home/Lighting/Lamps"),
+    ("Furniture/Office/Desks", "Furniture/Office/Office Chairs"),
+    (
+        "Electronics/Computers/Laptops",
+        "Electronics/Computers/Monitors",
+    ),
+    (
+        "Electronics/Computers/Monitors",
+        "Electronics/Computers/Keyboards",
+    ),
+    (
+        "Electronics/Phones/Smartphones",
+        "Electronics/Phones/Phone Cases",
+    ),
+    ("Electronics/Audio/Speakers", "Electronics/Audio/Headphones"),
+    ("Clothing/Men/Jackets", "Clothing/Men/Shirts"),
+    ("Clothing/Women/Dresses", "Clothing/Shoes/Sneakers"),
+    ("Kitchen/Cookware/Pans", "Kitchen/Cookware/Pots"),
+    (
+        "Kitchen/Appliances/Coffee Machines",
+        "Kitchen/Appliances/Blenders",
+    ),
+    ("Sports/Cycling/Bikes", "Sports/Cycling/Helmets"),
+    ("Sports/Camping/Tents", "Sports/Camping/Sleeping Bags"),
+    ("Books/Non-fiction/Cooking", "Kitchen/Cookware/Pans"),
+];
+
 /// What the simulation knows about an item beyond its record (its hidden facets).
 #[derive(Clone, Debug)]
 pub struct Product {
@@ -410,6 +446,18 @@ impl Shop {
         Self { products }
     }
 
+    /// The item bought together with product `i`, if its leaf has a companion leaf: the
+    /// product of the same rank within that leaf (each leaf holds every `leaves()`-th
+    /// product).
+    pub fn companion(&self, i: usize) -> Option<usize> {
+        let leaf = LEAVES[self.products.get(i)?.leaf].path;
+        let (_, other) = COMPANION_LEAVES.iter().find(|(from, _)| *from == leaf)?;
+        let other = LEAVES.iter().position(|l| l.path == *other)?;
+        let n = LEAVES.len();
+        let in_other = (self.products.len() + n - 1 - other) / n;
+        (in_other > 0).then(|| other + n * ((i / n) % in_other))
+    }
+
     /// Number of leaf categories.
     pub fn leaves() -> usize {
         LEAVES.len()
@@ -464,5 +512,25 @@ mod tests {
         let ids: std::collections::HashSet<&str> =
             a.products.iter().map(|p| p.item.id.as_str()).collect();
         assert_eq!(ids.len(), 500);
+    }
+
+    #[test]
+    fn companions_are_in_the_companion_leaf_and_spread_over_it() {
+        let shop = Shop::generate(1_240, 7);
+        let mut targets = std::collections::HashSet::new();
+        let mut with = 0;
+        for (i, p) in shop.products.iter().enumerate() {
+            let Some(c) = shop.companion(i) else {
+                continue;
+            };
+            with += 1;
+            let from = Shop::leaf_path(p.leaf);
+            let to = Shop::leaf_path(shop.products[c].leaf);
+            assert!(COMPANION_LEAVES.contains(&(from, to)), "{from} -> {to}");
+            targets.insert(c);
+        }
+        assert_eq!(with, 1_240 / Shop::leaves() * COMPANION_LEAVES.len());
+        assert!(targets.len() * 2 > with, "companions pile up on few items");
+        assert_eq!(shop.companion(5_000), None);
     }
 }

@@ -17,10 +17,12 @@ pub struct SimUser {
     pub tier: Tier,
 }
 
-/// The facets of the shop's items, by id (what the simulation judges relevance by).
+/// The facets of the shop's items, by id (what the simulation judges relevance by), and
+/// the items bought together.
 #[derive(Debug)]
 pub struct Facets {
     by_id: HashMap<String, (usize, usize, Tier)>,
+    companions: HashMap<String, String>,
 }
 
 impl Facets {
@@ -31,7 +33,21 @@ impl Facets {
                 .iter()
                 .map(|p| (p.item.id.0.clone(), (p.leaf, p.color, p.tier)))
                 .collect(),
+            companions: (0..shop.products.len())
+                .filter_map(|i| {
+                    let c = shop.companion(i)?;
+                    Some((
+                        shop.products[i].item.id.0.clone(),
+                        shop.products[c].item.id.0.clone(),
+                    ))
+                })
+                .collect(),
         }
+    }
+
+    /// The item shoppers turn to after `item_id` (see [`Shop::companion`]).
+    pub fn companion(&self, item_id: &str) -> Option<&str> {
+        self.companions.get(item_id).map(String::as_str)
     }
 
     /// Graded relevance 0..=4: 2 for a favourite category, 1 for the colour, 1 for the
@@ -113,9 +129,14 @@ impl SessionOutcome {
     }
 }
 
+/// Chance that a shopper who clicked an item with a companion goes on to view it, and that
+/// one who put it in the cart adds the companion too.
+const COMPANION_VIEW: f64 = 0.3;
+const COMPANION_CART: f64 = 0.5;
+
 /// One session of `user`: a search in one of their categories (sometimes with their
-/// colour), then clicks by the click model, some of which lead to carts and purchases;
-/// every action goes through the API.
+/// colour), then clicks by the click model, some of which lead to carts and purchases, and
+/// to the clicked item's companion (bought together); every action goes through the API.
 pub async fn session(
     api: &impl Transport,
     facets: &Facets,
@@ -172,11 +193,25 @@ pub async fn session(
             "user_id": user.id, "kind": "click", "item_id": id, "query": query,
             "request_id": request_id, "position": i + 1, "ts": now,
         }));
+        let companion = facets
+            .companion(id)
+            .filter(|_| rng.random::<f64>() < COMPANION_VIEW);
+        if let Some(companion) = companion {
+            events.push(serde_json::json!({
+                "user_id": user.id, "kind": "view", "item_id": companion, "ts": now,
+            }));
+        }
         if rng.random::<f64>() < 0.25 {
             outcome.carts += 1;
             events.push(serde_json::json!({
                 "user_id": user.id, "kind": "add_to_cart", "item_id": id, "ts": now,
             }));
+            if let Some(companion) = companion.filter(|_| rng.random::<f64>() < COMPANION_CART) {
+                outcome.carts += 1;
+                events.push(serde_json::json!({
+                    "user_id": user.id, "kind": "add_to_cart", "item_id": companion, "ts": now,
+                }));
+            }
             if rng.random::<f64>() < 0.4 {
                 outcome.purchases += 1;
                 events.push(serde_json::json!({

@@ -5,7 +5,7 @@
 #[test]
 fn every_udf_header_lists_what_its_test_crate_depends_on() {
     let udfs = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    for name in ["item_text", "event_weight", "embed"] {
+    for name in ["item_text", "event_weight", "embed", "covisit_pairs"] {
         let source = std::fs::read_to_string(format!("{udfs}/{name}.rs")).unwrap();
         let header = source
             .strip_prefix("/*\n[dependencies]\n")
