@@ -178,6 +178,79 @@ async fn items_events_search_profile_and_deletion_round_trip() {
     assert_eq!(body["personalized"], true);
     assert_eq!(ids(&body).len(), 3);
 
+    // Behaviour: u2 looked at an item (in another category than the click above) right
+    // after it; u3 looks at the clicked item and is recommended what u2 went on to, through
+    // co-visitation, tagged as such.
+    let (_, body) = s
+        .call(
+            Method::POST,
+            "/v1/search",
+            Some(json!({"query": "laptop", "k": 1})),
+        )
+        .await;
+    let next = ids(&body)[0].clone();
+    assert_ne!(next, clicked);
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/v1/events",
+            Some(json!([
+                {"user_id": "u2", "kind": "view", "item_id": clicked, "ts": "2026-11-20T11:00:00Z"},
+                {"user_id": "u2", "kind": "add_to_cart", "item_id": next, "ts": "2026-11-20T11:01:00Z"},
+                {"user_id": "u3", "kind": "view", "item_id": clicked, "ts": "2026-11-20T12:00:00Z"},
+            ])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    s.settle().await;
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/v1/search",
+            Some(json!({"user_id": "u3", "k": 10, "explain": true, "explore": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let item = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == next.as_str())
+        .unwrap_or_else(|| panic!("{next} not recommended: {body}"));
+    assert!(
+        item["sources"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("covisit")),
+        "{item}"
+    );
+    let covisit = item["explanation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["feature"] == "covisit")
+        .unwrap();
+    assert!(covisit["value"].as_f64().unwrap() > 0.0, "{item}");
+    // Without history and without a query: the trending items.
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/v1/search",
+            Some(json!({"user_id": "new-visitor", "k": 3, "explain": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["personalized"], false);
+    // Only two items have had events so far.
+    let mut trending = ids(&body);
+    trending.sort();
+    let mut engaged = vec![clicked.clone(), next.clone()];
+    engaged.sort();
+    assert_eq!(trending, engaged, "{body}");
+    for item in body["items"].as_array().unwrap() {
+        assert_eq!(item["sources"], json!(["trending"]), "{item}");
+    }
+
     // Deleting an item removes it from results.
     let (status, _) = s
         .call(Method::DELETE, &format!("/v1/items/{clicked}"), None)

@@ -181,6 +181,10 @@ fn sigkill_at_random_points_then_restart_gives_the_uninterrupted_state() {
     );
     let expected = dump(&reference);
     assert!(expected.lines().count() > ITEMS, "dump too small");
+    // The behaviour signals are part of the state compared below.
+    for kind in ["\"type\":\"covisits\"", "\"type\":\"trending\""] {
+        assert!(expected.contains(kind), "the dump has no {kind} lines");
+    }
 
     let crashed = tmp.path().join("crashed");
     ingest(&crashed, &items, &events);

@@ -146,7 +146,7 @@ async fn deploys_idempotently_and_updates_what_changed() {
     let mut pipelines = bundled_pipelines();
 
     let steps = deploy().run(&api, &udfs, &pipelines).await.unwrap();
-    assert_eq!(steps.len(), 6);
+    assert_eq!(steps.len(), 8);
     assert!(
         steps.iter().all(|s| s.outcome == Outcome::Created),
         "{steps:?}"
@@ -200,7 +200,7 @@ async fn deploys_idempotently_and_updates_what_changed() {
     assert!(new_calls[0].starts_with("PATCH pl_") && new_calls[0].ends_with("stop=\"checkpoint\""));
     assert!(new_calls[1].starts_with("DELETE pipeline pl_"));
     assert_eq!(new_calls[2], "POST pipeline shelf-item-stats");
-    assert_eq!(fake.pipelines.len(), 3);
+    assert_eq!(fake.pipelines.len(), 4);
     let stats = fake
         .pipelines
         .iter()

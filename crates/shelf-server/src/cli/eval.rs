@@ -29,6 +29,28 @@ pub enum EvalCommand {
     /// Click prediction on the newest logged impressions of a data directory: AUC and
     /// log-loss of the prior and of every saved model.
     Ctr(CtrArgs),
+    /// Writes the demo shop's catalog and its shoppers' browsing (with companion items
+    /// bought together) as `items.jsonl` and `interactions.tsv` for `eval interactions`.
+    DemoData(DemoDataArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoDataArgs {
+    /// Directory to write `items.jsonl` and `interactions.tsv` into (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Products in the shop.
+    #[arg(long, default_value_t = 2_000)]
+    pub items: usize,
+    /// Shoppers.
+    #[arg(long, default_value_t = 300)]
+    pub users: usize,
+    /// Sessions per shopper.
+    #[arg(long, default_value_t = 20)]
+    pub sessions: usize,
+    /// Seed of the shop, the shoppers and their sessions.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -130,7 +152,56 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
         EvalCommand::Relevance(args) => runtime.block_on(relevance(*args)),
         EvalCommand::Interactions(args) => runtime.block_on(interactions(*args)),
         EvalCommand::Ctr(args) => ctr(args),
+        EvalCommand::DemoData(args) => demo_data(args),
     }
+}
+
+fn demo_data(args: DemoDataArgs) -> anyhow::Result<()> {
+    use crate::demo::{shop::Shop, users};
+    use std::io::Write;
+    anyhow::ensure!(
+        args.items > 0 && args.users > 0,
+        "--items and --users must be positive"
+    );
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let shop = Shop::generate(args.items, args.seed);
+    let shoppers = users::users(args.users, args.seed + 1);
+    let log = users::browsing_log(&shop, &shoppers, args.sessions, args.seed + 2);
+    let write = |name: &str, body: &dyn Fn(&mut dyn Write) -> std::io::Result<()>| {
+        let path = args.out.join(name);
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        body(&mut file)?;
+        file.flush()?;
+        anyhow::Ok(())
+    };
+    write("items.jsonl", &|out| {
+        for p in &shop.products {
+            writeln!(out, "{}", serde_json::to_string(&p.item)?)?;
+        }
+        Ok(())
+    })?;
+    write("interactions.tsv", &|out| {
+        writeln!(out, "user_id\titem_id\tkind\tts")?;
+        for x in &log {
+            writeln!(
+                out,
+                "{}\t{}\t{}\t{}",
+                x.user_id, x.item_id, x.kind, x.ts_secs
+            )?;
+        }
+        Ok(())
+    })?;
+    eprintln!(
+        "wrote {} items and {} interactions of {} shoppers to {}",
+        shop.products.len(),
+        log.len(),
+        shoppers.len(),
+        args.out.display()
+    );
+    Ok(())
 }
 
 /// AUC and log-loss on the held-out newest impressions. The prior's scores are not

@@ -259,6 +259,88 @@ pub async fn sessions(
     Ok(total)
 }
 
+/// One interaction of [`browsing_log`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Interaction {
+    pub user_id: String,
+    pub item_id: String,
+    pub kind: &'static str,
+    pub ts_secs: i64,
+}
+
+/// An interaction log of the shoppers browsing without a search engine, for offline
+/// evaluation (`shelf eval demo-data`): each session a shopper opens one category (a
+/// favourite with probability 0.85), looks through 10 of its items in random order with
+/// the click model's attention and clicks (a click is a view here), carts and buys some,
+/// and turns to clicked items' companions as in [`session`]. Sessions are an hour apart
+/// per shopper, events in a session a minute apart. Deterministic in `seed`.
+pub fn browsing_log(
+    shop: &Shop,
+    users: &[SimUser],
+    sessions_per_user: usize,
+    seed: u64,
+) -> Vec<Interaction> {
+    let facets = Facets::of(shop);
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut by_leaf: Vec<Vec<usize>> = vec![Vec::new(); Shop::leaves()];
+    for (i, p) in shop.products.iter().enumerate() {
+        by_leaf[p.leaf].push(i);
+    }
+    let start = 1_767_225_600; // 2026-01-01T00:00:00Z
+    let mut log = Vec::new();
+    for session in 0..sessions_per_user {
+        for (u, user) in users.iter().enumerate() {
+            let mut ts = start + (session * users.len() + u) as i64 * 3600;
+            let mut push = |log: &mut Vec<Interaction>, item: &str, kind: &'static str| {
+                ts += 60;
+                log.push(Interaction {
+                    user_id: user.id.clone(),
+                    item_id: item.to_string(),
+                    kind,
+                    ts_secs: ts,
+                });
+            };
+            let leaf = if rng.random::<f64>() < 0.85 {
+                user.leaves[rng.random_range(0..2)]
+            } else {
+                rng.random_range(0..Shop::leaves())
+            };
+            let mut shown = by_leaf[leaf].clone();
+            for i in (1..shown.len()).rev() {
+                shown.swap(i, rng.random_range(0..=i));
+            }
+            for (position, &i) in shown.iter().take(10).enumerate() {
+                let id = shop.products[i].item.id.as_str();
+                if rng.random::<f64>() >= examine_probability(position)
+                    || rng.random::<f64>() >= click_probability(facets.relevance(user, id))
+                {
+                    continue;
+                }
+                push(&mut log, id, "view");
+                let companion = facets
+                    .companion(id)
+                    .filter(|_| rng.random::<f64>() < COMPANION_VIEW);
+                if let Some(companion) = companion {
+                    push(&mut log, companion, "view");
+                }
+                if rng.random::<f64>() < 0.25 {
+                    push(&mut log, id, "add_to_cart");
+                    if let Some(companion) =
+                        companion.filter(|_| rng.random::<f64>() < COMPANION_CART)
+                    {
+                        push(&mut log, companion, "add_to_cart");
+                    }
+                    if rng.random::<f64>() < 0.4 {
+                        push(&mut log, id, "purchase");
+                    }
+                }
+            }
+        }
+    }
+    log.sort_by_key(|x| x.ts_secs);
+    log
+}
+
 /// NDCG@k of a ranked list of ids for `user` (1 when the list is ideal for the
 /// relevant items of the shop, 0 when it holds none).
 pub fn ndcg_at(k: usize, ranked: &[String], user: &SimUser, facets: &Facets) -> f64 {
@@ -349,6 +431,26 @@ mod tests {
         assert!((ndcg_at(10, &ideal, user, &facets) - 1.0).abs() < 1e-12);
         let worst: Vec<String> = ideal.iter().rev().take(10).cloned().collect();
         assert_eq!(ndcg_at(10, &worst, user, &facets), 0.0);
+    }
+
+    #[test]
+    fn the_browsing_log_is_deterministic_in_time_order_and_follows_companions() {
+        let shop = Shop::generate(620, 3);
+        let shoppers = users(20, 4);
+        let log = browsing_log(&shop, &shoppers, 10, 5);
+        assert_eq!(log, browsing_log(&shop, &shoppers, 10, 5));
+        assert!(log.len() > 200, "{}", log.len());
+        assert!(log.windows(2).all(|w| w[0].ts_secs <= w[1].ts_secs));
+        let facets = Facets::of(&shop);
+        // Some views follow a view of the item they are the companion of.
+        let followed = log
+            .windows(2)
+            .filter(|w| {
+                w[0].user_id == w[1].user_id
+                    && facets.companion(&w[0].item_id) == Some(w[1].item_id.as_str())
+            })
+            .count();
+        assert!(followed > 10, "{followed}");
     }
 
     #[test]
