@@ -1,7 +1,7 @@
 -- Pipeline shelf-covisits: events -> each user's co-visitation pairs per session (events
 -- less than 30 minutes apart) -> shelf-covisit-pairs, for users on the distributed path who
 -- keep item-to-item co-visitation outside shelf (a feature store, a batch recommender).
--- The pairs and weights are those of shelf's event job (the covisit_pairs UDAF is held to
+-- The pairs and weights are those of shelf's event job (the covisit_pairs UDF is held to
 -- the engine's cases by a parity test); shelf itself keeps its co-visit lists from
 -- shelf-events, and pairs events of one user across sessions too (up to 24 h apart).
 -- ${FLUVIO_ENDPOINT} is filled in by `shelf deploy`.
@@ -34,7 +34,10 @@ INSERT INTO covisit_pairs
 SELECT
     user_id,
     session(INTERVAL '30' MINUTE) AS window,
-    covisit_pairs(item_id, kind, CAST(extract(epoch FROM ts) * 1000 AS BIGINT)) AS pairs
+    covisit_pairs(string_agg(
+        concat_ws(chr(9), item_id, kind, CAST(CAST(extract(epoch FROM ts) * 1000 AS BIGINT) AS TEXT)),
+        chr(10)
+    )) AS pairs
 FROM events
 WHERE user_id IS NOT NULL
     AND item_id IS NOT NULL

@@ -3,14 +3,16 @@
 serde_json = "1"
 */
 
-//! Arroyo UDAF `covisit_pairs(item_id, kind, ts_ms)`: the co-visitation pairs of one
-//! user's item events in a window, as a JSON array of `{"from","to","weight","ts_ms"}`,
-//! computed as shelf's event job does (shelf-store's `covisit_pairs`, default settings):
-//! each event pairs with the user's 10 previous distinct other items (newest first), the
-//! j-th with weight `sqrt(w(kind) * w(its kind)) / j`, forward (`earlier -> item`) and
-//! backward (`item -> earlier`, half weight), unless the two are more than 24 h apart.
-//! Weights are view 1, click 2, add_to_cart 4, purchase 8 (`event_weight`); decay over
-//! time stays in shelf. Events are taken in time order, ties in the order they arrived.
+//! Arroyo UDF `covisit_pairs(events)`: the co-visitation pairs of one user's item events
+//! in a window, as a JSON array of `{"from","to","weight","ts_ms"}`. `events` holds one
+//! event per line, `item_id<TAB>kind<TAB>ts_ms` (the pipeline gathers them with
+//! `string_agg`: arroyo-udf-plugin 0.2's aggregate UDFs take only numeric lists). The pairs
+//! are those of shelf's event job (shelf-store's `covisit_pairs`, default settings): each
+//! event pairs with the user's 10 previous distinct other items (newest first), the j-th
+//! with weight `sqrt(w(kind) * w(its kind)) / j`, forward (`earlier -> item`) and backward
+//! (`item -> earlier`, half weight), unless the two are more than 24 h apart. Weights are
+//! view 1, click 2, add_to_cart 4, purchase 8 (`event_weight`); decay over time stays in
+//! shelf. Events are taken in time order, ties in the order they arrived.
 
 use arroyo_udf_plugin::udf;
 
@@ -28,15 +30,23 @@ fn weight(kind: &str) -> f64 {
     }
 }
 
+/// `item_id<TAB>kind<TAB>ts_ms` lines as events; malformed lines and kinds without an
+/// item weight are skipped.
+fn parse(events: &str) -> Vec<(&str, &str, i64)> {
+    events
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let (item, kind, ts) = (fields.next()?, fields.next()?, fields.next()?);
+            Some((item, kind, ts.trim().parse().ok()?))
+        })
+        .filter(|(item, kind, _)| !item.is_empty() && weight(kind) > 0.0)
+        .collect()
+}
+
 #[udf]
-fn covisit_pairs(item_id: Vec<&str>, kind: Vec<&str>, ts_ms: Vec<i64>) -> String {
-    let mut events: Vec<(&str, &str, i64)> = item_id
-        .into_iter()
-        .zip(kind)
-        .zip(ts_ms)
-        .map(|((item, kind), ts)| (item, kind, ts))
-        .filter(|(_, kind, _)| weight(kind) > 0.0)
-        .collect();
+fn covisit_pairs(events: &str) -> String {
+    let mut events = parse(events);
     events.sort_by_key(|e| e.2); // stable: ties keep their arrival order
     let mut pairs = Vec::new();
     for (n, &(item, kind, ts)) in events.iter().enumerate() {
@@ -77,37 +87,37 @@ mod tests {
         let fixture: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let case = &fixture["covisit_pairs"];
-        let events = case["events"].as_array().unwrap();
-        let items: Vec<&str> = events
+        let lines: Vec<String> = case["events"]
+            .as_array()
+            .unwrap()
             .iter()
-            .map(|e| e["item_id"].as_str().unwrap())
-            .collect();
-        let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-        let ts: Vec<i64> = events
-            .iter()
-            .map(|e| e["ts_ms"].as_i64().unwrap())
+            .map(|e| {
+                format!(
+                    "{}\t{}\t{}",
+                    e["item_id"].as_str().unwrap(),
+                    e["kind"].as_str().unwrap(),
+                    e["ts_ms"].as_i64().unwrap()
+                )
+            })
             .collect();
         // A window's rows may arrive in any order (the times here are distinct): reversed,
         // the result is the same.
-        let mut rows: Vec<usize> = (0..events.len()).collect();
-        for _ in 0..2 {
-            let got = covisit_pairs(
-                rows.iter().map(|&i| items[i]).collect(),
-                rows.iter().map(|&i| kinds[i]).collect(),
-                rows.iter().map(|&i| ts[i]).collect(),
-            );
-            let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+        for reversed in [false, true] {
+            let mut rows = lines.clone();
+            if reversed {
+                rows.reverse();
+            }
+            let got: serde_json::Value =
+                serde_json::from_str(&covisit_pairs(&rows.join("\n"))).unwrap();
             assert_eq!(got, case["pairs"]);
-            rows.reverse();
         }
     }
 
     #[test]
-    fn searches_and_single_events_make_no_pairs() {
-        assert_eq!(covisit_pairs(vec!["a"], vec!["view"], vec![0]), "[]");
-        assert_eq!(
-            covisit_pairs(vec!["a", "b"], vec!["search", "view"], vec![0, 1]),
-            "[]"
-        );
+    fn searches_single_events_and_malformed_lines_make_no_pairs() {
+        assert_eq!(covisit_pairs("a\tview\t0"), "[]");
+        assert_eq!(covisit_pairs("a\tsearch\t0\nb\tview\t1"), "[]");
+        assert_eq!(covisit_pairs("a\tview\tsoon\nb\tview\nc\tview\t2"), "[]");
+        assert_eq!(covisit_pairs(""), "[]");
     }
 }

@@ -14,12 +14,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
 /// Arroyo/DataFusion functions the pipelines may use, with their argument counts.
-const BUILTINS: [(&str, usize); 6] = [
+const BUILTINS: [(&str, usize); 9] = [
     ("sum", 1),
     ("count", 1),
     ("hop", 2),
     ("tumble", 1),
     ("session", 1),
+    ("string_agg", 2),
+    ("concat_ws", 4),
+    ("chr", 1),
     ("extract_json_string", 2),
 ];
 

@@ -227,7 +227,7 @@ mod tests {
             .collect()
     }
 
-    /// The `covisit_pairs` UDAF of the distributed path is held to the same cases.
+    /// The `covisit_pairs` UDF of the distributed path is held to the same cases.
     #[test]
     fn pairs_match_the_shared_udf_parity_cases() {
         let path = concat!(
