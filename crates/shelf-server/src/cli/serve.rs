@@ -98,6 +98,16 @@ pub struct ServeArgs {
     /// rank after the others, whatever their personal signals (2 turns it off).
     #[arg(long, env = "SHELF_RELEVANCE_GAP", default_value_t = 0.2)]
     pub relevance_gap: f32,
+    /// The user's most recent distinct items whose co-visit lists feed the `covisit`
+    /// feature and candidates (0 turns both off).
+    #[arg(long, env = "SHELF_COVISIT_SEEDS", default_value_t = 20)]
+    pub covisit_seeds: usize,
+    /// Co-visited candidates added to a recommendation (a search without a query).
+    #[arg(long, env = "SHELF_COVISIT_CANDIDATES", default_value_t = 100)]
+    pub covisit_candidates: usize,
+    /// Trending candidates added to a recommendation (all a user without history gets).
+    #[arg(long, env = "SHELF_TRENDING_CANDIDATES", default_value_t = 50)]
+    pub trending_candidates: usize,
     /// Vector index graph: `shelf` (shelf's own HNSW) or `hnsw_rs` (hnsw_rs 0.3.5). A
     /// snapshot written by one is rebuilt into the other at start.
     #[arg(long, env = "SHELF_INDEX_BACKEND", default_value = "shelf")]
@@ -176,6 +186,9 @@ impl ServeArgs {
                 exploration_share: self.exploration_share,
                 exploration_seed: self.exploration_seed,
                 decay: decay.clone(),
+                covisit_seeds: self.covisit_seeds,
+                covisit_candidates: self.covisit_candidates,
+                trending_candidates: self.trending_candidates,
                 ..Default::default()
             },
             decay,
