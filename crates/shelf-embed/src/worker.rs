@@ -136,6 +136,10 @@ impl TextEmbedder for Embedder {
     fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Embedding>, EmbedError>> {
         Box::pin(Embedder::embed(self, texts))
     }
+
+    fn is_invalid_input(error: &EmbedError) -> bool {
+        error.is_invalid_input()
+    }
 }
 
 /// The worker loop: take a job, merge whatever else is queued, run, answer each job.

@@ -34,6 +34,16 @@ pub struct Progress {
     /// The committed next offsets summed over the source's partitions (with one partition,
     /// the offset itself). It only grows, so equal positions mean equal state.
     pub offset: u64,
+    /// Batches that failed (machinery errors: store, index, embedder) and were retried
+    /// from the committed offsets ([`follow`] only).
+    pub failures: u64,
+}
+
+/// How long [`follow`] waits before retrying after `failures` failed batches in a row:
+/// 100 ms, doubling, at most 30 s.
+pub fn retry_delay(failures: u32) -> Duration {
+    let ms = 100u64.saturating_mul(1 << failures.saturating_sub(1).min(20));
+    Duration::from_millis(ms.min(30_000))
 }
 
 /// The committed next offset of each of `source`'s partitions, after seeking the source
@@ -126,7 +136,10 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 pub const IDLE_WAIT: Duration = Duration::from_millis(50);
 
 /// Applies `source` batch by batch, forever: after the last record it waits for `wake`
-/// (notified by in-process appenders) or [`IDLE_WAIT`], until `stop` turns true. After
+/// (notified by in-process appenders) or [`IDLE_WAIT`], until `stop` turns true. A batch
+/// that fails (a machinery error: nothing of it was committed past the failing partition)
+/// is logged, counted in [`Progress::failures`] and retried from the committed offsets
+/// after [`retry_delay`]: a transient failure loses nothing and stops nothing. After
 /// each committed batch, `after_batch` runs with the progress and the source's end offset
 /// (summed over partitions like [`Progress::offset`]); it runs between batches, so it sees
 /// the job's state exactly at the committed offsets.
@@ -144,6 +157,7 @@ pub async fn follow<J: Job, S: Source>(
         offset: offsets.values().sum(),
         ..Default::default()
     };
+    let mut failures_in_a_row = 0u32;
     loop {
         if *stop.borrow() {
             return Ok(progress);
@@ -157,7 +171,25 @@ pub async fn follow<J: Job, S: Source>(
             }
             continue;
         }
-        apply_by_partition(job, records, &mut offsets, &mut progress).await?;
+        if let Err(error) = apply_by_partition(job, records, &mut offsets, &mut progress).await {
+            failures_in_a_row += 1;
+            progress.failures += 1;
+            let wait = retry_delay(failures_in_a_row);
+            tracing::error!(
+                job = job.name(),
+                %error,
+                retry_in_ms = wait.as_millis() as u64,
+                "batch failed; retrying from the committed offsets"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+            offsets = seek_committed(job, source, store)?;
+            progress.offset = offsets.values().sum();
+            continue;
+        }
+        failures_in_a_row = 0;
         let end = source_end(source)?;
         after_batch(job, &progress, end);
     }

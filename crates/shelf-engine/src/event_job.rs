@@ -154,7 +154,10 @@ impl EventJob {
     }
 
     /// Marks the clicked item in the impression the click's request id names (the label
-    /// for CTR training). Clicks on expired or unknown requests only update the profile.
+    /// for CTR training). Clicks on expired or unknown requests, and on a response served
+    /// to another user, only update the profile. A response served without a user (an
+    /// anonymous search) takes the label of whoever clicks: the click carries the id the
+    /// shop knows the visitor by, which the search did not.
     fn label_click(
         &self,
         event: &Event,
@@ -175,6 +178,13 @@ impl EventJob {
             }
         }
         let impression = impressions.get_mut(request).expect("inserted above");
+        if impression
+            .user_id
+            .as_deref()
+            .is_some_and(|served| served != event.user_id.as_str())
+        {
+            return Ok(());
+        }
         if let Some(shown) = impression
             .items
             .iter_mut()
@@ -352,5 +362,77 @@ impl Job for EventJob {
             records: records.len(),
             dead_letters: dead,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shelf_store::{ImpressionItem, StoredVector};
+
+    fn record(offset: u64, payload: Vec<u8>) -> Record {
+        Record {
+            partition: 0,
+            offset,
+            payload,
+        }
+    }
+
+    /// A click labels the impression it names only when it comes from the user who was
+    /// served it (an anonymous response, from anyone): another user's click is no label.
+    #[tokio::test]
+    async fn a_click_labels_only_its_own_users_impression() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
+        let mut batch = store.batch();
+        let item: shelf_types::Item =
+            serde_json::from_str(r#"{"id":"sku-1","title":"Sofa"}"#).unwrap();
+        let vector = StoredVector {
+            model_id: "m".into(),
+            text_hash: 0,
+            vector: vec![1.0, 0.0],
+        };
+        batch.put_item(&item, &vector);
+        store.commit(batch).unwrap();
+        let mut job = EventJob::new(Arc::clone(&store), DecayConfig::default(), 2);
+        let impression = |request: &str, user: Option<&str>| Impression {
+            request_id: request.into(),
+            user_id: user.map(str::to_string),
+            ts_ms: 1_000,
+            query: Some("sofa".into()),
+            items: vec![ImpressionItem {
+                item_id: "sku-1".into(),
+                position: 0,
+                features: vec![0.0; shelf_types::FEATURE_COUNT],
+                clicked: false,
+            }],
+        };
+        let click = |user: &str, request: &str| {
+            serde_json::to_vec(&serde_json::json!({
+                "user_id": user, "kind": "click", "item_id": "sku-1",
+                "request_id": request, "position": 1, "ts": "2026-11-20T10:00:00Z",
+            }))
+            .unwrap()
+        };
+        job.apply(vec![
+            record(0, impression_record(&impression("r-alice", Some("alice")))),
+            record(1, impression_record(&impression("r-anon", None))),
+            record(2, click("mallory", "r-alice")),
+            record(3, click("mallory", "r-anon")),
+        ])
+        .await
+        .unwrap();
+        let clicked = |request: &str| store.impression(request).unwrap().unwrap().items[0].clicked;
+        assert!(
+            !clicked("r-alice"),
+            "another user's click labelled alice's impression"
+        );
+        assert!(clicked("r-anon"));
+        // Mallory's clicks still count for mallory's profile.
+        assert_eq!(store.profile("mallory").unwrap().unwrap().counts.click, 2);
+        job.apply(vec![record(4, click("alice", "r-alice"))])
+            .await
+            .unwrap();
+        assert!(clicked("r-alice"));
     }
 }

@@ -113,15 +113,17 @@ impl<E: TextEmbedder, I: VectorIndex> ItemJob<E, I> {
                 let hash = text_hash(&text);
                 Parsed::Upsert(Box::new(item), text, hash, vector)
             }
-            ItemRecord::Delete { id } if id.as_str().trim().is_empty() => {
-                Parsed::Dead("invalid item delete: empty id".into())
-            }
-            ItemRecord::Delete { id } => Parsed::Delete(id),
+            ItemRecord::Delete { id } => match shelf_types::check_id("id", id.as_str()) {
+                Ok(()) => Parsed::Delete(id),
+                Err(e) => Parsed::Dead(format!("invalid item delete: {e}")),
+            },
         }
     }
 
     /// Embeds `texts`; when the whole call fails, retries one by one so that one bad text
-    /// fails only its own record.
+    /// fails only its own record (a dead letter). A failure that is not the text's fault
+    /// (the model's or the worker's) fails the whole batch: nothing is committed, and the
+    /// batch is applied again later.
     async fn embed(
         &mut self,
         texts: Vec<String>,
@@ -139,11 +141,12 @@ impl<E: TextEmbedder, I: VectorIndex> ItemJob<E, I> {
             Err(batch_error) => {
                 tracing::warn!(error = %batch_error, "batch embedding failed; embedding texts one by one");
                 for text in texts {
-                    let one = self.embedder.embed(vec![text.clone()]).await;
-                    out.insert(
-                        text,
-                        one.map(|mut v| v.remove(0).0).map_err(|e| e.to_string()),
-                    );
+                    let one = match self.embedder.embed(vec![text.clone()]).await {
+                        Ok(mut v) => Ok(v.remove(0).0),
+                        Err(e) if E::is_invalid_input(&e) => Err(e.to_string()),
+                        Err(e) => return Err(EngineError::Embed(e.to_string())),
+                    };
+                    out.insert(text, one);
                 }
             }
         }
@@ -314,6 +317,108 @@ mod tests {
 
     /// The index type; the test passes none and reads the store.
     type NoIndex = shelf_index::HnswIndex;
+
+    /// An embedder whose first `failures` calls fail as if the worker had died, and which
+    /// refuses (as invalid input) any text containing `reject`.
+    #[derive(Debug)]
+    struct Flaky {
+        failures: std::sync::atomic::AtomicUsize,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum FlakyError {
+        #[error("the embedding worker is gone")]
+        WorkerGone,
+        #[error("text refused")]
+        Refused,
+    }
+
+    impl TextEmbedder for Flaky {
+        type Error = FlakyError;
+        fn model_id(&self) -> &str {
+            "flaky"
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Embedding>, FlakyError>> {
+            use std::sync::atomic::Ordering;
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            let result = if call < self.failures.load(Ordering::SeqCst) {
+                Err(FlakyError::WorkerGone)
+            } else if texts.iter().any(|t| t.contains("reject")) {
+                Err(FlakyError::Refused)
+            } else {
+                Ok(texts
+                    .iter()
+                    .map(|t| Embedding(vec![t.len() as f32, 1.0]))
+                    .collect())
+            };
+            Box::pin(async move { result })
+        }
+        fn is_invalid_input(error: &FlakyError) -> bool {
+            matches!(error, FlakyError::Refused)
+        }
+    }
+
+    /// A transient embedder failure (the worker gone for a few calls) neither drops the
+    /// batch's items as dead letters nor stops the job: the batch is retried from the
+    /// committed offset. A text the model refuses is still a dead letter.
+    #[tokio::test]
+    async fn a_transient_embedder_failure_loses_nothing_and_invalid_text_is_set_aside() {
+        use shelf_stream::Sink;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store"), Default::default()).unwrap());
+        let mut log = shelf_stream::Log::open(&dir.path().join("log"), Default::default()).unwrap();
+        let payloads: Vec<Vec<u8>> = (0..20)
+            .map(|i| {
+                let title = if i == 7 {
+                    "reject me".to_string()
+                } else {
+                    format!("item {i}")
+                };
+                serde_json::to_vec(
+                    &serde_json::json!({"op": "upsert", "id": format!("i{i}"), "title": title}),
+                )
+                .unwrap()
+            })
+            .collect();
+        log.append(&payloads).unwrap();
+        log.sync().unwrap();
+        let mut reader = log.reader().unwrap();
+        let embedder = Flaky {
+            failures: 5.into(),
+            calls: 0.into(),
+        };
+        let mut job = ItemJob::<_, NoIndex>::new(Arc::clone(&store), embedder, None).unwrap();
+        let wake = tokio::sync::Notify::new();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let progress = crate::consumer::follow(
+            &mut job,
+            &mut reader,
+            &store,
+            8,
+            &wake,
+            stop,
+            |_, progress, end| {
+                if progress.offset >= end {
+                    let _ = stop_tx.send(true);
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert!(progress.failures >= 1, "{progress:?}");
+        assert_eq!(progress.offset, 20);
+        for i in (0..20).filter(|i| *i != 7) {
+            assert!(store.item(&format!("i{i}")).unwrap().is_some(), "i{i} lost");
+        }
+        let letters = store.dead_letters(ITEM_JOB).unwrap();
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        assert_eq!(letters[0].offset, 7);
+        assert!(store.item("i7").unwrap().is_none());
+    }
 
     fn record(offset: u64, json: &str) -> Record {
         Record {

@@ -400,13 +400,9 @@ fn validate_search(app: &App, body: SearchBody) -> ApiResult<SearchRequest> {
     })
 }
 
-fn check_id(field: &str, id: &str) -> ApiResult<()> {
-    if id.trim().is_empty() || id.contains('\0') || id.len() > 512 {
-        return Err(ApiError::invalid(format!(
-            "{field} must be 1 to 512 bytes without NUL"
-        )));
-    }
-    Ok(())
+/// The id rules of [`shelf_types::check_id`], as a 422.
+fn check_id(field: &'static str, id: &str) -> ApiResult<()> {
+    shelf_types::check_id(field, id).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 /// Records appended to a log.

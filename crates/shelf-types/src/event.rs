@@ -62,8 +62,12 @@ pub struct Event {
 impl Event {
     /// Checks the contract serde cannot express.
     pub fn validate(&self) -> Result<(), RecordError> {
-        if self.user_id.0.trim().is_empty() {
-            return Err(RecordError::MissingField { field: "user_id" });
+        crate::ids::check_id("user_id", self.user_id.as_str())?;
+        if let Some(item) = self.item_id.as_ref().filter(|id| !id.0.is_empty()) {
+            crate::ids::check_id("item_id", item.as_str())?;
+        }
+        if let Some(request) = &self.request_id {
+            crate::ids::check_id("request_id", request.as_str())?;
         }
         let has_item = self
             .item_id
@@ -91,6 +95,18 @@ mod tests {
         .unwrap();
         assert_eq!(e.kind, EventKind::AddToCart);
         assert_eq!(e.validate(), Ok(()));
+        // The id rules hold here too, not only in the API: ids from `shelf ingest` and
+        // Fluvio become store keys.
+        for (field, value) in [
+            ("user_id", "u\0x"),
+            ("item_id", "sku\0"),
+            ("request_id", "r\0"),
+        ] {
+            let mut bad: serde_json::Value = serde_json::to_value(&e).unwrap();
+            bad[field] = serde_json::json!(value);
+            let bad: Event = serde_json::from_value(bad).unwrap();
+            assert!(bad.validate().is_err(), "{field}");
+        }
         let search: Event = serde_json::from_str(
             r#"{"user_id":"u1","kind":"search","query":"red sofa","ts":"2026-11-01T10:00:00Z"}"#,
         )

@@ -38,9 +38,7 @@ pub struct Item {
 impl Item {
     /// Checks the contract serde cannot express: non-empty id and title, sane price.
     pub fn validate(&self) -> Result<(), RecordError> {
-        if self.id.0.trim().is_empty() {
-            return Err(RecordError::MissingField { field: "id" });
-        }
+        crate::ids::check_id("id", self.id.as_str())?;
         if self.title.trim().is_empty() {
             return Err(RecordError::MissingField { field: "title" });
         }
@@ -87,6 +85,14 @@ pub enum ItemRecord {
 }
 
 impl ItemRecord {
+    /// Checks the record: an upsert's item ([`Item::validate`]), a delete's id.
+    pub fn validate(&self) -> Result<(), RecordError> {
+        match self {
+            ItemRecord::Upsert(item) => item.validate(),
+            ItemRecord::Delete { id } => crate::ids::check_id("id", id.as_str()),
+        }
+    }
+
     /// The id this record is about.
     pub fn id(&self) -> &ItemId {
         match self {
@@ -164,6 +170,9 @@ impl ItemVectorRecord {
         if vector.iter().any(|x| !x.is_finite()) {
             return Err("vector holds NaN or infinite values".into());
         }
+        if vector.iter().all(|x| *x == 0.0) {
+            return Err("vector is all zeros (it has no direction to search by)".into());
+        }
         Ok(Self {
             record,
             vector: Some((model_id, vector)),
@@ -233,6 +242,21 @@ mod tests {
     }
 
     #[test]
+    fn ids_with_nul_or_over_512_bytes_are_refused_on_every_path() {
+        let item = |id: &str| -> Item {
+            serde_json::from_value(serde_json::json!({"id": id, "title": "Sofa"})).unwrap()
+        };
+        assert!(item("a").validate().is_ok());
+        assert!(item("a\0b").validate().is_err());
+        assert!(item(&"x".repeat(513)).validate().is_err());
+        let delete = |id: &str| ItemRecord::Delete { id: id.into() };
+        assert!(delete("a").validate().is_ok());
+        assert!(delete("a\0").validate().is_err());
+        assert!(delete(" ").validate().is_err());
+        assert!(ItemRecord::Upsert(item("a\0")).validate().is_err());
+    }
+
+    #[test]
     fn parses_item_vector_records_as_the_pipeline_writes_them() {
         let json = r#"{"op":"upsert","id":"a","title":"Sofa","brand":null,"tags":null,
             "model_id":"m","dimension":3,"vector":"[0.5, 0.5, 0.70710677]"}"#;
@@ -241,6 +265,10 @@ mod tests {
         assert_eq!(rec.vector, Some(("m".into(), vec![0.5, 0.5, 0.70710677])));
         let array = r#"{"op":"upsert","id":"a","title":"Sofa","model_id":"m","dimension":2,"vector":[1,0]}"#;
         assert!(ItemVectorRecord::parse(array.as_bytes()).is_ok());
+        // A zero vector has no direction: refused here, not found by a rebuild later.
+        let zero = r#"{"op":"upsert","id":"a","title":"Sofa","model_id":"m","dimension":2,"vector":[0,-0.0]}"#;
+        let e = ItemVectorRecord::parse(zero.as_bytes()).unwrap_err();
+        assert!(e.contains("all zeros"), "{e}");
         let piped = r#"{"item":"{\"op\":\"upsert\",\"id\":\"a\",\"title\":\"Sofa\",\"tags\":[\"x\"]}",
             "embedding":"{\"model_id\":\"m\",\"dimension\":2,\"vector\":[0.6,0.8]}"}"#;
         let rec = ItemVectorRecord::parse(piped.as_bytes()).unwrap();

@@ -14,7 +14,7 @@ mod traits;
 pub use embedding::Embedding;
 pub use error::RecordError;
 pub use event::{Event, EventKind};
-pub use ids::{ItemId, RequestId, UserId};
+pub use ids::{check_id, ItemId, RequestId, UserId, MAX_ID_BYTES};
 pub use index::{category_has_prefix, ItemAttributes, ScoredItem, SearchFilter, VectorIndex};
 pub use item::{Item, ItemRecord, ItemVectorRecord};
 pub use rank::{

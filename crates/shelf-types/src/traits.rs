@@ -21,4 +21,11 @@ pub trait TextEmbedder: Send + Sync {
 
     /// Embeds `texts`; the result has one vector per text, in input order.
     fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Embedding>, Self::Error>>;
+
+    /// Whether `error` is the input's fault (a text the model refuses), so the record can
+    /// be set aside, rather than the machinery's (worker gone, inference failed), when it
+    /// must be retried. Unknown errors are the machinery's: nothing is dropped for them.
+    fn is_invalid_input(_error: &Self::Error) -> bool {
+        false
+    }
 }
