@@ -62,12 +62,15 @@ impl ApiError {
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
     }
+    /// A 500: the error is logged with an id and only the id is returned (internal error
+    /// text can name paths, keys and data).
     pub fn internal(error: impl std::fmt::Display) -> Self {
-        tracing::error!(%error, "internal error");
+        let id = shelf_engine::new_request_id();
+        tracing::error!(%error, error_id = %id, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            error.to_string(),
+            format!("internal error {id}; the server log has the details"),
         )
     }
 }
@@ -103,7 +106,9 @@ type ApiResult<T> = Result<T, ApiError>;
 /// The router with every route, limit and the metrics layer.
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.limits.max_body_bytes;
-    Router::new()
+    // The API key is checked before a handler runs, so an unauthorised request is answered
+    // before its body is read.
+    let keyed = Router::new()
         .route("/v1/search", post(search))
         .route("/v1/items", post(post_items))
         .route("/v1/items/{id}", get(get_item).delete(delete_item))
@@ -111,6 +116,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/users/{id}/profile", get(get_profile))
         .route("/v1/users/{id}", delete(delete_user))
         .route("/v1/models", get(list_models))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            require_key,
+        ));
+    Router::new()
+        .merge(keyed)
         .route("/", get(playground))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -135,6 +146,21 @@ async fn record_metrics(State(app): State<Arc<App>>, request: Request, next: Nex
     app.metrics
         .observe_request(&route, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// Answers 401/403 unless the request's API key allows it: `GET` and `POST /v1/search`
+/// need a read key, every other method a write key.
+async fn require_key(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let needed =
+        if request.method() == axum::http::Method::GET || request.uri().path() == "/v1/search" {
+            Scope::Read
+        } else {
+            Scope::Write
+        };
+    match authorize(&app, request.headers(), needed) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Checks the presented API key (`Authorization: Bearer KEY` or `x-api-key: KEY`).
@@ -285,10 +311,8 @@ pub struct TimingsMs {
     ))]
 async fn search(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<SearchResult>> {
-    authorize(&app, &headers, Scope::Read)?;
     let request: SearchBody = parse(&body(raw)?)?;
     let request = validate_search(&app, request)?;
     let Some(retriever) = app.retriever() else {
@@ -467,10 +491,8 @@ fn parse_batch<T: serde::de::DeserializeOwned>(
     ))]
 async fn post_items(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
-    authorize(&app, &headers, Scope::Write)?;
     let records: Vec<ItemRecord> = parse_batch(&app, &body(raw)?, |r: &ItemRecord| {
         check_id("id", r.id().as_str()).map_err(|e| e.message)?;
         match r {
@@ -507,10 +529,8 @@ fn accepted(count: usize, range: std::ops::Range<u64>) -> (StatusCode, Json<Acce
     responses((status = 202, body = Accepted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn delete_item(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
-    authorize(&app, &headers, Scope::Write)?;
     check_id("id", &id)?;
     let record = ItemRecord::Delete { id: id.into() };
     let payload = serde_json::to_vec(&record).map_err(ApiError::internal)?;
@@ -551,10 +571,8 @@ struct ItemStatsView {
     responses((status = 200, body = ItemView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_item(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ItemView>> {
-    authorize(&app, &headers, Scope::Read)?;
     check_id("id", &id)?;
     let Some(item) = app.store.item(&id).map_err(ApiError::internal)? else {
         return Err(ApiError::not_found(format!("no item `{id}`")));
@@ -590,10 +608,8 @@ async fn get_item(
     ))]
 async fn post_events(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
-    authorize(&app, &headers, Scope::Write)?;
     let events: Vec<Event> = parse_batch(&app, &body(raw)?, |e: &Event| {
         check_id("user_id", e.user_id.as_str()).map_err(|e| e.message)?;
         e.validate().map_err(|e| e.to_string())
@@ -657,10 +673,8 @@ fn rfc3339(ms: i64) -> Option<String> {
     responses((status = 200, body = ProfileView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_profile(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ProfileView>> {
-    authorize(&app, &headers, Scope::Read)?;
     check_id("user id", &id)?;
     let Some(profile) = app.store.profile(&id).map_err(ApiError::internal)? else {
         return Err(ApiError::not_found(format!("no profile for user `{id}`")));
@@ -708,10 +722,8 @@ pub struct Deleted {
     responses((status = 200, body = Deleted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn delete_user(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Deleted>> {
-    authorize(&app, &headers, Scope::Write)?;
     check_id("user id", &id)?;
     // Apply what was already sent about the user first, so nothing of it lands afterwards.
     let drained = app
@@ -766,11 +778,7 @@ pub struct ModelList {
 
 #[utoipa::path(get, path = "/v1/models", tag = "models",
     responses((status = 200, body = ModelList), (status = 401, body = ErrorBody)))]
-async fn list_models(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-) -> ApiResult<Json<ModelList>> {
-    authorize(&app, &headers, Scope::Read)?;
+async fn list_models(State(app): State<Arc<App>>) -> ApiResult<Json<ModelList>> {
     let live = app
         .retriever()
         .map_or_else(|| "prior".to_string(), |r| r.ranker().name().to_string());

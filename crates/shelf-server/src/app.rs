@@ -123,11 +123,19 @@ impl ApiKeys {
         self.read.is_empty() && self.write.is_empty()
     }
 
-    /// The scope a presented key has, if any.
+    /// The scope a presented key has, if any. Every configured key is compared, each in
+    /// constant time, so the answer's timing tells nothing about how close a guess came.
     pub fn scope_of(&self, key: &str) -> Option<Scope> {
-        if self.write.contains(key) {
+        use subtle::ConstantTimeEq;
+        let any = |set: &HashSet<String>| {
+            set.iter().fold(subtle::Choice::from(0), |found, k| {
+                found | k.as_bytes().ct_eq(key.as_bytes())
+            })
+        };
+        let (write, read) = (any(&self.write), any(&self.read));
+        if bool::from(write) {
             Some(Scope::Write)
-        } else if self.read.contains(key) {
+        } else if bool::from(read) {
             Some(Scope::Read)
         } else {
             None

@@ -562,6 +562,38 @@ async fn api_keys_separate_read_and_write() {
         .call(Method::POST, "/v1/search", Some(json!({"query": "x"})))
         .await;
     assert_eq!(status, StatusCode::OK);
+    // The key is checked before the body is read: a request without one is answered
+    // while its body is still arriving (it never ends here).
+    {
+        use tower::ServiceExt;
+        for key in [None, Some("reader")] {
+            let endless =
+                futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+            let mut request = axum::http::Request::builder()
+                .method(Method::POST)
+                .uri("/v1/events")
+                .header("content-type", "application/json");
+            if let Some(key) = key {
+                request = request.header("authorization", format!("Bearer {key}"));
+            }
+            let request = request
+                .body(axum::body::Body::from_stream(endless))
+                .unwrap();
+            let response = tokio::time::timeout(
+                Duration::from_secs(5),
+                s.api.router.clone().oneshot(request),
+            )
+            .await
+            .expect("the server waited for the body of an unauthorised request")
+            .unwrap();
+            let expected = if key.is_some() {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            assert_eq!(response.status(), expected);
+        }
+    }
     // Operations endpoints stay open for probes and scrapers.
     s.api.api_key = None;
     for path in ["/health", "/ready", "/metrics", "/openapi.json"] {

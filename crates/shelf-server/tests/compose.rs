@@ -138,6 +138,28 @@ fn the_stack_has_its_services_with_pinned_images_and_declared_volumes() {
     }
 }
 
+/// The stack users start is closed by default: shelf is published on the loopback only
+/// unless the user opts out, and compose refuses to start without a write key.
+#[test]
+fn shelf_is_published_on_loopback_and_needs_a_write_key() {
+    let doc = compose();
+    let shelf = &doc["services"]["shelf"];
+    let ports: Vec<&str> = shelf["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(ports, ["${SHELF_BIND:-127.0.0.1}:8080:8080"]);
+    let write_key = shelf["environment"]["SHELF_API_KEYS_WRITE"]
+        .as_str()
+        .unwrap();
+    assert!(
+        write_key.starts_with("${SHELF_API_KEYS_WRITE:?"),
+        "{write_key}"
+    );
+}
+
 #[test]
 fn shelf_and_the_deploy_job_are_configured_with_flags_shelf_has() {
     let doc = compose();
