@@ -38,6 +38,9 @@ enum Command {
     Profile(cli::inspect::ProfileArgs),
     /// Print every item, profile and item stat as JSON lines sorted by key.
     Dump(cli::inspect::DumpArgs),
+    /// Repair a damaged embedded log (stop the server first): each damaged record is
+    /// replaced by a placeholder its consumers dead-letter, its bytes kept in a side file.
+    RepairLog(cli::inspect::RepairLogArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Bench(command) => cli::bench::run(command).map(|()| ExitCode::SUCCESS),
         Command::Train(args) => cli::train::run(args).map(|()| ExitCode::SUCCESS),
         Command::Eval(command) => cli::eval::run(command).map(|()| ExitCode::SUCCESS),
+        Command::RepairLog(args) => cli::inspect::repair_log(args),
         Command::Deploy(args) => cli::deploy::run(args).map(|()| ExitCode::SUCCESS),
         Command::Profile(args) => cli::inspect::profile(args),
         Command::Dump(args) => cli::inspect::dump(args),

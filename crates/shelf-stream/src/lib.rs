@@ -12,7 +12,7 @@ mod log;
 #[cfg(feature = "fluvio")]
 pub use fluvio::{offset_span, FluvioCluster, FluvioSink, FluvioSource};
 pub use jsonl::JsonlSource;
-pub use log::{FsyncPolicy, Log, LogOptions, LogReader};
+pub use log::{repair, FsyncPolicy, Log, LogOptions, LogReader, Repaired};
 
 use std::ops::Range;
 use std::path::PathBuf;

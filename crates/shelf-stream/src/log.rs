@@ -1,7 +1,10 @@
 //! The embedded durable log: one directory per topic, append-only segment files named by
 //! their first offset, each record framed as `[len u32 LE][crc32 u32 LE][payload]`.
 //! One writer per directory (a lock file); any number of readers, in the same process or
-//! another. A torn tail left by a crash is cut off when the writer reopens the log.
+//! another. A torn tail left by a crash (an incomplete last frame) is cut off when the
+//! writer reopens the log; damage with records after it refuses to open, since cutting
+//! there would drop acknowledged records: [`repair`] replaces each damaged frame with a
+//! placeholder and keeps its bytes in a side file.
 
 use crate::crc::crc32;
 use crate::{Record, Sink, Source, StreamError, IDLE_POLL};
@@ -13,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const HEADER: u64 = 8;
+const CHECKSUM_MISMATCH: &str = "checksum mismatch";
 const SEGMENT_SUFFIX: &str = ".seg";
 
 /// When appended records are fsynced.
@@ -141,7 +145,7 @@ fn read_frame(
         if next == len_file {
             return Ok(Frame::End);
         }
-        let reason = "checksum mismatch".to_string();
+        let reason = CHECKSUM_MISMATCH.to_string();
         return Err(StreamError::Corrupt {
             path: path.into(),
             position: pos,
@@ -198,7 +202,23 @@ impl Log {
                     pos = next;
                     count += 1;
                 }
-                Ok(Frame::End) | Err(StreamError::Corrupt { .. }) => break,
+                Ok(Frame::End) => break,
+                Err(StreamError::Corrupt {
+                    path,
+                    position,
+                    reason,
+                }) => {
+                    return Err(StreamError::Corrupt {
+                        path,
+                        position,
+                        reason: format!(
+                            "{reason}, with records after it; refusing to cut acknowledged \
+                             records off (`shelf repair-log {}` replaces damaged records with \
+                             placeholders and keeps their bytes aside)",
+                            dir.display()
+                        ),
+                    })
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -343,6 +363,101 @@ impl Drop for Log {
     }
 }
 
+/// What [`repair`] did to one damaged record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repaired {
+    pub segment: PathBuf,
+    /// The record's offset in the log.
+    pub offset: u64,
+    /// Where its original bytes (header and payload) were saved.
+    pub saved_to: PathBuf,
+}
+
+/// Repairs the log in `dir` (no writer may have it open): every frame whose checksum does
+/// not match but whose length leads to a valid next frame (or the end of its segment) is
+/// saved to `SEGMENT.damaged-OFFSET` beside its segment and replaced in place by a
+/// placeholder of the same size, `{}` padded with spaces, so every later record keeps its
+/// offset and consumers dead-letter the placeholder. A torn tail is left for
+/// [`Log::open`] to cut. Damage whose length cannot be trusted is reported, not repaired.
+pub fn repair(dir: &Path, max_record_bytes: usize) -> Result<Vec<Repaired>, StreamError> {
+    let lock_path = dir.join("LOCK");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(StreamError::io(&lock_path))?;
+    if lock.try_lock().is_err() {
+        return Err(StreamError::Locked(dir.into()));
+    }
+    let mut repaired = Vec::new();
+    for base in segments(dir)? {
+        let path = segment_path(dir, base);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(StreamError::io(&path))?;
+        let (mut pos, mut offset) = (0u64, base);
+        loop {
+            match read_frame(&file, &path, pos, max_record_bytes, true) {
+                Ok(Frame::Complete { next, .. }) => {
+                    pos = next;
+                    offset += 1;
+                }
+                Ok(Frame::End) => break,
+                Err(StreamError::Corrupt { reason, .. }) if reason == CHECKSUM_MISMATCH => {
+                    let mut header = [0u8; HEADER as usize];
+                    file.read_exact_at(&mut header, pos)
+                        .map_err(StreamError::io(&path))?;
+                    let len = u64::from(u32::from_le_bytes(header[..4].try_into().unwrap()));
+                    let next = pos + HEADER + len;
+                    // The length is trusted only if a valid frame (or the segment's end)
+                    // follows.
+                    let end = file.metadata().map_err(StreamError::io(&path))?.len();
+                    let follows = next == end
+                        || matches!(
+                            read_frame(&file, &path, next, max_record_bytes, true),
+                            Ok(Frame::Complete { .. })
+                        );
+                    if !follows || len < 2 {
+                        return Err(StreamError::Corrupt {
+                            path,
+                            position: pos,
+                            reason: "damaged record whose length cannot be trusted; not repaired"
+                                .into(),
+                        });
+                    }
+                    let mut original = vec![0u8; (HEADER + len) as usize];
+                    file.read_exact_at(&mut original, pos)
+                        .map_err(StreamError::io(&path))?;
+                    let saved_to = path.with_extension(format!("damaged-{offset}"));
+                    fs::write(&saved_to, &original).map_err(StreamError::io(&saved_to))?;
+                    let mut placeholder = b"{}".to_vec();
+                    placeholder.resize(len as usize, b' ');
+                    let mut frame = Vec::with_capacity(original.len());
+                    frame.extend_from_slice(&(len as u32).to_le_bytes());
+                    frame.extend_from_slice(&crc32(&placeholder).to_le_bytes());
+                    frame.extend_from_slice(&placeholder);
+                    file.write_all_at(&frame, pos)
+                        .map_err(StreamError::io(&path))?;
+                    file.sync_data().map_err(StreamError::io(&path))?;
+                    tracing::warn!(segment = %path.display(), offset, saved_to = %saved_to.display(), "replaced a damaged record with a placeholder");
+                    repaired.push(Repaired {
+                        segment: path.clone(),
+                        offset,
+                        saved_to,
+                    });
+                    pos = next;
+                    offset += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(repaired)
+}
+
 /// A reader of a log directory (partition 0), usable while a writer appends.
 #[derive(Debug)]
 pub struct LogReader {
@@ -352,6 +467,10 @@ pub struct LogReader {
     file: File,
     pos: u64,
     next: u64,
+    /// How far [`Source::end_offset`] has scanned: segment base, byte position, offset.
+    /// The next call goes on from there (or from the reader, if it is further), so
+    /// following a growing log costs each frame one header read.
+    scanned: (u64, u64, u64),
 }
 
 impl LogReader {
@@ -368,6 +487,7 @@ impl LogReader {
             file,
             pos: 0,
             next: base,
+            scanned: (base, 0, base),
         })
     }
 
@@ -488,9 +608,15 @@ impl Source for LogReader {
             return Err(StreamError::NoPartition(partition));
         }
         let bases = segments(&self.dir)?;
-        let mut end = self.next;
-        let mut pos = self.pos;
-        let mut base = self.segment_base;
+        let (mut base, mut pos, mut end) = if self.scanned.2 > self.next {
+            self.scanned
+        } else {
+            (self.segment_base, self.pos, self.next)
+        };
+        if !bases.contains(&base) {
+            // Retention removed the scanned segment: start over from the reader.
+            (base, pos, end) = (self.segment_base, self.pos, self.next);
+        }
         loop {
             let path = segment_path(&self.dir, base);
             let file = File::open(&path).map_err(StreamError::io(&path))?;
@@ -506,7 +632,10 @@ impl Source for LogReader {
                     pos = 0;
                     end = next_base;
                 }
-                None => return Ok(end),
+                None => {
+                    self.scanned = (base, pos, end);
+                    return Ok(end);
+                }
             }
         }
     }
@@ -575,6 +704,86 @@ mod tests {
         let records = reader.poll(10, Duration::ZERO).unwrap();
         assert_eq!(records.len(), 4);
         assert_eq!(records[3].payload, b"record 3");
+    }
+
+    #[test]
+    fn damage_before_the_tail_refuses_to_open_and_repair_keeps_every_other_record() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut log = Log::open(dir.path(), LogOptions::default()).unwrap();
+            log.append(&payloads(0..5)).unwrap();
+        }
+        // Flip one payload byte of record 2 ("record 2" frames are 8 + 8 bytes).
+        let seg = segment_path(dir.path(), 0);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&seg)
+            .unwrap();
+        let at = 2 * 16 + HEADER + 3;
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, at).unwrap();
+        file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
+        drop(file);
+        let before = fs::read(&seg).unwrap();
+        // Opening must not cut records 2..5 off as if they were a torn tail.
+        let e = Log::open(dir.path(), LogOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("shelf repair-log"), "{e}");
+        assert_eq!(fs::read(&seg).unwrap(), before, "the log was changed");
+
+        let repaired = repair(dir.path(), 1 << 20).unwrap();
+        assert_eq!(repaired.len(), 1);
+        assert_eq!(repaired[0].offset, 2);
+        assert_eq!(
+            fs::read(&repaired[0].saved_to).unwrap(),
+            before[32..48].to_vec(),
+            "the damaged frame is kept aside as it was"
+        );
+        let mut log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        assert_eq!(log.next_offset(), 5);
+        log.append(&payloads(5..6)).unwrap();
+        let records = log.reader().unwrap().poll(10, Duration::ZERO).unwrap();
+        let got: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
+        assert_eq!(got.len(), 6);
+        assert_eq!(got[2], b"{}      ");
+        for i in [0usize, 1, 3, 4, 5] {
+            assert_eq!(got[i], format!("record {i}").as_bytes());
+        }
+        assert!(matches!(
+            repair(dir.path(), 1 << 20),
+            Err(StreamError::Locked(_))
+        ));
+        drop(log);
+        assert!(
+            repair(dir.path(), 1 << 20).unwrap().is_empty(),
+            "nothing left to repair"
+        );
+    }
+
+    #[test]
+    fn end_offsets_follow_appends_across_segments_and_seeks() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogOptions {
+            segment_bytes: 100,
+            ..Default::default()
+        };
+        let mut log = Log::open(dir.path(), options).unwrap();
+        let mut reader = log.reader().unwrap();
+        assert_eq!(reader.end_offset(0).unwrap(), 0);
+        let mut read = 0;
+        for i in 0..40u32 {
+            log.append(&payloads(i..i + 1)).unwrap();
+            assert_eq!(reader.end_offset(0).unwrap(), u64::from(i) + 1);
+            if i % 3 == 0 {
+                read += reader.poll(2, Duration::ZERO).unwrap().len();
+                assert_eq!(reader.end_offset(0).unwrap(), u64::from(i) + 1);
+            }
+        }
+        assert!(read > 0);
+        reader.seek(0, 5).unwrap();
+        assert_eq!(reader.end_offset(0).unwrap(), 40);
+        assert_eq!(reader.poll(100, Duration::ZERO).unwrap().len(), 35);
+        assert_eq!(reader.end_offset(0).unwrap(), 40);
     }
 
     #[test]

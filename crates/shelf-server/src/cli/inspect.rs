@@ -43,3 +43,38 @@ pub fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// Flags of `shelf repair-log`.
+#[derive(Debug, Args)]
+pub struct RepairLogArgs {
+    /// The log directory (`DATA/log/TOPIC`), as the error that sent you here names it.
+    pub dir: std::path::PathBuf,
+    /// Largest record the log holds (the embedded log's limit, 16 MiB).
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_record_bytes: usize,
+}
+
+/// Replaces each damaged record of a log with a placeholder and reports what it did.
+pub fn repair_log(args: RepairLogArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.dir.is_dir(),
+        "{} is not a log directory",
+        args.dir.display()
+    );
+    let repaired = shelf_stream::repair(&args.dir, args.max_record_bytes)
+        .with_context(|| format!("repairing {}", args.dir.display()))?;
+    for r in &repaired {
+        println!(
+            "{}",
+            serde_json::json!({
+                "segment": r.segment, "offset": r.offset, "saved_to": r.saved_to,
+            })
+        );
+    }
+    eprintln!(
+        "{}: {} damaged record(s) replaced by placeholders (their consumers dead-letter them)",
+        args.dir.display(),
+        repaired.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
