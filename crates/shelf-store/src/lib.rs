@@ -35,6 +35,8 @@ const USER_REQUESTS: &str = "user_requests";
 const OFFSETS: &str = "offsets";
 const DEAD_LETTERS: &str = "dead_letters";
 const COVISITS: &str = "covisits";
+/// Deletions per write batch when expiring impressions.
+const EXPIRY_BATCH: usize = 10_000;
 const TRENDING: &str = "trending";
 const COLUMN_FAMILIES: [&str; 12] = [
     ITEMS,
@@ -416,6 +418,7 @@ impl Store {
                 }
                 _ => break,
             }
+            batch = self.commit_if_full(batch)?;
         }
         for entry in self
             .db
@@ -425,14 +428,26 @@ impl Store {
             if keys::decode_second(&key).is_some_and(|request_id| request_id < cutoff) {
                 batch.batch.delete_cf(self.cf(USER_REQUESTS), &key);
             }
+            batch = self.commit_if_full(batch)?;
         }
         self.commit(batch)?;
         Ok(removed)
     }
 
+    /// Writes `batch` and returns an empty one once it holds [`EXPIRY_BATCH`] changes, so
+    /// expiring a large backlog never builds one unbounded write (each deletion stands on
+    /// its own: a crash in between leaves only fewer records expired).
+    fn commit_if_full<'s>(&'s self, batch: StoreBatch<'s>) -> Result<StoreBatch<'s>, StoreError> {
+        if batch.len() < EXPIRY_BATCH {
+            return Ok(batch);
+        }
+        self.commit(batch)?;
+        Ok(self.batch())
+    }
+
     /// Writes every item (with its vector), profile, item stat, co-visit list, trending list
-    /// and offset as JSON lines sorted by column family and key. Floats print in shortest round-trip form, so two dumps are
-    /// equal exactly when the states are bit-for-bit equal.
+    /// and offset as JSON lines sorted by column family and key. Floats print in shortest
+    /// round-trip form, so two dumps are equal exactly when the states are bit-for-bit equal.
     pub fn dump(&self, out: &mut impl Write) -> Result<(), DumpError> {
         for entry in self.db.iterator_cf(self.cf(ITEMS), IteratorMode::Start) {
             let (k, v) = entry.map_err(StoreError::from)?;
@@ -612,6 +627,34 @@ impl StoreBatch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_removes_old_impressions_in_bounded_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions { sync: false }).unwrap();
+        let n = 2 * EXPIRY_BATCH + 7;
+        let mut batch = store.batch();
+        for i in 0..n + 10 {
+            batch.put_impression(&Impression {
+                request_id: format!("{i:012x}-0"),
+                user_id: Some(format!("u{}", i % 3)),
+                ts_ms: i as i64,
+                query: None,
+                items: Vec::new(),
+            });
+        }
+        store.commit(batch).unwrap();
+        let cutoff = format!("{n:012x}-");
+        assert_eq!(store.expire_impressions(&cutoff).unwrap(), n);
+        let mut left = 0;
+        store.for_each_impression(|_| left += 1).unwrap();
+        assert_eq!(left, 10);
+        assert!(store
+            .impression(&format!("{:012x}-0", n - 1))
+            .unwrap()
+            .is_none());
+        assert!(store.impression(&format!("{n:012x}-0")).unwrap().is_some());
+    }
 
     #[test]
     fn dead_letters_of_partitions_sharing_an_offset_are_all_kept() {

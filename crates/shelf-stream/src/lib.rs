@@ -3,7 +3,6 @@
 //! appends. Implementations: the embedded durable [`Log`], a [`JsonlSource`] for bulk
 //! import, and Fluvio topics (feature `fluvio`).
 
-mod crc;
 #[cfg(feature = "fluvio")]
 mod fluvio;
 mod jsonl;

@@ -6,7 +6,6 @@
 //! there would drop acknowledged records: [`repair`] replaces each damaged frame with a
 //! placeholder and keeps its bytes in a side file.
 
-use crate::crc::crc32;
 use crate::{Record, Sink, Source, StreamError, IDLE_POLL};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -141,7 +140,7 @@ fn read_frame(
     let mut payload = vec![0u8; len as usize];
     file.read_exact_at(&mut payload, pos + HEADER)
         .map_err(StreamError::io(path))?;
-    if crc32(&payload) != crc {
+    if crc32fast::hash(&payload) != crc {
         if next == len_file {
             return Ok(Frame::End);
         }
@@ -334,7 +333,7 @@ impl Sink for Log {
         let mut buf = Vec::with_capacity(payloads.iter().map(|p| p.len() + HEADER as usize).sum());
         for payload in payloads {
             buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc32(payload).to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
             buf.extend_from_slice(payload);
         }
         let path = segment_path(&self.dir, self.active_base);
@@ -437,7 +436,7 @@ pub fn repair(dir: &Path, max_record_bytes: usize) -> Result<Vec<Repaired>, Stre
                     placeholder.resize(len as usize, b' ');
                     let mut frame = Vec::with_capacity(original.len());
                     frame.extend_from_slice(&(len as u32).to_le_bytes());
-                    frame.extend_from_slice(&crc32(&placeholder).to_le_bytes());
+                    frame.extend_from_slice(&crc32fast::hash(&placeholder).to_le_bytes());
                     frame.extend_from_slice(&placeholder);
                     file.write_all_at(&frame, pos)
                         .map_err(StreamError::io(&path))?;
@@ -679,6 +678,18 @@ mod tests {
         assert!(reader.poll(1, Duration::from_millis(5)).unwrap().is_empty());
         log.append(&payloads(50..51)).unwrap();
         assert_eq!(reader.poll(10, Duration::ZERO).unwrap()[0].offset, 50);
+    }
+
+    /// Frames carry the IEEE CRC-32 (the standard check value), as logs written before
+    /// crc32fast replaced the hand-written table did.
+    #[test]
+    fn frames_carry_the_ieee_crc32() {
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        log.append(&[b"123456789".to_vec()]).unwrap();
+        let bytes = fs::read(segment_path(dir.path(), 0)).unwrap();
+        assert_eq!(bytes[..8], [9, 0, 0, 0, 0x26, 0x39, 0xF4, 0xCB]);
     }
 
     #[test]
