@@ -1,13 +1,15 @@
 //! Exploration: a share of result slots filled by Thompson sampling over items' CTR
 //! posteriors (Beta), so items with few impressions get shown and learned about.
 
-use shelf_types::SplitMix;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use rand_distr::{Beta, Distribution};
 use std::sync::Mutex;
 
 /// Beta-posterior Thompson sampling with a seeded generator.
 #[derive(Debug)]
 pub struct Explorer {
-    rng: Mutex<SplitMix>,
+    rng: Mutex<SmallRng>,
     /// Prior CTR and its strength in pseudo-impressions: Beta(p0 s, (1 - p0) s).
     prior_ctr: f64,
     prior_strength: f64,
@@ -16,7 +18,7 @@ pub struct Explorer {
 impl Explorer {
     pub fn new(seed: u64, prior_ctr: f64, prior_strength: f64) -> Self {
         Self {
-            rng: Mutex::new(SplitMix(seed)),
+            rng: Mutex::new(SmallRng::seed_from_u64(seed)),
             prior_ctr,
             prior_strength,
         }
@@ -47,35 +49,10 @@ pub fn pick(sampled: &[f64], exploit: usize, explore_slots: usize) -> Vec<usize>
     rest
 }
 
-fn beta(rng: &mut SplitMix, a: f64, b: f64) -> f64 {
-    let x = gamma(rng, a);
-    let y = gamma(rng, b);
-    if x + y > 0.0 {
-        x / (x + y)
-    } else {
-        0.5
-    }
-}
-
-/// Gamma(shape, 1) by Marsaglia and Tsang; shapes below 1 through Gamma(shape + 1) U^(1/shape).
-fn gamma(rng: &mut SplitMix, shape: f64) -> f64 {
-    if shape < 1.0 {
-        let u = rng.unit().max(f64::MIN_POSITIVE);
-        return gamma(rng, shape + 1.0) * u.powf(1.0 / shape);
-    }
-    let d = shape - 1.0 / 3.0;
-    let c = 1.0 / (9.0 * d).sqrt();
-    loop {
-        let x = rng.normal();
-        let v = (1.0 + c * x).powi(3);
-        if v <= 0.0 {
-            continue;
-        }
-        let u = rng.unit();
-        if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
-            return d * v;
-        }
-    }
+/// One draw from Beta(a, b) (rand_distr); parameters that are not positive and finite
+/// (which the counts above cannot produce) give the uninformed 0.5.
+fn beta(rng: &mut SmallRng, a: f64, b: f64) -> f64 {
+    Beta::new(a, b).map_or(0.5, |beta| beta.sample(rng))
 }
 
 #[cfg(test)]
@@ -84,7 +61,7 @@ mod tests {
 
     #[test]
     fn beta_draws_have_the_right_mean_and_spread() {
-        let mut rng = SplitMix(1);
+        let mut rng = SmallRng::seed_from_u64(1);
         for (a, b) in [(2.0, 8.0), (0.5, 0.5), (101.0, 901.0)] {
             let draws: Vec<f64> = (0..20_000).map(|_| beta(&mut rng, a, b)).collect();
             let mean = draws.iter().sum::<f64>() / draws.len() as f64;
