@@ -21,24 +21,37 @@ pub trait Transport: Send + Sync {
     ) -> impl Future<Output = anyhow::Result<(StatusCode, serde_json::Value)>> + Send;
 }
 
-/// HTTP/1.1 to a running server, with keep-alive connections.
+/// HTTP/1.1 to a running server, with keep-alive connections. Every call has a deadline
+/// (connect 10 s; the whole call [`HttpTransport::DEFAULT_TIMEOUT`] unless set otherwise), so
+/// a peer that stops answering fails the call instead of hanging it.
 #[derive(Clone, Debug)]
 pub struct HttpTransport {
     base: String,
     api_key: Option<String>,
     client: Client<HttpConnector, Full<Bytes>>,
+    timeout: std::time::Duration,
 }
 
 impl HttpTransport {
+    pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
     /// `base` like `http://127.0.0.1:8080`.
     pub fn new(base: &str, api_key: Option<String>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
         Self {
             base: base.trim_end_matches('/').to_string(),
             api_key,
             client: Client::builder(TokioExecutor::new()).build(connector),
+            timeout: Self::DEFAULT_TIMEOUT,
         }
+    }
+
+    /// The same transport with another deadline per call.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 }
 
@@ -74,11 +87,16 @@ impl Transport for HttpTransport {
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
         let uri = format!("{}{path}", self.base);
-        let req = request(method, &uri, self.api_key.as_deref(), body)?;
-        let response = self.client.request(req).await?;
-        let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        Ok((status, parse_body(&bytes)))
+        let req = request(method.clone(), &uri, self.api_key.as_deref(), body)?;
+        let call = async {
+            let response = self.client.request(req).await?;
+            let status = response.status();
+            let bytes = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, parse_body(&bytes)))
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| anyhow::anyhow!("{method} {uri}: no answer within {:?}", self.timeout))?
     }
 }
 
@@ -102,5 +120,29 @@ impl Transport for RouterTransport {
         let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();
         Ok((status, parse_body(&bytes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_peer_that_never_answers_fails_the_call_at_its_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts, reads nothing, answers nothing.
+        let _server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let api = HttpTransport::new(&format!("http://{addr}"), None)
+            .with_timeout(std::time::Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let e = api.call(Method::GET, "/ready", None).await.unwrap_err();
+        assert!(e.to_string().contains("no answer within"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }

@@ -123,7 +123,9 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let api = HttpTransport::new(&args.arroyo_url, None);
+    // Registering a UDF makes Arroyo compile it: allow minutes, not seconds.
+    let api = HttpTransport::new(&args.arroyo_url, None)
+        .with_timeout(std::time::Duration::from_secs(600));
     let steps = runtime.block_on(deploy.run(&api, &bundled_udfs(), &bundled_pipelines()))?;
     for step in &steps {
         print(step);
