@@ -53,6 +53,22 @@ impl HttpTransport {
         self.timeout = timeout;
         self
     }
+
+    /// `GET path`'s body as text (for `/metrics`); an error unless the status is 200.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let uri = format!("{}{path}", self.base);
+        let req = request(Method::GET, &uri, self.api_key.as_deref(), None)?;
+        let call = async {
+            let response = self.client.request(req).await?;
+            let status = response.status();
+            let bytes = response.into_body().collect().await?.to_bytes();
+            anyhow::ensure!(status == StatusCode::OK, "GET {uri}: {status}");
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| anyhow::anyhow!("GET {uri}: no answer within {:?}", self.timeout))?
+    }
 }
 
 fn request(

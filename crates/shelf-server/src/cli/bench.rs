@@ -76,6 +76,57 @@ pub struct SearchBenchArgs {
     /// Results per search.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
+    /// Queries to send, one per line, in order (shared by all clients, starting over at
+    /// the end), instead of generated demo-shop queries: with distinct lines and fewer
+    /// requests than lines, no response comes from the query cache.
+    #[arg(long)]
+    pub queries: Option<std::path::PathBuf>,
+}
+
+/// Where the load's query texts come from.
+enum Queries {
+    /// Generated demo-shop queries.
+    Demo,
+    /// The lines of `--queries`, taken in turn.
+    File {
+        lines: Vec<String>,
+        next: std::sync::atomic::AtomicUsize,
+    },
+}
+
+impl Queries {
+    fn load(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::Demo);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let lines: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        anyhow::ensure!(!lines.is_empty(), "{} holds no query", path.display());
+        Ok(Self::File {
+            lines,
+            next: 0.into(),
+        })
+    }
+}
+
+/// The server's query-cache hits and misses so far (from `/metrics`).
+async fn cache_counts(api: &HttpTransport) -> anyhow::Result<(u64, u64)> {
+    let text = api.get_text("/metrics").await?;
+    let counter = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    Ok((
+        counter("shelf_query_cache_hits "),
+        counter("shelf_query_cache_misses "),
+    ))
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -295,11 +346,21 @@ fn search_body(
     rng: &mut SmallRng,
     users: &[users::SimUser],
     args: &SearchBenchArgs,
+    queries: &Queries,
 ) -> serde_json::Value {
-    let leaf = rng.random_range(0..Shop::leaves());
-    let color =
-        (rng.random::<f64>() < 0.3).then(|| rng.random_range(0..crate::demo::shop::COLORS.len()));
-    let mut body = serde_json::json!({ "query": Shop::query_for(leaf, color, rng), "k": args.k });
+    let query = match queries {
+        Queries::Demo => {
+            let leaf = rng.random_range(0..Shop::leaves());
+            let color = (rng.random::<f64>() < 0.3)
+                .then(|| rng.random_range(0..crate::demo::shop::COLORS.len()));
+            Shop::query_for(leaf, color, rng)
+        }
+        Queries::File { lines, next } => {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            lines[i % lines.len()].clone()
+        }
+    };
+    let mut body = serde_json::json!({ "query": query, "k": args.k });
     if rng.random::<f64>() < args.personalized_share {
         body["user_id"] = serde_json::json!(users[rng.random_range(0..users.len())].id);
     }
@@ -312,7 +373,13 @@ struct Tally {
     errors: u64,
 }
 
-fn report(mode: &str, label: serde_json::Value, mut tally: Tally, seconds: f64) {
+fn report(
+    mode: &str,
+    label: serde_json::Value,
+    mut tally: Tally,
+    seconds: f64,
+    cache: ((u64, u64), (u64, u64)),
+) {
     tally.latencies.sort_by(f64::total_cmp);
     let l = &tally.latencies;
     let mut line = serde_json::json!({
@@ -321,6 +388,8 @@ fn report(mode: &str, label: serde_json::Value, mut tally: Tally, seconds: f64) 
         "qps": round(l.len() as f64 / seconds),
         "p50_ms": round(percentile(l, 0.5)), "p90_ms": round(percentile(l, 0.9)),
         "p99_ms": round(percentile(l, 0.99)), "max_ms": round(l.last().copied().unwrap_or(f64::NAN)),
+        "query_cache_hits": cache.1 .0.saturating_sub(cache.0 .0),
+        "query_cache_misses": cache.1 .1.saturating_sub(cache.0 .1),
     });
     if let (Some(obj), Some(extra)) = (line.as_object_mut(), label.as_object()) {
         obj.extend(extra.clone());
@@ -337,20 +406,23 @@ async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
         args.url
     );
     let users = Arc::new(users::users(500, 42 ^ 0x5eed));
+    let queries = Arc::new(Queries::load(args.queries.as_deref())?);
     let args = Arc::new(args);
     // No warm-up: each distinct query is embedded on first sight (then cached), as in
     // production, where shop queries repeat heavily too.
     for &concurrency in &args.concurrency {
+        let cache_before = cache_counts(&api).await?;
         let deadline = Instant::now() + Duration::from_secs(args.seconds);
         let started = Instant::now();
         let mut workers = Vec::new();
         for w in 0..concurrency {
             let (api, users, args) = (Arc::clone(&api), Arc::clone(&users), Arc::clone(&args));
+            let queries = Arc::clone(&queries);
             workers.push(tokio::spawn(async move {
                 let mut rng = SmallRng::seed_from_u64(w as u64);
                 let mut tally = Tally::default();
                 while Instant::now() < deadline {
-                    let body = search_body(&mut rng, &users, &args);
+                    let body = search_body(&mut rng, &users, &args, &queries);
                     let t = Instant::now();
                     match api.call(Method::POST, "/v1/search", Some(body)).await {
                         Ok((StatusCode::OK, _)) => {
@@ -368,11 +440,14 @@ async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
             total.latencies.extend(t.latencies);
             total.errors += t.errors;
         }
+        let seconds = started.elapsed().as_secs_f64();
+        let cache = (cache_before, cache_counts(&api).await?);
         report(
             "closed_loop",
             serde_json::json!({ "concurrency": concurrency }),
             total,
-            started.elapsed().as_secs_f64(),
+            seconds,
+            cache,
         );
     }
     if args.rate > 0.0 {
@@ -380,13 +455,14 @@ async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
         // latency counts from the scheduled start (no coordinated omission).
         let interval = Duration::from_secs_f64(1.0 / args.rate);
         let n = (args.rate * args.seconds as f64) as usize;
+        let cache_before = cache_counts(&api).await?;
         let started = Instant::now();
         let mut rng = SmallRng::seed_from_u64(99);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
             let scheduled = started + interval.mul_f64(i as f64);
             tokio::time::sleep_until(scheduled.into()).await;
-            let body = search_body(&mut rng, &users, &args);
+            let body = search_body(&mut rng, &users, &args, &queries);
             let api = Arc::clone(&api);
             handles.push(tokio::spawn(async move {
                 match api.call(Method::POST, "/v1/search", Some(body)).await {
@@ -402,11 +478,14 @@ async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
                 None => tally.errors += 1,
             }
         }
+        let seconds = started.elapsed().as_secs_f64();
+        let cache = (cache_before, cache_counts(&api).await?);
         report(
             "open_loop",
             serde_json::json!({ "rate": args.rate }),
             tally,
-            started.elapsed().as_secs_f64(),
+            seconds,
+            cache,
         );
     }
     Ok(())
