@@ -299,6 +299,8 @@ impl App {
         tasks.push(tokio::spawn(
             async move { app.run_impression_expiry().await },
         ));
+        let app = Arc::clone(self);
+        tasks.push(tokio::spawn(async move { app.run_log_syncer().await }));
 
         let app = Arc::clone(self);
         let index = tokio::task::spawn_blocking(move || app.load_index())
@@ -907,6 +909,41 @@ impl App {
     /// A receiver that turns true at shutdown.
     pub fn stopping(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
+    }
+
+    /// With `--fsync Nms`, fsyncs the embedded logs every N ms, so an accepted record is on
+    /// disk within N ms even when nothing is appended after it (the log itself syncs only
+    /// on appends).
+    async fn run_log_syncer(self: Arc<Self>) -> anyhow::Result<()> {
+        let Transport::Embedded { items, .. } = &self.transport else {
+            return Ok(());
+        };
+        let Some(every) = items.lock().expect("not poisoned").sync_interval() else {
+            return Ok(());
+        };
+        let mut stop = self.stopping();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            let app = Arc::clone(&self);
+            tokio::task::spawn_blocking(move || app.sync_logs())
+                .await
+                .context("the log syncer panicked")??;
+        }
+    }
+
+    /// Whether either embedded log holds appended records not yet fsynced.
+    pub fn logs_unsynced(&self) -> bool {
+        match &self.transport {
+            Transport::Embedded { items, events } => {
+                items.lock().expect("not poisoned").has_unsynced()
+                    || events.lock().expect("not poisoned").has_unsynced()
+            }
+            #[cfg(feature = "fluvio")]
+            Transport::Fluvio { .. } => false,
+        }
     }
 
     /// Flushes the logs to disk.

@@ -44,6 +44,34 @@ fn ids(body: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// With `--fsync Nms`, an accepted record is fsynced within N ms even when nothing is
+/// appended after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_fsync_syncs_accepted_records_on_a_timer() {
+    let s = server(&["--fsync", "50ms"], true).await;
+    // The first append may sync at once (the last sync was longer ago than 50 ms); the one
+    // right after it waits for the timer, as nothing is appended after it.
+    for _ in 0..2 {
+        let (status, body) = s
+            .call(
+                Method::POST,
+                "/v1/events",
+                Some(json!([{"user_id": "u", "kind": "search", "query": "q", "ts": "2026-01-01T00:00:00Z"}])),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.app.logs_unsynced() {
+        assert!(
+            Instant::now() < deadline,
+            "an accepted record was not fsynced within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_events_search_profile_and_deletion_round_trip() {
     let s = server(&[], true).await;

@@ -254,6 +254,20 @@ impl Log {
         LogReader::open(&self.dir, self.options.max_record_bytes)
     }
 
+    /// The fsync period of an `Interval` policy: whoever holds the log calls [`Log::sync`]
+    /// this often, so records appended and then left alone are on disk within it.
+    pub fn sync_interval(&self) -> Option<Duration> {
+        match self.options.fsync {
+            FsyncPolicy::Interval(every) => Some(every),
+            FsyncPolicy::Always | FsyncPolicy::Never => None,
+        }
+    }
+
+    /// Whether appended records wait for an fsync.
+    pub fn has_unsynced(&self) -> bool {
+        self.unsynced
+    }
+
     /// fsyncs appended records now.
     pub fn sync(&mut self) -> Result<(), StreamError> {
         if self.unsynced {

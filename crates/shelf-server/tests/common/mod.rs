@@ -27,13 +27,10 @@ pub struct TestServer {
 /// the jobs.
 pub async fn server(flags: &[&str], start: bool) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
-    let mut argv = vec![
-        "shelf",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--fsync",
-        "never",
-    ];
+    let mut argv = vec!["shelf", "--data-dir", dir.path().to_str().unwrap()];
+    if !flags.contains(&"--fsync") {
+        argv.extend(["--fsync", "never"]);
+    }
     argv.extend_from_slice(flags);
     let args = Wrapper::try_parse_from(argv).unwrap().args;
     let app = open_app(&args).unwrap();
