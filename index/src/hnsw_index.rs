@@ -241,7 +241,15 @@ impl HnswIndex {
         if filter.is_empty() {
             counters.graph_searches.fetch_add(1, Ordering::Relaxed);
             let hits = graph.search(&query, k + IN_FLIGHT, ef, None);
-            return Ok(resolve(&catalog, hits, k));
+            let hits = resolve(&catalog, hits, k);
+            if hits.len() < k.min(catalog.len()) {
+                // The walk ran out of reachable live nodes (it can, among many deleted
+                // ones or while slots are being reused): finish exactly.
+                counters.exact_fallbacks.fetch_add(1, Ordering::Relaxed);
+                let slots: Vec<Slot> = catalog.slots().collect();
+                return Ok(exact(&catalog, &graph, &query, k, &slots));
+            }
+            return Ok(hits);
         }
         if plan.candidates <= threshold {
             counters.exact_searches.fetch_add(1, Ordering::Relaxed);
