@@ -108,7 +108,10 @@ impl EventJob {
             let pairs = covisit_pairs(id, event.kind, ts, recent, &self.config, &self.behaviour);
             let category = items[id].as_ref().and_then(|v| v.category.clone());
             for pair in pairs {
-                self.covisit_entry(&pair.from, &mut working.covisits)?.add(
+                working_copy(&mut working.covisits, &pair.from, || {
+                    Ok(self.store.covisits(&pair.from)?.unwrap_or_default())
+                })?
+                .add(
                     &pair.to,
                     pair.weight,
                     ts,
@@ -118,7 +121,10 @@ impl EventJob {
             }
             let weight = self.config.weights.of(event.kind);
             for scope in std::iter::once(TRENDING_OVERALL).chain(category.as_deref()) {
-                self.trending_entry(scope, &mut working.trending)?.add(
+                working_copy(&mut working.trending, scope, || {
+                    Ok(self.store.trending(scope)?.unwrap_or_default())
+                })?
+                .add(
                     id,
                     weight,
                     ts,
@@ -195,47 +201,31 @@ impl EventJob {
         Ok(())
     }
 
-    /// The batch's working copy of `id`'s co-visit list, loaded from the store on first use.
-    fn covisit_entry<'s>(
-        &self,
-        id: &str,
-        lists: &'s mut BTreeMap<String, TopList>,
-    ) -> Result<&'s mut TopList, EngineError> {
-        if !lists.contains_key(id) {
-            let stored = self.store.covisits(id)?.unwrap_or_default();
-            lists.insert(id.to_string(), stored);
-        }
-        Ok(lists.get_mut(id).expect("inserted above"))
-    }
-
-    /// The batch's working copy of a trending list, loaded from the store on first use.
-    fn trending_entry<'s>(
-        &self,
-        scope: &str,
-        lists: &'s mut BTreeMap<String, TopList>,
-    ) -> Result<&'s mut TopList, EngineError> {
-        if !lists.contains_key(scope) {
-            let stored = self.store.trending(scope)?.unwrap_or_default();
-            lists.insert(scope.to_string(), stored);
-        }
-        Ok(lists.get_mut(scope).expect("inserted above"))
-    }
-
     /// The batch's working copy of `id`'s stats, loaded from the store on first use.
     fn stats_entry<'s>(
         &self,
         id: &str,
         stats: &'s mut BTreeMap<String, ItemStats>,
     ) -> Result<&'s mut ItemStats, EngineError> {
-        if !stats.contains_key(id) {
-            let stored = self
+        working_copy(stats, id, || {
+            Ok(self
                 .store
                 .item_stats(id)?
-                .unwrap_or_else(|| ItemStats::new(id));
-            stats.insert(id.to_string(), stored);
-        }
-        Ok(stats.get_mut(id).expect("inserted above"))
+                .unwrap_or_else(|| ItemStats::new(id)))
+        })
     }
+}
+
+/// The batch's working copy of `key` in `map`, loaded with `load` on first use.
+fn working_copy<'s, T>(
+    map: &'s mut BTreeMap<String, T>,
+    key: &str,
+    load: impl FnOnce() -> Result<T, EngineError>,
+) -> Result<&'s mut T, EngineError> {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), load()?);
+    }
+    Ok(map.get_mut(key).expect("inserted above"))
 }
 
 /// A record of the events topic: a user event, or the impression log of one search

@@ -226,6 +226,8 @@ struct Behaviour {
     /// `1/sqrt(1+j)`, newest first) divided by `sum_j w_j`: in `[0, 1]`.
     covisit: HashMap<String, f64>,
     trending: TopList,
+    /// Each trending item's rank, so a candidate's feature is one lookup.
+    trending_rank: HashMap<String, usize>,
 }
 
 impl Behaviour {
@@ -237,11 +239,9 @@ impl Behaviour {
     /// The `trending` feature of `id`: `1 - rank / len` in the overall list, 0 when absent.
     fn trending(&self, id: &str) -> f32 {
         let len = self.trending.entries.len();
-        self.trending
-            .entries
-            .iter()
-            .position(|(e, _)| e == id)
-            .map_or(0.0, |rank| 1.0 - rank as f32 / len as f32)
+        self.trending_rank
+            .get(id)
+            .map_or(0.0, |&rank| 1.0 - rank as f32 / len as f32)
     }
 
     /// The `n` items of the highest co-visit score, strongest first.
@@ -533,11 +533,15 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
     /// Co-visit scores from the profile's most recent distinct items, and the overall
     /// trending list.
     fn behaviour(&self, profile: Option<&Profile>) -> Result<Behaviour, EngineError> {
+        let trending = self
+            .store
+            .trending(shelf_store::TRENDING_OVERALL)?
+            .unwrap_or_default();
         let mut behaviour = Behaviour {
-            trending: self
-                .store
-                .trending(shelf_store::TRENDING_OVERALL)?
-                .unwrap_or_default(),
+            trending_rank: (trending.entries.iter().enumerate())
+                .map(|(rank, (id, _))| (id.clone(), rank))
+                .collect(),
+            trending,
             ..Default::default()
         };
         let Some(profile) = profile else {

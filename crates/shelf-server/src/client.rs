@@ -56,18 +56,29 @@ impl HttpTransport {
 
     /// `GET path`'s body as text (for `/metrics`); an error unless the status is 200.
     pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let (status, bytes) = self.send(Method::GET, path, None).await?;
+        anyhow::ensure!(status == StatusCode::OK, "GET {path}: {status}");
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// One request with the deadline: the status and the whole body.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         let uri = format!("{}{path}", self.base);
-        let req = request(Method::GET, &uri, self.api_key.as_deref(), None)?;
+        let req = request(method.clone(), &uri, self.api_key.as_deref(), body)?;
         let call = async {
             let response = self.client.request(req).await?;
             let status = response.status();
             let bytes = response.into_body().collect().await?.to_bytes();
-            anyhow::ensure!(status == StatusCode::OK, "GET {uri}: {status}");
-            Ok(String::from_utf8_lossy(&bytes).into_owned())
+            anyhow::Ok((status, bytes))
         };
         tokio::time::timeout(self.timeout, call)
             .await
-            .map_err(|_| anyhow::anyhow!("GET {uri}: no answer within {:?}", self.timeout))?
+            .map_err(|_| anyhow::anyhow!("{method} {uri}: no answer within {:?}", self.timeout))?
     }
 }
 
@@ -102,17 +113,8 @@ impl Transport for HttpTransport {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
-        let uri = format!("{}{path}", self.base);
-        let req = request(method.clone(), &uri, self.api_key.as_deref(), body)?;
-        let call = async {
-            let response = self.client.request(req).await?;
-            let status = response.status();
-            let bytes = response.into_body().collect().await?.to_bytes();
-            anyhow::Ok((status, parse_body(&bytes)))
-        };
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| anyhow::anyhow!("{method} {uri}: no answer within {:?}", self.timeout))?
+        let (status, bytes) = self.send(method, path, body).await?;
+        Ok((status, parse_body(&bytes)))
     }
 }
 

@@ -90,6 +90,21 @@ fn segments(dir: &Path) -> Result<Vec<u64>, StreamError> {
     Ok(bases)
 }
 
+/// Takes the writer lock of the log in `dir` (held while the returned file is open).
+fn lock_writer(dir: &Path) -> Result<File, StreamError> {
+    let lock_path = dir.join("LOCK");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(StreamError::io(&lock_path))?;
+    if lock.try_lock().is_err() {
+        return Err(StreamError::Locked(dir.into()));
+    }
+    Ok(lock)
+}
+
 /// What reading a frame at a position found.
 enum Frame {
     Complete {
@@ -172,16 +187,7 @@ impl Log {
     /// Opens or creates the log in `dir`, recovering from a torn tail.
     pub fn open(dir: &Path, options: LogOptions) -> Result<Self, StreamError> {
         fs::create_dir_all(dir).map_err(StreamError::io(dir))?;
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(StreamError::io(&lock_path))?;
-        if lock.try_lock().is_err() {
-            return Err(StreamError::Locked(dir.into()));
-        }
+        let lock = lock_writer(dir)?;
         let mut bases = segments(dir)?;
         if bases.is_empty() {
             File::create(segment_path(dir, 0)).map_err(StreamError::io(dir))?;
@@ -393,16 +399,7 @@ pub struct Repaired {
 /// offset and consumers dead-letter the placeholder. A torn tail is left for
 /// [`Log::open`] to cut. Damage whose length cannot be trusted is reported, not repaired.
 pub fn repair(dir: &Path, max_record_bytes: usize) -> Result<Vec<Repaired>, StreamError> {
-    let lock_path = dir.join("LOCK");
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(StreamError::io(&lock_path))?;
-    if lock.try_lock().is_err() {
-        return Err(StreamError::Locked(dir.into()));
-    }
+    let _lock = lock_writer(dir)?;
     let mut repaired = Vec::new();
     for base in segments(dir)? {
         let path = segment_path(dir, base);
