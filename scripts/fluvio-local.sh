@@ -7,9 +7,12 @@
 #                                          record, then print SHELF_FLUVIO_ENDPOINT=HOST:PORT
 #   scripts/fluvio-local.sh status [DIR]   say whether both run, and the endpoint
 #   scripts/fluvio-local.sh stop   [DIR]   stop both by their process ids
+#   scripts/fluvio-local.sh restart-spu [DIR] [SECS]
+#                                          stop the SPU, wait SECS (3), start it again
 #   scripts/fluvio-local.sh run -- CMD...  start in a temporary DIR, run CMD with
-#                                          SHELF_FLUVIO_ENDPOINT set, stop (also when CMD
-#                                          fails), exit with CMD's status
+#                                          SHELF_FLUVIO_ENDPOINT (and SHELF_FLUVIO_LOCAL_DIR)
+#                                          set, stop (also when CMD fails), exit with
+#                                          CMD's status
 #
 # DIR defaults to ${TMPDIR:-/tmp}/shelf-fluvio-local. Ports are chosen free, so two clusters
 # on one machine do not collide.
@@ -20,6 +23,9 @@
 #   SHELF_BIN         a shelf binary built with the `fluvio` feature, used to register the SPU,
 #                     create the topics and write the probe record (default:
 #                     ${CARGO_TARGET_DIR:-target}/debug/shelf)
+#   SHELF_FLUVIO_LOCAL_PARTITIONS
+#                     partitions of each shelf topic created (default 2, so the tests see
+#                     more than one partition)
 #   CI                when `true`, `run` fails if fluvio-run is missing instead of skipping
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -52,6 +58,32 @@ PY
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# Starts the SPU with the arguments `start` saved in DIR/spu.cmd (one per line).
+start_spu() {
+  local dir="$1"
+  local -a cmd
+  mapfile -t cmd <"$dir/spu.cmd"
+  setsid "${cmd[@]}" >>"$dir/spu.log" 2>&1 </dev/null &
+  echo $! >"$dir/spu.pid"
+}
+
+# Stops the SPU, waits SECS, starts it again on the same ports and log directory.
+restart_spu() {
+  local dir="$1" secs="$2" pid
+  alive "$dir/spu.pid" || { echo "no SPU runs from $dir" >&2; return 1; }
+  pid="$(cat "$dir/spu.pid")"
+  kill -TERM "$pid"
+  for _ in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  echo "stopped spu ($pid); starting it again in $secs s" >&2
+  sleep "$secs"
+  start_spu "$dir"
+  echo "started spu ($(cat "$dir/spu.pid"))" >&2
+}
+
 start() {
   local dir="$1"
   local fluvio_run
@@ -70,7 +102,7 @@ start() {
     echo "a cluster already runs from $dir (scripts/fluvio-local.sh stop $dir)" >&2
     return 1
   fi
-  rm -rf "$dir/meta" "$dir/spu"
+  rm -rf "$dir/meta" "$dir/spu" "$dir/spu.log"
   mkdir -p "$dir"
   local sc_public sc_private spu_public spu_private
   read -r sc_public sc_private spu_public spu_private <<<"$(free_ports 4)"
@@ -79,16 +111,17 @@ start() {
     --bind-public "127.0.0.1:$sc_public" --bind-private "127.0.0.1:$sc_private" \
     >"$dir/sc.log" 2>&1 </dev/null &
   echo $! >"$dir/sc.pid"
-  setsid "$fluvio_run" spu -i "$spu_id" -p "127.0.0.1:$spu_public" -v "127.0.0.1:$spu_private" \
-    --sc-addr "127.0.0.1:$sc_private" --log-base-dir "$dir/spu" \
-    >"$dir/spu.log" 2>&1 </dev/null &
-  echo $! >"$dir/spu.pid"
+  printf '%s\n' "$fluvio_run" spu -i "$spu_id" -p "127.0.0.1:$spu_public" \
+    -v "127.0.0.1:$spu_private" --sc-addr "127.0.0.1:$sc_private" \
+    --log-base-dir "$dir/spu" >"$dir/spu.cmd"
+  start_spu "$dir"
   local endpoint="127.0.0.1:$sc_public"
   echo "$endpoint" >"$dir/endpoint"
 
   # Register the SPU and create the topics, retrying while the SC comes up.
   local deadline=$((SECONDS + 90))
   until "$shelf" deploy --skip-pipelines --fluvio-endpoint "$endpoint" --wait-secs 10 \
+      --partitions "${SHELF_FLUVIO_LOCAL_PARTITIONS:-2}" \
       --spu-id "$spu_id" --spu-public "127.0.0.1:$spu_public" \
       --spu-private "127.0.0.1:$spu_private" >"$dir/deploy.log" 2>&1; do
     if [ $SECONDS -ge $deadline ] || ! alive "$dir/sc.pid" || ! alive "$dir/spu.pid"; then
@@ -161,6 +194,7 @@ run() {
   local line
   line="$(start "$run_dir")"
   export "${line?}"
+  export SHELF_FLUVIO_LOCAL_DIR="$run_dir"
   echo "local Fluvio cluster at $SHELF_FLUVIO_ENDPOINT" >&2
   local status=0
   "$@" || status=$?
@@ -173,13 +207,14 @@ case "$command" in
   start) start "${1:-${TMPDIR:-/tmp}/shelf-fluvio-local}" ;;
   stop) stop "${1:-${TMPDIR:-/tmp}/shelf-fluvio-local}" ;;
   status) status "${1:-${TMPDIR:-/tmp}/shelf-fluvio-local}" ;;
+  restart-spu) restart_spu "${1:-${TMPDIR:-/tmp}/shelf-fluvio-local}" "${2:-3}" ;;
   run)
     [ "${1:-}" = "--" ] && shift
     [ $# -gt 0 ] || { echo "usage: scripts/fluvio-local.sh run -- CMD..." >&2; exit 2; }
     run "$@"
     ;;
   *)
-    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

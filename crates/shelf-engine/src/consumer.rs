@@ -140,9 +140,10 @@ pub const IDLE_WAIT: Duration = Duration::from_millis(50);
 /// that fails (a machinery error: nothing of it was committed past the failing partition)
 /// is logged, counted in [`Progress::failures`] and retried from the committed offsets
 /// after [`retry_delay`]: a transient failure loses nothing and stops nothing. After
-/// each committed batch, `after_batch` runs with the progress and the source's end offset
-/// (summed over partitions like [`Progress::offset`]); it runs between batches, so it sees
-/// the job's state exactly at the committed offsets.
+/// each committed batch, `after_batch` runs with the progress and `Ok(end)`, the source's
+/// end offset (summed over partitions like [`Progress::offset`]); it runs between batches,
+/// so it sees the job's state exactly at the committed offsets. After a failed batch it
+/// runs with `Err(error)` before the wait (so a supervisor can show the job as failing).
 pub async fn follow<J: Job, S: Source>(
     job: &mut J,
     source: &mut S,
@@ -150,7 +151,7 @@ pub async fn follow<J: Job, S: Source>(
     batch_size: usize,
     wake: &tokio::sync::Notify,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    mut after_batch: impl FnMut(&J, &Progress, u64),
+    mut after_batch: impl FnMut(&J, &Progress, Result<u64, &EngineError>),
 ) -> Result<Progress, EngineError> {
     let mut offsets = seek_committed(job, source, store)?;
     let mut progress = Progress {
@@ -181,6 +182,7 @@ pub async fn follow<J: Job, S: Source>(
                 retry_in_ms = wait.as_millis() as u64,
                 "batch failed; retrying from the committed offsets"
             );
+            after_batch(job, &progress, Err(&error));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
@@ -191,6 +193,6 @@ pub async fn follow<J: Job, S: Source>(
         }
         failures_in_a_row = 0;
         let end = source_end(source)?;
-        after_batch(job, &progress, end);
+        after_batch(job, &progress, Ok(end));
     }
 }

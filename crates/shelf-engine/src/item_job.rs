@@ -24,6 +24,10 @@ pub struct ItemJob<E, I> {
     reused: u64,
     /// Records carry vectors computed upstream (`shelf-item-vectors`); nothing is embedded.
     upstream_vectors: bool,
+    /// Items whose index update failed after their batch committed. Each is retried from
+    /// the store's state before the next batch; the index is in step with the committed
+    /// offset only when none is left ([`ItemJob::index_in_step`]).
+    index_backlog: Vec<ItemId>,
 }
 
 /// What the index must do for one item after the batch commits: upsert (vector and
@@ -55,6 +59,7 @@ impl<E: TextEmbedder, I: VectorIndex> ItemJob<E, I> {
             embedded: 0,
             reused: 0,
             upstream_vectors: false,
+            index_backlog: Vec::new(),
         })
     }
 
@@ -69,6 +74,40 @@ impl<E: TextEmbedder, I: VectorIndex> ItemJob<E, I> {
         let mut job = Self::new(store, embedder, index)?;
         job.upstream_vectors = true;
         Ok(job)
+    }
+
+    /// Whether the index holds every change committed so far (no failed index update is
+    /// waiting for its retry). An index snapshot is only consistent with the committed
+    /// offset when this holds.
+    pub fn index_in_step(&self) -> bool {
+        self.index_backlog.is_empty()
+    }
+
+    /// Retries the index updates that failed, each from the store's current state of its
+    /// item (upsert when it is there, delete when not). Those that fail again stay queued.
+    pub fn retry_index_backlog(&mut self) -> Result<(), EngineError> {
+        let Some(index) = &self.index else {
+            self.index_backlog.clear();
+            return Ok(());
+        };
+        let mut still_failing = Vec::new();
+        for id in std::mem::take(&mut self.index_backlog) {
+            let result = match (
+                self.store.item(id.as_str())?,
+                self.store.vector(id.as_str())?,
+            ) {
+                (Some(item), Some(vector)) => {
+                    index.upsert(&id, &vector.vector, ItemAttributes::of(&item))
+                }
+                _ => index.delete(&id).map(|_| ()),
+            };
+            if let Err(e) = result {
+                tracing::error!(item = %id, error = %e, "index update failed again");
+                still_failing.push(id);
+            }
+        }
+        self.index_backlog = still_failing;
+        Ok(())
     }
 
     /// Texts embedded and vectors reused (text unchanged) so far.
@@ -169,6 +208,7 @@ impl<E: TextEmbedder, I: VectorIndex> Job for ItemJob<E, I> {
     }
 
     async fn apply(&mut self, records: Vec<Record>) -> Result<Applied, EngineError> {
+        self.retry_index_backlog()?;
         let Some(last) = records.last() else {
             return Ok(Applied::default());
         };
@@ -281,8 +321,9 @@ impl<E: TextEmbedder, I: VectorIndex> Job for ItemJob<E, I> {
                     None => index.delete(&id).map(|_| ()),
                 };
                 if let Err(e) = result {
-                    // The store holds the item; a restart rebuilds the index from it.
-                    tracing::error!(item = %id, error = %e, "index update failed");
+                    // The store holds the item: retried from it before the next batch.
+                    tracing::error!(item = %id, error = %e, "index update failed; will retry");
+                    self.index_backlog.push(id);
                 }
             }
         }
@@ -402,7 +443,7 @@ mod tests {
             &wake,
             stop,
             |_, progress, end| {
-                if progress.offset >= end {
+                if end.is_ok_and(|end| progress.offset >= end) {
                     let _ = stop_tx.send(true);
                 }
             },
@@ -418,6 +459,80 @@ mod tests {
         assert_eq!(letters.len(), 1, "{letters:?}");
         assert_eq!(letters[0].offset, 7);
         assert!(store.item("i7").unwrap().is_none());
+    }
+
+    /// An index whose first `failures` upserts fail.
+    struct FlakyIndex {
+        inner: shelf_index::HnswIndex,
+        failures: std::sync::atomic::AtomicUsize,
+    }
+
+    impl VectorIndex for FlakyIndex {
+        type Error = shelf_index::IndexError;
+        fn dim(&self) -> usize {
+            VectorIndex::dim(&self.inner)
+        }
+        fn len(&self) -> usize {
+            VectorIndex::len(&self.inner)
+        }
+        fn upsert(&self, id: &ItemId, v: &[f32], a: ItemAttributes) -> Result<(), Self::Error> {
+            use std::sync::atomic::Ordering;
+            if self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(shelf_index::IndexError::ZeroVector);
+            }
+            VectorIndex::upsert(&self.inner, id, v, a)
+        }
+        fn delete(&self, id: &ItemId) -> Result<bool, Self::Error> {
+            VectorIndex::delete(&self.inner, id)
+        }
+        fn search(
+            &self,
+            query: &[f32],
+            k: usize,
+            ef: Option<usize>,
+            filter: &shelf_types::SearchFilter,
+        ) -> Result<Vec<shelf_types::ScoredItem>, Self::Error> {
+            VectorIndex::search(&self.inner, query, k, ef, filter)
+        }
+    }
+
+    /// An index update that fails after its batch committed is not forgotten: the job is
+    /// out of step (no snapshot may record that position) until the retry before the next
+    /// batch puts the store's state into the index.
+    #[tokio::test]
+    async fn a_failed_index_update_is_retried_from_the_store_before_the_next_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store"), Default::default()).unwrap());
+        let index = FlakyIndex {
+            inner: shelf_index::HnswIndex::new(shelf_index::IndexConfig::new(2)).unwrap(),
+            failures: 1.into(),
+        };
+        let embedder = Flaky {
+            failures: 0.into(),
+            calls: 0.into(),
+        };
+        let mut job = ItemJob::new(Arc::clone(&store), embedder, Some(index)).unwrap();
+        let upsert = |o: u64, id: &str| {
+            record(
+                o,
+                &format!(r#"{{"op":"upsert","id":"{id}","title":"t {id}"}}"#),
+            )
+        };
+        job.apply(vec![upsert(0, "a")]).await.unwrap();
+        assert!(
+            store.item("a").unwrap().is_some(),
+            "the store commits first"
+        );
+        assert!(!job.index_in_step(), "the failed update must be remembered");
+        let indexed = |job: &ItemJob<Flaky, FlakyIndex>| job.index.as_ref().unwrap().len();
+        assert_eq!(indexed(&job), 0);
+        job.apply(vec![upsert(1, "b")]).await.unwrap();
+        assert!(job.index_in_step());
+        assert_eq!(indexed(&job), 2, "the retry put `a` in the index");
     }
 
     fn record(offset: u64, json: &str) -> Record {

@@ -11,7 +11,7 @@ mod query_cache;
 mod retrieval;
 mod stats_job;
 
-pub use consumer::{catch_up, follow, source_end, Applied, Job, Progress, IDLE_WAIT};
+pub use consumer::{catch_up, follow, retry_delay, source_end, Applied, Job, Progress, IDLE_WAIT};
 pub use error::EngineError;
 pub use event_job::{impression_record, EventJob, EVENT_JOB};
 pub use item_job::{ItemJob, ITEM_JOB};

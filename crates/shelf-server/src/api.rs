@@ -12,6 +12,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shelf_engine::SearchRequest;
+use shelf_node::supervisor::JobState;
 use shelf_types::{Event, ItemRecord, SearchFilter, UserId};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,7 +38,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code: malformed_json, unauthorized, forbidden, not_found,
-    /// body_too_large, invalid_request, overloaded, not_ready, internal.
+    /// body_too_large, invalid_request, overloaded, not_ready, job_down, internal.
     pub code: String,
     pub message: String,
 }
@@ -105,7 +106,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// The router with every route, limit and the metrics layer.
 pub fn router(app: Arc<App>) -> Router {
-    let max_body = app.config.limits.max_body_bytes;
+    let max_body = app.limits.max_body_bytes;
     // The API key is checked before a handler runs, so an unauthorised request is answered
     // before its body is read.
     let keyed = Router::new()
@@ -165,7 +166,7 @@ async fn require_key(State(app): State<Arc<App>>, request: Request, next: Next) 
 
 /// Checks the presented API key (`Authorization: Bearer KEY` or `x-api-key: KEY`).
 fn authorize(app: &App, headers: &HeaderMap, needed: Scope) -> ApiResult<()> {
-    let keys = &app.config.api_keys;
+    let keys = &app.api_keys;
     if keys.is_open() {
         return Ok(());
     }
@@ -315,7 +316,7 @@ async fn search(
 ) -> ApiResult<Json<SearchResult>> {
     let request: SearchBody = parse(&body(raw)?)?;
     let request = validate_search(&app, request)?;
-    let Some(retriever) = app.retriever() else {
+    if app.node.retriever().is_none() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
@@ -332,10 +333,17 @@ async fn search(
             "too many searches in flight; retry shortly",
         ));
     };
-    let response = retriever
-        .search(&request)
-        .await
-        .map_err(ApiError::internal)?;
+    // The ANN walk and the re-rank's store reads block: they run on the blocking pool
+    // (bounded by the search slots), never on the runtime's workers.
+    let node = Arc::clone(&app.node);
+    let runtime = tokio::runtime::Handle::current();
+    let response = tokio::task::spawn_blocking(move || {
+        let retriever = node.retriever().expect("checked above; never unset");
+        runtime.block_on(retriever.search(&request))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
     let t = response.timings;
     let m = &app.metrics;
     m.search_embed.observe_ms(t.embed_ms);
@@ -343,7 +351,7 @@ async fn search(
     m.search_rerank.observe_ms(t.rerank_ms);
     m.search_total.observe_ms(t.total_ms);
     if !response.impression.items.is_empty() {
-        app.log_impression(response.impression);
+        app.node.log_impression(response.impression);
     }
     Ok(Json(SearchResult {
         request_id: response.request_id,
@@ -393,7 +401,7 @@ fn validate_search(app: &App, body: SearchBody) -> ApiResult<SearchRequest> {
     }
     let query = body.query.map(|q| q.trim().to_string());
     if let Some(q) = &query {
-        let max = app.config.limits.max_query_bytes;
+        let max = app.limits.max_query_bytes;
         if q.len() > max {
             return Err(ApiError::invalid(format!(
                 "query is {} bytes; the limit is {max}",
@@ -462,7 +470,7 @@ fn parse_batch<T: serde::de::DeserializeOwned>(
     if values.is_empty() {
         return Err(ApiError::invalid("the batch is empty"));
     }
-    let max = app.config.limits.max_batch;
+    let max = app.limits.max_batch;
     if values.len() > max {
         return Err(ApiError::too_large(format!(
             "{} records in one batch; the limit is {max}",
@@ -506,6 +514,7 @@ async fn post_items(
         .collect::<ApiResult<Vec<_>>>()?;
     let count = payloads.len();
     let range = app
+        .node
         .append_items(payloads)
         .await
         .map_err(ApiError::internal)?;
@@ -535,6 +544,7 @@ async fn delete_item(
     let record = ItemRecord::Delete { id: id.into() };
     let payload = serde_json::to_vec(&record).map_err(ApiError::internal)?;
     let range = app
+        .node
         .append_items(vec![payload])
         .await
         .map_err(ApiError::internal)?;
@@ -574,10 +584,11 @@ async fn get_item(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ItemView>> {
     check_id("id", &id)?;
-    let Some(item) = app.store.item(&id).map_err(ApiError::internal)? else {
+    let Some(item) = app.node.store.item(&id).map_err(ApiError::internal)? else {
         return Err(ApiError::not_found(format!("no item `{id}`")));
     };
     let stats = app
+        .node
         .store
         .item_stats(&id)
         .map_err(ApiError::internal)?
@@ -587,10 +598,14 @@ async fn get_item(
             clicks: s.clicks,
             carts: s.carts,
             purchases: s.purchases,
-            ctr: s.ctr(&app.config.decay),
+            ctr: s.ctr(&app.node.config.decay),
             at: rfc3339(s.last_ts_ms),
         });
-    let window_stats = app.store.item_window(&id).map_err(ApiError::internal)?;
+    let window_stats = app
+        .node
+        .store
+        .item_window(&id)
+        .map_err(ApiError::internal)?;
     Ok(Json(ItemView {
         item,
         stats,
@@ -620,6 +635,7 @@ async fn post_events(
         .collect::<ApiResult<Vec<_>>>()?;
     let n = payloads.len() as u64;
     let range = app
+        .node
         .append_events(payloads)
         .await
         .map_err(ApiError::internal)?;
@@ -676,7 +692,7 @@ async fn get_profile(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ProfileView>> {
     check_id("user id", &id)?;
-    let Some(profile) = app.store.profile(&id).map_err(ApiError::internal)? else {
+    let Some(profile) = app.node.store.profile(&id).map_err(ApiError::internal)? else {
         return Err(ApiError::not_found(format!("no profile for user `{id}`")));
     };
     let mut categories: Vec<CategoryAffinity> = profile
@@ -727,6 +743,7 @@ async fn delete_user(
     check_id("user id", &id)?;
     // Apply what was already sent about the user first, so nothing of it lands afterwards.
     let drained = app
+        .node
         .drain_events(std::time::Duration::from_secs(10))
         .await
         .map_err(ApiError::internal)?;
@@ -737,7 +754,7 @@ async fn delete_user(
             "the event job is behind; retry the deletion shortly",
         ));
     }
-    let store = Arc::clone(&app.store);
+    let store = Arc::clone(&app.node.store);
     let removed = tokio::task::spawn_blocking(move || store.delete_user(&id))
         .await
         .map_err(ApiError::internal)?
@@ -780,9 +797,13 @@ pub struct ModelList {
     responses((status = 200, body = ModelList), (status = 401, body = ErrorBody)))]
 async fn list_models(State(app): State<Arc<App>>) -> ApiResult<Json<ModelList>> {
     let live = app
+        .node
         .retriever()
         .map_or_else(|| "prior".to_string(), |r| r.ranker().name().to_string());
-    let models = crate::models::list(&app.config.data_dir)
+    let data_dir = app.node.config.data_dir.clone();
+    let models = tokio::task::spawn_blocking(move || shelf_node::models::list(&data_dir))
+        .await
+        .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?
         .into_iter()
         .map(|m| ModelSummary {
@@ -812,30 +833,68 @@ async fn playground() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("../assets/playground.html"))
 }
 
-#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "the process is up")))]
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "the process is up; each background job's state, failures and restarts")))]
+async fn health(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let jobs: serde_json::Map<String, serde_json::Value> = app
+        .node
+        .jobs
+        .statuses()
+        .into_iter()
+        .map(|(name, s)| {
+            let (state, reason) = match s.state {
+                JobState::Starting => ("starting", None),
+                JobState::Running => ("running", None),
+                JobState::Down { reason } => ("down", Some(reason)),
+                JobState::Stopped => ("stopped", None),
+            };
+            let job = serde_json::json!({
+                "state": state,
+                "reason": reason,
+                "seconds_in_state": s.since.elapsed().as_secs(),
+                "failures": s.failures,
+                "restarts": s.restarts,
+            });
+            (name.to_string(), job)
+        })
+        .collect();
+    Json(serde_json::json!({ "status": "ok", "jobs": jobs }))
 }
 
 #[utoipa::path(get, path = "/ready", tag = "operations",
-    responses((status = 200, description = "the index is loaded"), (status = 503, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "the index is loaded and every background job is running"),
+        (status = 503, body = ErrorBody, description = "the index is still loading, or a job is down (the message names it and its last error)"),
+    ))]
 async fn ready(State(app): State<Arc<App>>) -> ApiResult<Json<serde_json::Value>> {
-    match app.retriever() {
-        Some(r) => Ok(Json(
-            serde_json::json!({ "status": "ready", "items": r.index().len() }),
-        )),
-        None => Err(ApiError::new(
+    let Some(retriever) = app.node.retriever() else {
+        return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
             "the index is still loading",
-        )),
+        ));
+    };
+    let down = app.node.jobs.down();
+    if !down.is_empty() {
+        let reasons: Vec<String> = down
+            .iter()
+            .map(|(job, reason)| format!("{job} is down ({reason})"))
+            .collect();
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "job_down",
+            format!("{}; it is restarted with backoff", reasons.join("; ")),
+        ));
     }
+    Ok(Json(
+        serde_json::json!({ "status": "ready", "items": retriever.index().len() }),
+    ))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let text = app.metrics.render(&app.gauges());
+    let text = app.metrics.render(&app.node);
     (
         [(
             header::CONTENT_TYPE,

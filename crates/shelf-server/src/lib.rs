@@ -7,4 +7,3 @@ pub mod client;
 pub mod demo;
 pub mod deploy;
 pub mod metrics;
-pub mod models;

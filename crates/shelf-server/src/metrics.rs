@@ -1,65 +1,13 @@
 //! Prometheus metrics: counters and latency histograms, rendered as text on `/metrics`.
 
+use shelf_node::metrics::{Histogram, NodeMetrics};
+use shelf_node::supervisor::{JobState, JobStatus};
+use shelf_node::Node;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
-
-/// Upper bounds of latency buckets, in seconds.
-const BUCKETS: [f64; 16] = [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
-];
-
-/// A latency histogram with fixed buckets.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    counts: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    pub fn observe(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    pub fn observe_ms(&self, ms: f64) {
-        self.observe(Duration::from_secs_f64(ms.max(0.0) / 1e3));
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (bound, count) in BUCKETS.iter().zip(&self.counts) {
-            cumulative += count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let total = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {total}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
-        let _ = writeln!(out, "{name}_count{braces} {total}");
-    }
-}
 
 /// Every metric the server keeps itself (gauges read from the index and store are added at
 /// render time by the caller).
@@ -74,10 +22,7 @@ pub struct Metrics {
     pub search_ann: Histogram,
     pub search_rerank: Histogram,
     pub search_total: Histogram,
-    /// Time from an item's append (through the API) to its vector being searchable.
-    pub item_freshness: Histogram,
-    /// Records appended to the log through the API.
-    pub items_appended: AtomicU64,
+    /// Events appended to the stream through the API.
     pub events_appended: AtomicU64,
     /// Searches refused because too many were in flight.
     pub searches_rejected: AtomicU64,
@@ -101,8 +46,10 @@ impl Metrics {
         histogram.observe(elapsed);
     }
 
-    /// The text exposition of everything above plus `gauges` (name, help, value).
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+    /// The text exposition of everything above, the node's own metrics, its jobs' states
+    /// and its gauges.
+    pub fn render(&self, node: &Node) -> String {
+        let node_metrics: &NodeMetrics = &node.metrics;
         let mut out = String::new();
         header(
             &mut out,
@@ -163,13 +110,14 @@ impl Metrics {
             "Time from an item's append through the API to its vector being searchable.",
             "histogram",
         );
-        self.item_freshness
+        node_metrics
+            .item_freshness
             .render(&mut out, "shelf_item_freshness_seconds", "");
         for (name, help, value) in [
             (
                 "shelf_items_appended_total",
-                "Item records appended to the log through the API.",
-                &self.items_appended,
+                "Item records appended to the stream through the API (and the demo).",
+                &node_metrics.items_appended,
             ),
             (
                 "shelf_events_appended_total",
@@ -185,7 +133,33 @@ impl Metrics {
             header(&mut out, name, help, "counter");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
         }
-        for (name, help, value) in gauges {
+        let jobs = node.jobs.statuses();
+        for (name, help, kind, value) in [
+            (
+                "shelf_job_failures_total",
+                "Failures of each background job (failed batches, retried, and failed or panicked runs, restarted).",
+                "counter",
+                (|s: &JobStatus| s.failures as f64) as fn(&JobStatus) -> f64,
+            ),
+            (
+                "shelf_job_restarts_total",
+                "Times each background job was restarted by its supervisor.",
+                "counter",
+                |s| s.restarts as f64,
+            ),
+            (
+                "shelf_job_up",
+                "1 while the job is running (or starting), 0 while it is down.",
+                "gauge",
+                |s| f64::from(u8::from(!matches!(s.state, JobState::Down { .. }))),
+            ),
+        ] {
+            header(&mut out, name, help, kind);
+            for (job, status) in &jobs {
+                let _ = writeln!(out, "{name}{{job=\"{job}\"}} {}", value(status));
+            }
+        }
+        for (name, help, value) in node.gauges() {
             header(&mut out, name, help, "gauge");
             let _ = writeln!(out, "{name} {value}");
         }
@@ -196,24 +170,4 @@ impl Metrics {
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_buckets_are_cumulative() {
-        let h = Histogram::default();
-        h.observe(Duration::from_micros(300));
-        h.observe(Duration::from_millis(15));
-        h.observe(Duration::from_secs(60));
-        let mut out = String::new();
-        h.render(&mut out, "x", "");
-        assert!(out.contains("x_bucket{le=\"0.0005\"} 1\n"));
-        assert!(out.contains("x_bucket{le=\"0.02\"} 2\n"));
-        assert!(out.contains("x_bucket{le=\"30\"} 2\n"));
-        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"));
-        assert!(out.contains("x_count 3\n"));
-    }
 }

@@ -62,7 +62,7 @@ async fn interval_fsync_syncs_accepted_records_on_a_timer() {
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while s.app.logs_unsynced() {
+    while s.app.node.logs_unsynced() {
         assert!(
             Instant::now() < deadline,
             "an accepted record was not fsynced within 5 s"
@@ -147,7 +147,7 @@ async fn items_events_search_profile_and_deletion_round_trip() {
 
     // The search above was logged as an impression (the writer appends it asynchronously).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while s.app.store.impression(&request_id).unwrap().is_none() {
+    while s.app.node.store.impression(&request_id).unwrap().is_none() {
         assert!(Instant::now() < deadline, "impression never logged");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -167,7 +167,16 @@ async fn items_events_search_profile_and_deletion_round_trip() {
     assert_eq!(status, StatusCode::OK, "{profile}");
     assert_eq!(profile["counts"]["click"], 1);
     assert_eq!(profile["recent"][0]["item_id"], clicked.as_str());
-    assert!(s.app.store.item_stats(&clicked).unwrap().unwrap().clicks > 0.0);
+    assert!(
+        s.app
+            .node
+            .store
+            .item_stats(&clicked)
+            .unwrap()
+            .unwrap()
+            .clicks
+            > 0.0
+    );
     let (status, item) = s
         .call(Method::GET, &format!("/v1/items/{clicked}"), None)
         .await;
@@ -184,7 +193,7 @@ async fn items_events_search_profile_and_deletion_round_trip() {
     );
     let (status, _) = s.call(Method::GET, "/v1/items/sku-none", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let impression = s.app.store.impression(&request_id).unwrap().unwrap();
+    let impression = s.app.node.store.impression(&request_id).unwrap().unwrap();
     assert_eq!(impression.items.len(), 5);
     assert_eq!(impression.items[1].item_id, clicked);
     assert_eq!(
@@ -305,7 +314,14 @@ async fn items_events_search_profile_and_deletion_round_trip() {
     assert_eq!(status, StatusCode::OK);
     let user_request = body["request_id"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while s.app.store.impression(&user_request).unwrap().is_none() {
+    while s
+        .app
+        .node
+        .store
+        .impression(&user_request)
+        .unwrap()
+        .is_none()
+    {
         assert!(Instant::now() < deadline, "impression never logged");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -314,7 +330,13 @@ async fn items_events_search_profile_and_deletion_round_trip() {
     assert!(body["deleted_records"].as_u64().unwrap() >= 2, "{body}");
     let (status, _) = s.call(Method::GET, "/v1/users/u1/profile", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(s.app.store.impression(&user_request).unwrap().is_none());
+    assert!(s
+        .app
+        .node
+        .store
+        .impression(&user_request)
+        .unwrap()
+        .is_none());
 
     let (status, metrics) = s.call(Method::GET, "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -323,7 +345,7 @@ async fn items_events_search_profile_and_deletion_round_trip() {
         serde_json::Value::Null,
         "metrics are text, not JSON"
     );
-    let text = s.app.metrics.render(&s.app.gauges());
+    let text = s.app.metrics.render(&s.app.node);
     for name in [
         "shelf_search_stage_duration_seconds_bucket{stage=\"ann\"",
         "shelf_http_requests_total{route=\"/v1/search\",status=\"200\"}",
@@ -443,7 +465,7 @@ async fn every_error_class_has_its_status_and_leaves_state_unchanged() {
         )
         .await;
     }
-    let before = s.app.items_appended_ever();
+    let before = s.app.node.items_appended_ever();
     for body in [
         json!({"op": "upsert", "id": "a"}),
         json!({"op": "upsert", "id": "a", "title": "t", "price": -1.0}),
@@ -480,9 +502,9 @@ async fn every_error_class_has_its_status_and_leaves_state_unchanged() {
         .await;
     }
     // Nothing invalid reached the logs.
-    assert_eq!(s.app.items_appended_ever(), before);
+    assert_eq!(s.app.node.items_appended_ever(), before);
     s.settle().await;
-    assert_eq!(s.app.retriever().unwrap().index().len(), 3);
+    assert_eq!(s.app.node.retriever().unwrap().index().len(), 3);
 
     // 413: body and batch limits.
     let big = json!({"query": "x".repeat(5000)});
@@ -682,5 +704,100 @@ async fn exploration_shows_items_the_ranking_alone_never_shows() {
         shown[1].len(),
         shown[0].len()
     );
+    s.stop().await;
+}
+
+/// Items and events for the fault test: the catalog items, then (once the items are
+/// stored: a view of an unknown item is a dead letter) views with fixed times.
+async fn feed(s: &common::TestServer, items: &[serde_json::Value], events: usize) {
+    for chunk in items.chunks(10) {
+        let (status, body) = s.call(Method::POST, "/v1/items", Some(json!(chunk))).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while s
+        .app
+        .node
+        .store
+        .item(items.last().unwrap()["id"].as_str().unwrap())
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "items never stored");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for batch in 0..events / 10 {
+        let views: Vec<serde_json::Value> = (0..10)
+            .map(|j| {
+                let i = batch * 10 + j;
+                json!({
+                    "user_id": format!("u{}", i % 7),
+                    "kind": "view",
+                    "item_id": items[i % items.len()]["id"],
+                    "ts": format!("2026-01-01T00:{:02}:{:02}Z", i / 60, i % 60),
+                })
+            })
+            .collect();
+        let (status, body) = s.call(Method::POST, "/v1/events", Some(json!(views))).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+}
+
+fn dump(s: &common::TestServer) -> String {
+    let mut out = Vec::new();
+    s.app.node.store.dump(&mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// A job that panics is restarted by its supervisor from its committed offsets: `/ready`
+/// answers 503 naming the job while it is down, `/health` counts the failure and the
+/// restart, and the store ends byte for byte as an uninterrupted run's (nothing lost,
+/// nothing applied twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_panics_is_restarted_and_loses_nothing() {
+    let items = catalog(40);
+    let clean = server(&[], true).await;
+    feed(&clean, &items, 300).await;
+    clean.settle().await;
+    let expected = dump(&clean);
+    assert!(expected.contains(r#""type":"profile""#) && !expected.contains("dead-letters"));
+    clean.stop().await;
+
+    let s = server(&["--batch-size", "16"], true).await;
+    s.app
+        .node
+        .panic_once_after_next_batch(shelf_engine::EVENT_JOB);
+    s.app
+        .node
+        .panic_once_after_next_batch(shelf_engine::ITEM_JOB);
+    let feeding = feed(&s, &items, 300);
+    let watching = async {
+        // The event job is down between its panic and its restart (100 ms later).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = s.call(Method::GET, "/ready", None).await;
+            if status == StatusCode::SERVICE_UNAVAILABLE && body["error"]["code"] == "job_down" {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "no job was ever shown down");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let (_, down) = tokio::join!(feeding, watching);
+    let message = down["error"]["message"].as_str().unwrap();
+    assert!(message.contains("panicked: fault injected"), "{message}");
+    s.settle().await;
+    wait_for_items(&s, 40).await;
+    let (_, health) = s.call(Method::GET, "/health", None).await;
+    for job in [shelf_engine::EVENT_JOB, shelf_engine::ITEM_JOB] {
+        assert_eq!(health["jobs"][job]["restarts"], 1, "{health}");
+        assert_eq!(health["jobs"][job]["state"], "running", "{health}");
+    }
+    let text = s.app.metrics.render(&s.app.node);
+    assert!(
+        text.contains("shelf_job_restarts_total{job=\"event-job\"} 1"),
+        "{text}"
+    );
+    assert_eq!(dump(&s), expected);
     s.stop().await;
 }

@@ -404,3 +404,302 @@ async fn events_through_fluvio_build_the_profiles_the_embedded_log_builds() {
         "the same events gave different profiles"
     );
 }
+
+/// `serve --item-topic shelf-item-vectors` stores the vectors the Arroyo item pipeline
+/// computed (normalised, nothing embedded again) and dead-letters a record whose vector
+/// comes from another model, keyed by its partition and offset.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Fluvio cluster (see the module docs)"]
+async fn item_vectors_are_consumed_without_embedding_and_a_foreign_model_is_dead_lettered() {
+    use axum::http::{Method, StatusCode};
+    use serde_json::json;
+    let _one = SERVE.lock().await;
+    let endpoint = std::env::var("SHELF_FLUVIO_ENDPOINT").expect(NEEDS_CLUSTER);
+    let run = run_id();
+    let server = common::server(
+        &[
+            "--source",
+            "fluvio",
+            "--fluvio-endpoint",
+            &endpoint,
+            "--item-topic",
+            "shelf-item-vectors",
+        ],
+        true,
+    )
+    .await;
+    let model = "all-MiniLM-L6-v2";
+    let vector = |i: usize| {
+        let mut v = vec![0.0f32; 384];
+        v[i] = 2.0;
+        v[i + 1] = 2.0;
+        serde_json::to_string(&v).unwrap()
+    };
+    let mut records: Vec<serde_json::Value> = (0..6)
+        .map(|i| {
+            json!({"op": "upsert", "id": format!("{run}-v{i}"), "title": format!("vector item {i}"),
+                   "model_id": model, "dimension": 384, "vector": vector(i)})
+        })
+        .collect();
+    records.push(
+        json!({"op": "upsert", "id": format!("{run}-foreign"), "title": "foreign",
+                        "model_id": "some-other-model", "dimension": 384, "vector": vector(0)}),
+    );
+    let payloads: Vec<Vec<u8>> = records
+        .iter()
+        .map(|r| serde_json::to_vec(r).unwrap())
+        .collect();
+    let keys = shelf_node::record_keys(&payloads, "id");
+    let sink = cluster().sink("shelf-item-vectors").unwrap();
+    sink.produce(&keys, &payloads).unwrap();
+
+    for i in 0..6 {
+        let id = format!("{run}-v{i}");
+        eventually(120, &format!("{id} to be stored"), || async {
+            server
+                .call(Method::GET, &format!("/v1/items/{id}"), None)
+                .await
+                .0
+                == StatusCode::OK
+        })
+        .await;
+        let stored = server.app.node.store.vector(&id).unwrap().unwrap();
+        assert_eq!(stored.model_id, model);
+        let half = std::f32::consts::FRAC_1_SQRT_2;
+        assert!(
+            (stored.vector[i] - half).abs() < 1e-6 && (stored.vector[i + 1] - half).abs() < 1e-6
+        );
+    }
+    let foreign = format!("{run}-foreign");
+    eventually(
+        60,
+        "the foreign-model record to be dead-lettered",
+        || async {
+            server
+                .app
+                .node
+                .store
+                .dead_letters(shelf_engine::ITEM_JOB)
+                .unwrap()
+                .iter()
+                .any(|l| l.payload.contains(&foreign) && l.reason.contains("some-other-model"))
+        },
+    )
+    .await;
+    let (status, _) = server
+        .call(Method::GET, &format!("/v1/items/{foreign}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+/// Two nodes, each consuming one partition of the item topic (`--fluvio-partitions`),
+/// together hold the whole catalogue, each item on exactly one node: a search sent to both
+/// and merged by score answers for every item (the routing README describes for a
+/// catalogue that outgrows one node).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Fluvio cluster (see the module docs)"]
+async fn two_nodes_each_consuming_one_partition_together_hold_the_catalogue() {
+    use axum::http::{Method, StatusCode};
+    use serde_json::json;
+    let _one = SERVE.lock().await;
+    let endpoint = std::env::var("SHELF_FLUVIO_ENDPOINT").expect(NEEDS_CLUSTER);
+    let partitions = cluster().partition_count("shelf-items").unwrap().unwrap();
+    assert!(
+        partitions >= 2,
+        "shelf-items has {partitions} partition(s); scripts/fluvio-local.sh creates 2"
+    );
+    let run = run_id();
+    let mut nodes = Vec::new();
+    for p in ["0", "1"] {
+        let flags = [
+            "--source",
+            "fluvio",
+            "--fluvio-endpoint",
+            &endpoint,
+            "--fluvio-partitions",
+            p,
+        ];
+        nodes.push(common::server(&flags, true).await);
+    }
+    let items: Vec<serde_json::Value> = (0..24)
+        .map(|i| {
+            json!({"op": "upsert", "id": format!("{run}-p{i}"),
+                   "title": format!("partitioned lamp {i}"), "category": "Home/Lamps"})
+        })
+        .collect();
+    let (status, body) = nodes[0]
+        .call(Method::POST, "/v1/items", Some(json!(items)))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let mut held = [0usize; 2];
+    for i in 0..24 {
+        let path = format!("/v1/items/{run}-p{i}");
+        eventually(180, &format!("{path} to be on a node"), || async {
+            !holders(&nodes, &path).await.is_empty()
+        })
+        .await;
+        let on = holders(&nodes, &path).await;
+        assert_eq!(on.len(), 1, "{path} is on nodes {on:?}");
+        held[on[0]] += 1;
+    }
+    assert!(
+        held[0] > 0 && held[1] > 0,
+        "keys all went to one partition: {held:?}"
+    );
+    // Scatter-gather: the same search on both nodes, merged by score, finds every item.
+    let mut merged: Vec<(f64, String)> = Vec::new();
+    for node in &nodes {
+        let (status, body) = node
+            .call(
+                Method::POST,
+                "/v1/search",
+                Some(
+                    json!({"query": "partitioned lamp", "k": 100, "explore": false,
+                            "filters": {"category_prefix": "Home/Lamps"}}),
+                ),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for item in body["items"].as_array().unwrap() {
+            merged.push((
+                item["score"].as_f64().unwrap(),
+                item["id"].as_str().unwrap().into(),
+            ));
+        }
+    }
+    for i in 0..24 {
+        let id = format!("{run}-p{i}");
+        assert!(
+            merged.iter().any(|(_, m)| *m == id),
+            "{id} missing from the merged results"
+        );
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// The SPU is stopped for 3 s and started again while shelf consumes events: shelf
+/// reconnects (its supervisor restarts the job from the committed offsets) and every event
+/// is applied exactly once.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Fluvio cluster (see the module docs)"]
+async fn shelf_reconnects_after_the_spu_restarts_and_applies_every_event_once() {
+    use axum::http::{Method, StatusCode};
+    use serde_json::json;
+    let _one = SERVE.lock().await;
+    let endpoint = std::env::var("SHELF_FLUVIO_ENDPOINT").expect(NEEDS_CLUSTER);
+    let Ok(local_dir) = std::env::var("SHELF_FLUVIO_LOCAL_DIR") else {
+        panic!("SHELF_FLUVIO_LOCAL_DIR is not set: this test restarts the SPU of scripts/fluvio-local.sh run");
+    };
+    let run = run_id();
+    let server = common::server(
+        &["--source", "fluvio", "--fluvio-endpoint", &endpoint],
+        true,
+    )
+    .await;
+    let items: Vec<serde_json::Value> = (0..10)
+        .map(|i| json!({"op": "upsert", "id": format!("{run}-r{i}"), "title": format!("restart item {i}")}))
+        .collect();
+    let (status, body) = server
+        .call(Method::POST, "/v1/items", Some(json!(items)))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    for i in 0..10 {
+        let path = format!("/v1/items/{run}-r{i}");
+        eventually(180, "items to be stored", || async {
+            server.call(Method::GET, &path, None).await.0 == StatusCode::OK
+        })
+        .await;
+    }
+    let users = 6;
+    let post = |from: usize, n: usize| {
+        let events: Vec<serde_json::Value> = (from..from + n)
+            .map(|e| {
+                json!({"user_id": format!("{run}-u{}", e % users), "kind": "view",
+                       "item_id": format!("{run}-r{}", e % 10),
+                       "ts": format!("2026-11-{:02}T10:{:02}:{:02}Z", 1 + e / 3600 % 28, e / 60 % 60, e % 60)})
+            })
+            .collect();
+        let server = &server;
+        async move {
+            let (status, body) = server
+                .call(Method::POST, "/v1/events", Some(json!(events)))
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        }
+    };
+    for batch in 0..4 {
+        post(batch * 500, 500).await;
+    }
+    // While the event job consumes what was just sent, the SPU goes away for 3 s.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/fluvio-local.sh");
+    let restart = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .args([script, "restart-spu", &local_dir, "3"])
+            .status()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(restart.success());
+    // Writes are accepted again once the SPU is back.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, _) = server.call(Method::GET, "/health", None).await;
+        assert_eq!(status, StatusCode::OK);
+        if cluster().end_offset("shelf-events", 0).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the SPU did not come back");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for batch in 4..8 {
+        post(batch * 500, 500).await;
+    }
+    eventually(240, "all 4000 events to be applied", || async {
+        view_total(&server, &run, users).await >= 4000
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        view_total(&server, &run, users).await,
+        4000,
+        "an event was applied twice"
+    );
+    eventually(60, "the event job to run again", || async {
+        server.call(Method::GET, "/ready", None).await.0 == StatusCode::OK
+    })
+    .await;
+    server.stop().await;
+}
+
+/// The nodes (by position) that hold the item at `path`.
+async fn holders(nodes: &[common::TestServer], path: &str) -> Vec<usize> {
+    let mut on = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        if node.call(axum::http::Method::GET, path, None).await.0 == axum::http::StatusCode::OK {
+            on.push(n);
+        }
+    }
+    on
+}
+
+/// Views counted in the profiles of users `{run}-u0` .. `{run}-u{users-1}`.
+async fn view_total(server: &common::TestServer, run: &str, users: usize) -> u64 {
+    let mut sum = 0;
+    for u in 0..users {
+        let (status, body) = server
+            .call(
+                axum::http::Method::GET,
+                &format!("/v1/users/{run}-u{u}/profile"),
+                None,
+            )
+            .await;
+        if status == axum::http::StatusCode::OK {
+            sum += body["counts"]["view"].as_u64().unwrap_or(0);
+        }
+    }
+    sum
+}

@@ -54,7 +54,7 @@ async fn personalised_results_fit_hidden_preferences_better() {
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     }
     let deadline = Instant::now() + Duration::from_secs(600);
-    while s.app.retriever().unwrap().index().len() < ITEMS {
+    while s.app.node.retriever().unwrap().index().len() < ITEMS {
         assert!(Instant::now() < deadline, "catalog not indexed in time");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -155,7 +155,7 @@ async fn personalised_results_fit_hidden_preferences_better() {
     // position, as searches are) at least as well as the prior.
     let deadline = Instant::now() + Duration::from_secs(120);
     let model = loop {
-        if let Some(model) = shelf_server::models::list(&s.app.config.data_dir)
+        if let Some(model) = shelf_node::models::list(&s.app.node.config.data_dir)
             .unwrap()
             .pop()
         {
@@ -235,7 +235,7 @@ async fn personalised_results_fit_hidden_preferences_better() {
     // `shelf eval ctr` reads the same data directory (read-only, beside the server).
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shelf"))
         .args(["eval", "ctr", "--data-dir"])
-        .arg(&s.app.config.data_dir)
+        .arg(&s.app.node.config.data_dir)
         .output()
         .unwrap();
     assert!(
@@ -257,7 +257,7 @@ async fn personalised_results_fit_hidden_preferences_better() {
         users::personalization_gain(&s.api, &facets, &shoppers, QueryKind::Broad, 13)
             .await
             .unwrap();
-    let retriever = s.app.retriever().unwrap();
+    let retriever = s.app.node.retriever().unwrap();
     let live = retriever.ranker();
     retriever.set_ranker(std::sync::Arc::new(shelf_rank::PriorRanker::default()));
     let (broad_prior, _) =
@@ -325,6 +325,7 @@ async fn bought_together_is_recommended(
             };
             let list = s
                 .app
+                .node
                 .store
                 .covisits(shop.products[i].item.id.as_str())
                 .unwrap();
@@ -361,7 +362,7 @@ async fn bought_together_is_recommended(
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     s.settle().await;
-    let retriever = s.app.retriever().unwrap();
+    let retriever = s.app.node.retriever().unwrap();
     let live = retriever.ranker();
     let prior: std::sync::Arc<dyn shelf_types::Ranker> =
         std::sync::Arc::new(shelf_rank::PriorRanker::default());
@@ -422,6 +423,7 @@ fn hidden_relevance_on_held_out_clicks(
     let prior = shelf_rank::PriorRanker::default();
     let mut response = 0u64;
     s.app
+        .node
         .store
         .for_each_impression(|imp| {
             response += 1;

@@ -21,7 +21,7 @@ fn start(data: &Path) -> (Child, String, std::thread::JoinHandle<String>) {
             "--data-dir",
         ])
         .arg(data)
-        .env("SHELF_LOG", "shelf_server=info")
+        .env("SHELF_LOG", "shelf_server=info,shelf_node=info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -213,7 +213,7 @@ fn ctr(args: CtrArgs) -> anyhow::Result<()> {
         "--held-out-share must be between 0 and 1"
     );
     let store = args.data.open_store_read_only()?;
-    let mut examples = crate::models::examples(&store)?;
+    let mut examples = shelf_node::models::examples(&store)?;
     examples.sort_by_key(|e| e.ts_ms);
     let split = ((examples.len() as f64) * (1.0 - args.held_out_share)).round() as usize;
     let held_out = &examples[split..];
@@ -239,7 +239,7 @@ fn ctr(args: CtrArgs) -> anyhow::Result<()> {
         None,
         clicks_ndcg(&prior_scores),
     )];
-    for model in crate::models::list(&args.data.data_dir)? {
+    for model in shelf_node::models::list(&args.data.data_dir)? {
         let scores: Vec<f32> = held_out.iter().map(|e| model.score(&e.features)).collect();
         let probabilities: Vec<f32> = held_out
             .iter()

@@ -65,7 +65,7 @@ fn to_fluvio(args: IngestArgs) -> anyhow::Result<()> {
             break;
         }
         let payloads: Vec<Vec<u8>> = records.into_iter().map(|r| r.payload).collect();
-        let keys = crate::app::record_keys(&payloads, args.topic.key_field());
+        let keys = shelf_node::record_keys(&payloads, args.topic.key_field());
         for (partition, offset) in sink.produce(&keys, &payloads)? {
             let span = partitions.entry(partition).or_insert((offset, offset + 1));
             span.0 = span.0.min(offset);

@@ -3,11 +3,12 @@
 use super::data::{DataArgs, Topic};
 use super::model::ModelArgs;
 use crate::api;
-use crate::app::{ApiKeys, App, Limits, ServeConfig, Streams};
+use crate::app::{ApiKeys, App, Limits, ServeConfig};
 use crate::demo::{self, DemoConfig};
 use anyhow::Context;
 use clap::Args;
 use shelf_engine::RetrievalConfig;
+use shelf_node::{Node, NodeConfig, Streams};
 use shelf_rank::PriorRanker;
 use shelf_store::DecayConfig;
 use std::collections::HashSet;
@@ -166,18 +167,8 @@ impl ServeArgs {
             half_life_secs: self.half_life_days * 86_400.0,
             ..Default::default()
         };
-        Ok(ServeConfig {
+        let node = NodeConfig {
             data_dir: self.data.data_dir.clone(),
-            limits: Limits {
-                max_body_bytes: self.max_body_bytes,
-                max_batch: self.max_batch,
-                max_query_bytes: self.max_query_bytes,
-                max_concurrent_searches: self.max_concurrent_searches,
-            },
-            api_keys: ApiKeys {
-                read: keys(&self.api_keys_read),
-                write: keys(&self.api_keys_write),
-            },
             retrieval: RetrievalConfig {
                 candidates: self.candidates,
                 profile_blend: self.profile_blend,
@@ -199,6 +190,19 @@ impl ServeArgs {
                 .then(|| Duration::from_secs(self.train_interval_secs)),
             train_min_new_examples: self.train_min_new_examples.max(1),
             index_backend: self.index_backend,
+        };
+        Ok(ServeConfig {
+            node,
+            limits: Limits {
+                max_body_bytes: self.max_body_bytes,
+                max_batch: self.max_batch,
+                max_query_bytes: self.max_query_bytes,
+                max_concurrent_searches: self.max_concurrent_searches,
+            },
+            api_keys: ApiKeys {
+                read: keys(&self.api_keys_read),
+                write: keys(&self.api_keys_write),
+            },
         })
     }
 }
@@ -225,7 +229,7 @@ fn open_streams(args: &ServeArgs) -> anyhow::Result<Streams> {
                 Duration::from_secs(120),
             )?;
             eprintln!("shelf: connected to Fluvio at {}", args.fluvio_endpoint);
-            Ok(Streams::Fluvio(crate::app::FluvioTopics {
+            Ok(Streams::Fluvio(shelf_node::FluvioTopics {
                 cluster,
                 item_topic: args.item_topic.clone(),
                 partitions: args.fluvio_partitions.clone(),
@@ -239,7 +243,8 @@ fn open_streams(args: &ServeArgs) -> anyhow::Result<Streams> {
     }
 }
 
-/// Opens the data directory and the model and builds the app (not started yet).
+/// Opens the data directory and the model and builds the node and its HTTP state (not
+/// started yet).
 pub fn open_app(args: &ServeArgs) -> anyhow::Result<Arc<App>> {
     let config = args.config()?;
     let store = args.data.open_store()?;
@@ -247,7 +252,8 @@ pub fn open_app(args: &ServeArgs) -> anyhow::Result<Arc<App>> {
     // Queries get their own model worker so that catalog embedding never delays them.
     let query_embedder = args.model.start(8)?;
     let item_embedder = args.model.start(32)?;
-    App::open(config, store, streams, query_embedder, item_embedder)
+    let node = Node::open(config.node, store, streams, query_embedder, item_embedder)?;
+    Ok(App::new(node, config.limits, config.api_keys))
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -282,9 +288,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
 
         let tasks = tokio::select! {
-            tasks = app.start(Arc::new(PriorRanker::default())) => tasks?,
+            tasks = app.node.start(Arc::new(PriorRanker::default())) => tasks?,
             _ = stop_rx.wait_for(|s| *s) => {
-                app.shutdown();
+                app.node.shutdown();
                 server.await??;
                 return Ok(());
             }
@@ -305,18 +311,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             ))
         });
 
-        server.await??;
+        let served = server.await;
         eprintln!(
             "shelf: shutting down: finishing the current batches and writing an index snapshot"
         );
-        app.shutdown();
-        if let Some(demo) = demo {
-            demo.await??;
-        }
-        for task in tasks {
-            task.await??;
-        }
-        app.sync_logs()?;
+        app.node.shutdown();
+        let demo = match demo {
+            Some(demo) => demo.await.map_err(anyhow::Error::from).and_then(|r| r),
+            None => Ok(()),
+        };
+        // Every job and task is waited for and the logs are synced even when something
+        // failed; the first failure is reported after.
+        let jobs = tasks.join().await;
+        let synced = app.node.sync_logs();
+        served??;
+        demo?;
+        jobs?;
+        synced?;
         eprintln!("shelf: stopped cleanly");
         Ok(())
     })

@@ -66,8 +66,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "training on the impressions in {}",
         args.data.data_dir.display()
     );
-    let outcome =
-        crate::models::train_and_promote(&args.data.data_dir, &store, &config, args.min_examples)?;
+    let outcome = shelf_node::models::train_and_promote(
+        &args.data.data_dir,
+        &store,
+        &config,
+        args.min_examples,
+    )?;
     let r = &outcome.model.report;
     eprintln!(
         "{}: position-matched validation AUC {:.4} (prior {:.4}, live before: {} {:.4}), plain AUC {:.4} (prior {:.4}), log-loss {:.4}, {} train / {} validation examples, best epoch {} of {}; {}",

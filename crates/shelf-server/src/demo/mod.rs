@@ -33,8 +33,12 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let shop = Shop::generate(config.items, config.seed);
-    if app.store.item(shop.products[0].item.id.as_str())?.is_none()
-        && app.items_appended_ever() == 0
+    if app
+        .node
+        .store
+        .item(shop.products[0].item.id.as_str())?
+        .is_none()
+        && app.node.items_appended_ever() == 0
     {
         eprintln!(
             "demo: appending {} catalog items to the item log",
@@ -45,13 +49,13 @@ pub async fn run(
                 .iter()
                 .map(|p| serde_json::to_vec(&shelf_types::ItemRecord::Upsert(p.item.clone())))
                 .collect::<Result<Vec<_>, _>>()?;
-            app.append_items(payloads).await?;
+            app.node.append_items(payloads).await?;
         }
     }
     let started = Instant::now();
     let mut last_report = Instant::now() - Duration::from_secs(60);
     loop {
-        let indexed = app.retriever().map_or(0, |r| r.index().len());
+        let indexed = app.node.retriever().map_or(0, |r| r.index().len());
         if indexed >= shop.products.len() {
             break;
         }
@@ -75,7 +79,7 @@ pub async fn run(
         config.users,
         config.sessions_per_second
     );
-    let api = HttpTransport::new(&base_url, app.config.api_keys.write.iter().next().cloned());
+    let api = HttpTransport::new(&base_url, app.api_keys.write.iter().next().cloned());
     let facets = Facets::of(&shop);
     let users = users::users(config.users, config.seed ^ 0x5eed);
     let mut rng = SmallRng::seed_from_u64(config.seed ^ 0xc11c);
@@ -96,6 +100,7 @@ pub async fn run(
         if last_report.elapsed() >= Duration::from_secs(30) {
             last_report = Instant::now();
             let ranker = app
+                .node
                 .retriever()
                 .map_or_else(|| "prior".to_string(), |r| r.ranker().name().to_string());
             eprintln!(

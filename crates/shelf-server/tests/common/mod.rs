@@ -20,7 +20,7 @@ pub struct TestServer {
     pub app: Arc<App>,
     pub api: RouterTransport,
     pub dir: tempfile::TempDir,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    tasks: Option<shelf_node::NodeTasks>,
 }
 
 /// Opens an app with `flags` (besides --data-dir); `start` also loads the index and runs
@@ -42,7 +42,7 @@ pub async fn server(flags: &[&str], start: bool) -> TestServer {
             api_key: None,
         },
         dir,
-        tasks: Vec::new(),
+        tasks: None,
     };
     if start {
         server.start().await;
@@ -52,11 +52,13 @@ pub async fn server(flags: &[&str], start: bool) -> TestServer {
 
 impl TestServer {
     pub async fn start(&mut self) {
-        self.tasks = self
-            .app
-            .start(Arc::new(shelf_rank::PriorRanker::default()))
-            .await
-            .unwrap();
+        self.tasks = Some(
+            self.app
+                .node
+                .start(Arc::new(shelf_rank::PriorRanker::default()))
+                .await
+                .unwrap(),
+        );
     }
 
     pub async fn call(
@@ -74,6 +76,7 @@ impl TestServer {
         loop {
             let lag: f64 = self
                 .app
+                .node
                 .gauges()
                 .iter()
                 .filter(|(name, _, _)| name.starts_with("shelf_ingest_lag"))
@@ -88,9 +91,9 @@ impl TestServer {
     }
 
     pub async fn stop(self) {
-        self.app.shutdown();
-        for t in self.tasks {
-            t.await.unwrap().unwrap();
+        self.app.node.shutdown();
+        if let Some(tasks) = self.tasks {
+            tasks.join().await.unwrap();
         }
     }
 }

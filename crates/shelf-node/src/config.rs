@@ -1,0 +1,27 @@
+//! What a node is configured with (the HTTP layer's limits and keys live in shelf-server).
+
+use shelf_engine::RetrievalConfig;
+use shelf_index::Backend;
+use shelf_store::DecayConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a [`crate::Node`] is configured with.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub retrieval: RetrievalConfig,
+    pub decay: DecayConfig,
+    /// Records per job batch.
+    pub batch_size: usize,
+    /// How often the index is snapshotted while items change (also at shutdown).
+    pub snapshot_interval: Duration,
+    /// Impressions older than this are deleted.
+    pub impression_retention: Duration,
+    /// Retrain the ranker this often (`None`: never in the node; run `shelf train`).
+    pub train_interval: Option<Duration>,
+    /// Fewest new shown items since the last training before retraining.
+    pub train_min_new_examples: usize,
+    /// Graph implementation of the vector index.
+    pub index_backend: Backend,
+}

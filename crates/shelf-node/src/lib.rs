@@ -1,0 +1,16 @@
+//! shelf-node: the engine core of a shelf process (store, index, embedders and streams, the
+//! supervised jobs that apply them, recovery, snapshots, impressions, training and expiry),
+//! without HTTP.
+
+pub mod config;
+pub mod metrics;
+pub mod models;
+mod node;
+mod streams;
+pub mod supervisor;
+
+pub use config::NodeConfig;
+pub use node::{Node, NodeTasks, ShelfRetriever};
+#[cfg(feature = "fluvio")]
+pub use streams::FluvioTopics;
+pub use streams::{record_keys, Streams, ITEM_VECTORS_TOPIC};
