@@ -2,6 +2,9 @@
 //! streams, index recovery and snapshots, the impression pipeline, training, model swaps
 //! and expiry.
 
+// Without Fluvio the embedded log is the only transport.
+#![cfg_attr(not(feature = "fluvio"), allow(irrefutable_let_patterns))]
+
 use crate::config::NodeConfig;
 use crate::metrics::NodeMetrics;
 use crate::streams::{self, Streams, Transport, ITEM_VECTORS_TOPIC};

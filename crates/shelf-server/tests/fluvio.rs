@@ -120,6 +120,39 @@ fn source_and_sink_keep_partition_order_and_resume_from_an_offset() {
     assert_eq!(range.end - range.start, 1);
 }
 
+/// Tens of thousands of records (several fetches of the consumer stream) arrive every
+/// one, in order: Fluvio 0.18.1's stream skipped about a hundred records at some fetch
+/// boundaries, and the source must read them again rather than move past them.
+#[test]
+#[ignore = "needs a Fluvio cluster (see the module docs)"]
+fn a_long_partition_is_read_without_gaps() {
+    let cluster = cluster();
+    let topic = TempTopic::new(&cluster, "shelf-test-long", 1);
+    let sink = cluster.sink(&topic.name).unwrap();
+    const N: usize = 30_000;
+    let payloads: Vec<Vec<u8>> = (0..N)
+        .map(|i| format!(r#"{{"user_id":"user-{i}","kind":"view","item_id":"sku-{i:06}","ts":"2026-11-01T10:00:00Z"}}"#).into_bytes())
+        .collect();
+    for chunk in payloads.chunks(10_000) {
+        sink.produce(&vec![None; chunk.len()], chunk).unwrap();
+    }
+    let mut source = cluster.source(&topic.name, &[]).unwrap();
+    source.seek(0, 0).unwrap();
+    let mut next = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while next < N as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "only {next} of {N} records arrived"
+        );
+        for record in source.poll(5000, Duration::from_millis(200)).unwrap() {
+            assert_eq!(record.offset, next, "a gap in the partition");
+            assert_eq!(record.payload, payloads[next as usize]);
+            next += 1;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs a Fluvio cluster (see the module docs)"]
 async fn the_event_job_applies_a_topic_exactly_once_across_restarts() {

@@ -1,5 +1,5 @@
 //! `shelf bench`: measurements that print JSON lines — `ingest` (job throughput and item
-//! freshness on the embedded log) and `search` (a load generator against a running server).
+//! freshness on the embedded log and through Fluvio) and `search` (a load generator against a running server).
 
 use super::data::{DataArgs, Topic};
 use super::model::ModelArgs;
@@ -10,7 +10,7 @@ use axum::http::{Method, StatusCode};
 use clap::{Args, Subcommand};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use shelf_engine::{catch_up, follow, EventJob, ItemJob, ITEM_JOB};
+use shelf_engine::{catch_up, follow, EventJob, ItemJob};
 use shelf_index::{HnswIndex, IndexConfig};
 use shelf_store::DecayConfig;
 use shelf_stream::Sink;
@@ -51,6 +51,139 @@ pub struct IngestBenchArgs {
     /// Log fsync policy: always, never, or an interval like 100ms.
     #[arg(long, default_value = "always")]
     pub fsync: String,
+    /// Transports to measure, one after the other in this run (comma-separated):
+    /// `embedded` (the durable log) and `fluvio` (topics of their own on the cluster at
+    /// --fluvio-endpoint, created for the bench and deleted after; needs the `fluvio`
+    /// feature).
+    #[arg(long, value_delimiter = ',', default_value = "embedded")]
+    pub source: Vec<BenchSource>,
+    /// Fluvio SC address with `--source fluvio`.
+    #[arg(long, env = "SHELF_FLUVIO_ENDPOINT", default_value = "127.0.0.1:9003")]
+    pub fluvio_endpoint: String,
+    /// Partitions of each bench topic with `--source fluvio`.
+    #[arg(long, default_value_t = 2)]
+    pub fluvio_partitions: u32,
+}
+
+/// A transport `shelf bench ingest` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchSource {
+    Embedded,
+    Fluvio,
+}
+
+impl BenchSource {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Fluvio => "fluvio",
+        }
+    }
+}
+
+/// Appends payloads to one bench stream; returns the offset span.
+type Append = Box<dyn FnMut(&[Vec<u8>]) -> anyhow::Result<std::ops::Range<u64>> + Send>;
+
+/// The item and event streams of one bench run: where records are appended, and how a
+/// job reads them.
+struct BenchStreams {
+    source: BenchSource,
+    data: DataArgs,
+    #[cfg(feature = "fluvio")]
+    fluvio: Option<(shelf_stream::FluvioCluster, [String; 2])>,
+}
+
+impl BenchStreams {
+    fn open(args: &IngestBenchArgs, source: BenchSource, data: DataArgs) -> anyhow::Result<Self> {
+        match source {
+            BenchSource::Embedded => Ok(Self {
+                source,
+                data,
+                #[cfg(feature = "fluvio")]
+                fluvio: None,
+            }),
+            #[cfg(feature = "fluvio")]
+            BenchSource::Fluvio => {
+                let cluster = shelf_stream::FluvioCluster::connect_within(
+                    &args.fluvio_endpoint,
+                    Duration::from_secs(30),
+                )?;
+                let run = format!(
+                    "{}-{}",
+                    std::process::id(),
+                    time::OffsetDateTime::now_utc().unix_timestamp()
+                );
+                let topics = [
+                    format!("shelf-bench-items-{run}"),
+                    format!("shelf-bench-events-{run}"),
+                ];
+                for topic in &topics {
+                    cluster.ensure_topic(topic, args.fluvio_partitions)?;
+                    // The SPU takes a moment to host a new partition.
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while cluster
+                        .end_offset(topic, args.fluvio_partitions - 1)
+                        .is_err()
+                    {
+                        anyhow::ensure!(Instant::now() < deadline, "topic {topic} never came up");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+                Ok(Self {
+                    source,
+                    data,
+                    fluvio: Some((cluster, topics)),
+                })
+            }
+            #[cfg(not(feature = "fluvio"))]
+            BenchSource::Fluvio => {
+                let _ = args;
+                anyhow::bail!("--source fluvio needs a shelf built with the `fluvio` feature")
+            }
+        }
+    }
+
+    fn appender(&self, topic: Topic) -> anyhow::Result<Append> {
+        #[cfg(feature = "fluvio")]
+        if let Some((cluster, topics)) = &self.fluvio {
+            let (name, key) = match topic {
+                Topic::Items => (&topics[0], "id"),
+                Topic::Events => (&topics[1], "user_id"),
+            };
+            let sink = cluster.sink(name)?;
+            return Ok(Box::new(move |payloads: &[Vec<u8>]| {
+                let keys = shelf_node::record_keys(payloads, key);
+                Ok(shelf_stream::offset_span(&sink.produce(&keys, payloads)?))
+            }));
+        }
+        let mut log = self.data.open_log(topic)?;
+        Ok(Box::new(move |payloads: &[Vec<u8>]| {
+            Ok(log.append(payloads)?)
+        }))
+    }
+
+    fn reader(&self, topic: Topic) -> anyhow::Result<Box<dyn shelf_stream::Source>> {
+        #[cfg(feature = "fluvio")]
+        if let Some((cluster, topics)) = &self.fluvio {
+            let name = match topic {
+                Topic::Items => &topics[0],
+                Topic::Events => &topics[1],
+            };
+            return Ok(Box::new(cluster.source(name, &[])?));
+        }
+        Ok(Box::new(self.data.open_reader(topic)?))
+    }
+}
+
+impl Drop for BenchStreams {
+    fn drop(&mut self) {
+        #[cfg(feature = "fluvio")]
+        if let Some((cluster, topics)) = &self.fluvio {
+            for topic in topics {
+                let _ = cluster.delete_topic(topic);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -151,34 +284,44 @@ fn round(x: f64) -> f64 {
 }
 
 async fn ingest(args: IngestBenchArgs) -> anyhow::Result<()> {
-    let temp;
-    let data_dir = match &args.data_dir {
-        Some(dir) => {
-            anyhow::ensure!(
-                !dir.exists() || std::fs::read_dir(dir)?.next().is_none(),
-                "{} is not empty: the bench needs a fresh data directory",
-                dir.display()
-            );
-            dir.clone()
-        }
-        None => {
-            temp = std::env::temp_dir().join(format!("shelf-bench-{}", std::process::id()));
-            temp.clone()
-        }
-    };
-    let data = DataArgs {
-        data_dir: data_dir.clone(),
-        fsync: args.fsync.parse().map_err(|e: String| anyhow::anyhow!(e))?,
-    };
-    let result = ingest_in(&args, &data).await;
-    if args.data_dir.is_none() {
-        let _ = std::fs::remove_dir_all(&data_dir);
+    if let Some(dir) = &args.data_dir {
+        anyhow::ensure!(
+            !dir.exists() || std::fs::read_dir(dir)?.next().is_none(),
+            "{} is not empty: the bench needs a fresh data directory",
+            dir.display()
+        );
+        anyhow::ensure!(
+            args.source.len() == 1,
+            "--data-dir takes one --source (each transport needs a fresh data directory)"
+        );
     }
-    result
+    for &source in &args.source {
+        let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!(
+                "shelf-bench-{}-{}",
+                std::process::id(),
+                source.name()
+            ))
+        });
+        let data = DataArgs {
+            data_dir: data_dir.clone(),
+            fsync: args.fsync.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+        };
+        let result = match BenchStreams::open(&args, source, data) {
+            Ok(streams) => ingest_in(&args, &streams).await,
+            Err(e) => Err(e),
+        };
+        if args.data_dir.is_none() {
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+        result?;
+    }
+    Ok(())
 }
 
-async fn ingest_in(args: &IngestBenchArgs, data: &DataArgs) -> anyhow::Result<()> {
-    let store = Arc::new(data.open_store()?);
+async fn ingest_in(args: &IngestBenchArgs, streams: &BenchStreams) -> anyhow::Result<()> {
+    let transport = streams.source.name();
+    let store = Arc::new(streams.data.open_store()?);
     let embedder = args.model.start(32)?;
     let dim = embedder.dim();
     let index = HnswIndex::new(IndexConfig::new(dim))?;
@@ -186,14 +329,14 @@ async fn ingest_in(args: &IngestBenchArgs, data: &DataArgs) -> anyhow::Result<()
     let (catalog, fresh) = shop.products.split_at(args.items);
 
     // 1. The item job over the catalog: parse, embed, store, index.
-    let mut items_log = data.open_log(Topic::Items)?;
+    let mut append_item = streams.appender(Topic::Items)?;
     let payloads = catalog
         .iter()
         .map(|p| serde_json::to_vec(&shelf_types::ItemRecord::Upsert(p.item.clone())))
         .collect::<Result<Vec<_>, _>>()?;
-    items_log.append(&payloads)?;
+    append_item(&payloads)?;
     let mut item_job = ItemJob::new(Arc::clone(&store), embedder.clone(), Some(index.clone()))?;
-    let mut reader = data.open_reader(Topic::Items)?;
+    let mut reader = streams.reader(Topic::Items)?;
     let started = Instant::now();
     let progress = catch_up(
         &mut item_job,
@@ -207,8 +350,8 @@ async fn ingest_in(args: &IngestBenchArgs, data: &DataArgs) -> anyhow::Result<()
     println!(
         "{}",
         serde_json::json!({
-            "bench": "item_job", "items": progress.records, "seconds": round(seconds),
-            "items_per_s": round(progress.records as f64 / seconds),
+            "bench": "item_job", "source": transport, "items": progress.records,
+            "seconds": round(seconds), "items_per_s": round(progress.records as f64 / seconds),
             "embedded": item_job.embed_counts().0, "device": embedder.device(),
         })
     );
@@ -237,39 +380,67 @@ async fn ingest_in(args: &IngestBenchArgs, data: &DataArgs) -> anyhow::Result<()
             }))
         })
         .collect::<Result<_, _>>()?;
-    let mut events_log = data.open_log(Topic::Events)?;
-    for chunk in events.chunks(10_000) {
-        events_log.append(chunk)?;
-    }
-    let mut event_job = EventJob::new(Arc::clone(&store), DecayConfig::default(), dim);
-    let mut reader = data.open_reader(Topic::Events)?;
+    let mut append_event = streams.appender(Topic::Events)?;
     let started = Instant::now();
-    let progress = catch_up(
-        &mut event_job,
-        &mut reader,
-        &store,
-        args.batch_size,
-        |_, _| {},
-    )
-    .await?;
+    for chunk in events.chunks(10_000) {
+        append_event(chunk)?;
+    }
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{}",
         serde_json::json!({
-            "bench": "event_job", "events": progress.records, "seconds": round(seconds),
-            "events_per_s": round(progress.records as f64 / seconds),
+            "bench": "append_events", "source": transport, "events": events.len(),
+            "fsync": args.fsync, "seconds": round(seconds),
+            "events_per_s": round(events.len() as f64 / seconds),
+        })
+    );
+    let mut event_job = EventJob::new(Arc::clone(&store), DecayConfig::default(), dim);
+    let mut reader = streams.reader(Topic::Events)?;
+    let target = shelf_engine::source_end(&mut reader)?;
+    let started = Instant::now();
+    let mut progress = shelf_engine::Progress::default();
+    let mut idle_since = Instant::now();
+    // A remote source can pause delivery: catch up again until every event is applied.
+    while progress.offset < target {
+        let more = catch_up(
+            &mut event_job,
+            &mut reader,
+            &store,
+            args.batch_size,
+            |_, _| {},
+        )
+        .await?;
+        if more.records > 0 {
+            idle_since = Instant::now();
+        }
+        anyhow::ensure!(
+            idle_since.elapsed() < Duration::from_secs(60),
+            "the event job stopped at {} of {target} for 60 s",
+            more.offset
+        );
+        progress.records += more.records;
+        progress.dead_letters += more.dead_letters;
+        progress.offset = more.offset;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "event_job", "source": transport, "events": progress.records,
+            "seconds": round(seconds), "events_per_s": round(progress.records as f64 / seconds),
             "dead_letters": progress.dead_letters,
         })
     );
 
     // 3. Freshness: single items appended at a steady rate while the item job follows the
-    //    log; time from the start of the append to the end of the batch that indexed it.
+    //    stream; time from the start of the append to the end of the batch that stored
+    //    and indexed it.
     if fresh.is_empty() {
         return Ok(());
     }
     let wake = Arc::new(tokio::sync::Notify::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let appended: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let appended: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
     let follower = {
         let (store, wake, appended, latencies) = (
@@ -278,7 +449,7 @@ async fn ingest_in(args: &IngestBenchArgs, data: &DataArgs) -> anyhow::Result<()
             Arc::clone(&appended),
             Arc::clone(&latencies),
         );
-        let mut reader = data.open_reader(Topic::Items)?;
+        let mut reader = streams.reader(Topic::Items)?;
         let batch_size = args.batch_size;
         tokio::spawn(async move {
             follow(
@@ -288,14 +459,17 @@ async fn ingest_in(args: &IngestBenchArgs, data: &DataArgs) -> anyhow::Result<()
                 batch_size,
                 &wake,
                 stop_rx,
-                |_, p, _| {
+                |_, _, outcome| {
+                    if outcome.is_err() {
+                        return;
+                    }
                     let now = Instant::now();
                     let mut appended = appended.lock().expect("not poisoned");
                     let mut latencies = latencies.lock().expect("not poisoned");
-                    appended.retain(|&(offset, at)| {
-                        let done = offset < p.offset;
+                    appended.retain(|(id, at)| {
+                        let done = store.item(id).is_ok_and(|item| item.is_some());
                         if done {
-                            latencies.push((now - at).as_secs_f64() * 1e3);
+                            latencies.push((now - *at).as_secs_f64() * 1e3);
                         }
                         !done
                     });
@@ -305,24 +479,24 @@ async fn ingest_in(args: &IngestBenchArgs, data: &DataArgs) -> anyhow::Result<()
         })
     };
     let pause = Duration::from_secs_f64(1.0 / args.freshness_rate.max(0.1));
-    let log = Arc::new(Mutex::new(items_log));
+    let append_item = Arc::new(Mutex::new(append_item));
     for p in fresh {
         let payload = serde_json::to_vec(&shelf_types::ItemRecord::Upsert(p.item.clone()))?;
         let at = Instant::now();
-        let log = Arc::clone(&log);
-        let range = tokio::task::spawn_blocking(move || {
-            log.lock().expect("not poisoned").append(&[payload])
-        })
-        .await??;
         appended
             .lock()
             .expect("not poisoned")
-            .push((range.start, at));
+            .push((p.item.id.to_string(), at));
+        let append_item = Arc::clone(&append_item);
+        tokio::task::spawn_blocking(move || {
+            (append_item.lock().expect("not poisoned"))(&[payload])
+        })
+        .await??;
         wake.notify_one();
         tokio::time::sleep(pause).await;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while store.offset(ITEM_JOB)? < (args.items + fresh.len()) as u64 && Instant::now() < deadline {
+    while !appended.lock().expect("not poisoned").is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = stop_tx.send(true);
@@ -332,8 +506,8 @@ async fn ingest_in(args: &IngestBenchArgs, data: &DataArgs) -> anyhow::Result<()
     println!(
         "{}",
         serde_json::json!({
-            "bench": "item_freshness", "items": latencies.len(), "rate_per_s": args.freshness_rate,
-            "fsync": args.fsync,
+            "bench": "item_freshness", "source": transport, "items": latencies.len(),
+            "rate_per_s": args.freshness_rate, "fsync": args.fsync,
             "p50_ms": round(percentile(&latencies, 0.5)), "p99_ms": round(percentile(&latencies, 0.99)),
             "max_ms": round(latencies.last().copied().unwrap_or(f64::NAN)),
         })
