@@ -18,6 +18,8 @@ pub struct NodeConfig {
     pub snapshot_interval: Duration,
     /// Impressions older than this are deleted.
     pub impression_retention: Duration,
+    /// How much applied history the embedded logs keep.
+    pub log_retention: shelf_stream::Retention,
     /// Retrain the ranker this often (`None`: never in the node; run `shelf train`).
     pub train_interval: Option<Duration>,
     /// Fewest new shown items since the last training before retraining.

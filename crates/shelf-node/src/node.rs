@@ -33,6 +33,9 @@ pub type ShelfRetriever = Retriever<Embedder, HnswIndex>;
 /// How often the model watcher looks for a newly promoted model.
 const MODEL_POLL: Duration = Duration::from_secs(10);
 
+/// How often the embedded logs' retention is applied.
+const LOG_RETENTION_EVERY: Duration = Duration::from_secs(300);
+
 /// Capacity of the queue of impressions waiting to be appended to the stream.
 const IMPRESSION_QUEUE: usize = 16_384;
 
@@ -218,6 +221,11 @@ impl Node {
         tasks.tasks.push((
             "log syncer",
             tokio::spawn(async move { node.run_log_syncer().await }),
+        ));
+        let node = Arc::clone(self);
+        tasks.tasks.push((
+            "log retention",
+            tokio::spawn(async move { node.run_log_retention().await }),
         ));
 
         let node = Arc::clone(self);
@@ -956,6 +964,45 @@ impl Node {
                 .await
                 .context("the log syncer panicked")??;
         }
+    }
+
+    /// Applies the log retention every 5 minutes (embedded log only).
+    async fn run_log_retention(self: Arc<Self>) -> anyhow::Result<()> {
+        if !self.is_embedded() {
+            return Ok(());
+        }
+        let mut stop = self.stopping();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(LOG_RETENTION_EVERY) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            let node = Arc::clone(&self);
+            match tokio::task::spawn_blocking(move || node.apply_log_retention()).await? {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(segments = deleted, "old log segments deleted"),
+                Err(e) => tracing::error!(error = %e, "applying the log retention failed"),
+            }
+        }
+    }
+
+    /// Deletes the embedded logs' segments that `log_retention` lets go, of records already
+    /// applied: by the event job for events; by the item job and the last index snapshot
+    /// for items (a restart replays the item log from the snapshot's position). Returns
+    /// the number of segments deleted.
+    pub fn apply_log_retention(&self) -> anyhow::Result<usize> {
+        let Transport::Embedded { items, events } = &self.transport else {
+            return Ok(0);
+        };
+        let retention = &self.config.log_retention;
+        let items_applied = self
+            .store
+            .offset(ITEM_JOB)?
+            .min(self.snapshot_position.load(Ordering::Acquire));
+        let events_applied = self.store.offset(EVENT_JOB)?;
+        let (_, from_items) = items.lock().apply_retention(items_applied, retention)?;
+        let (_, from_events) = events.lock().apply_retention(events_applied, retention)?;
+        Ok(from_items + from_events)
     }
 
     /// Whether either embedded log holds appended records not yet fsynced.

@@ -11,7 +11,7 @@ mod log;
 #[cfg(feature = "fluvio")]
 pub use fluvio::{offset_span, FluvioCluster, FluvioSink, FluvioSource};
 pub use jsonl::JsonlSource;
-pub use log::{repair, FsyncPolicy, Log, LogOptions, LogReader, Repaired};
+pub use log::{repair, FsyncPolicy, Log, LogOptions, LogReader, Repaired, Retention};
 
 use std::ops::Range;
 use std::path::PathBuf;

@@ -52,8 +52,6 @@ pub struct LogOptions {
     pub fsync: FsyncPolicy,
     /// A new segment starts once the active one reaches this size.
     pub segment_bytes: u64,
-    /// Keep at least this many bytes of consumed records (None: keep everything).
-    pub retention_bytes: Option<u64>,
     /// Largest accepted record.
     pub max_record_bytes: usize,
 }
@@ -63,7 +61,6 @@ impl Default for LogOptions {
         Self {
             fsync: FsyncPolicy::Always,
             segment_bytes: 64 << 20,
-            retention_bytes: None,
             max_record_bytes: 16 << 20,
         }
     }
@@ -302,37 +299,64 @@ impl Log {
         Ok(())
     }
 
-    /// Deletes whole sealed segments that end at or before `consumed_before` while more
-    /// than `retention_bytes` remain. Returns the first offset still retained.
-    pub fn apply_retention(&mut self, consumed_before: u64) -> Result<u64, StreamError> {
+    /// Deletes whole sealed segments, oldest first, that end at or before
+    /// `consumed_before` (everything in them is applied) and that `retention` lets go:
+    /// the log holds more than `keep_bytes` without them, or they were last written more
+    /// than `max_age` ago. Returns the first offset still retained and the segments deleted.
+    pub fn apply_retention(
+        &mut self,
+        consumed_before: u64,
+        retention: &Retention,
+    ) -> Result<(u64, usize), StreamError> {
         let bases = segments(&self.dir)?;
-        let Some(keep_bytes) = self.options.retention_bytes else {
-            return Ok(bases.first().copied().unwrap_or(0));
-        };
-        let sizes: Vec<u64> = bases
+        let mut first = bases.first().copied().unwrap_or(0);
+        if retention.keep_bytes.is_none() && retention.max_age.is_none() {
+            return Ok((first, 0));
+        }
+        let meta: Vec<(u64, Option<std::time::SystemTime>)> = bases
             .iter()
             .map(|b| {
-                fs::metadata(segment_path(&self.dir, *b))
-                    .map(|m| m.len())
-                    .unwrap_or(0)
+                let m = fs::metadata(segment_path(&self.dir, *b)).ok();
+                (
+                    m.as_ref().map_or(0, |m| m.len()),
+                    m.and_then(|m| m.modified().ok()),
+                )
             })
             .collect();
-        let mut total: u64 = sizes.iter().sum();
-        let mut first = bases.first().copied().unwrap_or(0);
+        let mut total: u64 = meta.iter().map(|m| m.0).sum();
+        let mut deleted = 0;
         for (i, base) in bases.iter().enumerate() {
-            let end = bases.get(i + 1).copied();
-            match end {
-                Some(end) if end <= consumed_before && total - sizes[i] >= keep_bytes => {
-                    let path = segment_path(&self.dir, *base);
-                    fs::remove_file(&path).map_err(StreamError::io(&path))?;
-                    total -= sizes[i];
-                    first = end;
-                }
-                _ => break,
+            // The last segment is the active one: never deleted.
+            let Some(&end) = bases.get(i + 1) else { break };
+            let (size, modified) = meta[i];
+            let over_budget = retention
+                .keep_bytes
+                .is_some_and(|keep| total - size >= keep);
+            let too_old = match (retention.max_age, modified) {
+                (Some(max), Some(at)) => at.elapsed().is_ok_and(|age| age > max),
+                _ => false,
+            };
+            if end > consumed_before || !(over_budget || too_old) {
+                break;
             }
+            let path = segment_path(&self.dir, *base);
+            fs::remove_file(&path).map_err(StreamError::io(&path))?;
+            total -= size;
+            first = end;
+            deleted += 1;
         }
-        Ok(first)
+        Ok((first, deleted))
     }
+}
+
+/// How much of a log's applied history [`Log::apply_retention`] keeps. Either limit lets a
+/// segment go (as in Kafka); with neither, everything is kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at least this many bytes of segments.
+    pub keep_bytes: Option<u64>,
+    /// Delete applied segments last written longer ago than this.
+    pub max_age: Option<Duration>,
 }
 
 impl Sink for Log {
@@ -809,11 +833,41 @@ mod tests {
     }
 
     #[test]
+    fn retention_by_age_deletes_only_applied_sealed_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogOptions {
+            segment_bytes: 64,
+            ..Default::default()
+        };
+        let mut log = Log::open(dir.path(), options).unwrap();
+        for i in 0..20 {
+            log.append(&payloads(i..i + 1)).unwrap();
+        }
+        let any_age = Retention {
+            max_age: Some(Duration::ZERO),
+            ..Default::default()
+        };
+        std::thread::sleep(Duration::from_millis(5));
+        let (first, deleted) = log.apply_retention(8, &any_age).unwrap();
+        assert!(
+            deleted > 0 && first <= 8,
+            "first {first}, deleted {deleted}"
+        );
+        let mut reader = log.reader().unwrap();
+        reader.seek(0, 8).unwrap();
+        assert_eq!(reader.poll(100, Duration::ZERO).unwrap().len(), 12);
+        // Everything applied and old: all but the active segment goes.
+        let (first, _) = log.apply_retention(20, &any_age).unwrap();
+        assert!(first > 8);
+        log.append(&payloads(20..21)).unwrap();
+        assert_eq!(log.next_offset(), 21);
+    }
+
+    #[test]
     fn one_writer_at_a_time_and_retention_keeps_unconsumed_records() {
         let dir = tempfile::tempdir().unwrap();
         let options = LogOptions {
             segment_bytes: 64,
-            retention_bytes: Some(0),
             ..Default::default()
         };
         let mut log = Log::open(dir.path(), options.clone()).unwrap();
@@ -824,7 +878,23 @@ mod tests {
         for i in 0..20 {
             log.append(&payloads(i..i + 1)).unwrap();
         }
-        let first = log.apply_retention(10).unwrap();
+        let keep_all = Retention::default();
+        assert_eq!(log.apply_retention(20, &keep_all).unwrap().1, 0);
+        let young = Retention {
+            max_age: Some(Duration::from_secs(3600)),
+            ..Default::default()
+        };
+        assert_eq!(
+            log.apply_retention(20, &young).unwrap().1,
+            0,
+            "nothing is old yet"
+        );
+        let no_bytes = Retention {
+            keep_bytes: Some(0),
+            ..Default::default()
+        };
+        let (first, deleted) = log.apply_retention(10, &no_bytes).unwrap();
+        assert!(deleted > 0);
         assert!(first <= 10 && first > 0, "first retained offset {first}");
         let mut reader = log.reader().unwrap();
         assert!(matches!(

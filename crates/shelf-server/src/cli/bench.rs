@@ -306,6 +306,7 @@ async fn ingest(args: IngestBenchArgs) -> anyhow::Result<()> {
         let data = DataArgs {
             data_dir: data_dir.clone(),
             fsync: args.fsync.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+            log_segment_bytes: shelf_stream::LogOptions::default().segment_bytes,
         };
         let result = match BenchStreams::open(&args, source, data) {
             Ok(streams) => ingest_in(&args, &streams).await,

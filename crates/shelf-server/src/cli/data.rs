@@ -51,6 +51,11 @@ pub struct DataArgs {
     /// (left to the OS; survives a process crash, not power loss), or an interval like `100ms`.
     #[arg(long, env = "SHELF_FSYNC", default_value = "always", value_parser = parse_fsync)]
     pub fsync: FsyncPolicy,
+
+    /// Size at which the embedded log starts a new segment file (retention deletes whole
+    /// segments).
+    #[arg(long, env = "SHELF_LOG_SEGMENT_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub log_segment_bytes: u64,
 }
 
 fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
@@ -70,6 +75,7 @@ impl DataArgs {
     pub fn open_log(&self, topic: Topic) -> anyhow::Result<Log> {
         let options = LogOptions {
             fsync: self.fsync,
+            segment_bytes: self.log_segment_bytes,
             ..Default::default()
         };
         let dir = self.log_dir(topic);

@@ -135,6 +135,13 @@ pub struct ServeArgs {
     /// Days impressions are kept for training.
     #[arg(long, env = "SHELF_IMPRESSION_RETENTION_DAYS", default_value_t = 30)]
     pub impression_retention_days: u64,
+    /// Bytes of already-applied records each embedded log keeps (older whole segments
+    /// beyond it are deleted, every 5 minutes).
+    #[arg(long, env = "SHELF_LOG_RETENTION_BYTES", default_value_t = 1 << 30)]
+    pub log_retention_bytes: u64,
+    /// Hours an applied log segment is kept after its last write (0: no age limit).
+    #[arg(long, env = "SHELF_LOG_RETENTION_HOURS", default_value_t = 168)]
+    pub log_retention_hours: u64,
 }
 
 impl ServeArgs {
@@ -186,6 +193,11 @@ impl ServeArgs {
             batch_size: self.batch_size,
             snapshot_interval: Duration::from_secs(self.snapshot_interval_secs),
             impression_retention: Duration::from_secs(self.impression_retention_days * 86_400),
+            log_retention: shelf_stream::Retention {
+                keep_bytes: Some(self.log_retention_bytes),
+                max_age: (self.log_retention_hours > 0)
+                    .then(|| Duration::from_secs(self.log_retention_hours * 3600)),
+            },
             train_interval: (self.train_interval_secs > 0)
                 .then(|| Duration::from_secs(self.train_interval_secs)),
             train_min_new_examples: self.train_min_new_examples.max(1),
