@@ -79,6 +79,11 @@ impl Event {
         if self.kind == EventKind::Search && self.query.as_deref().is_none_or(str::is_empty) {
             return Err(RecordError::MissingField { field: "query" });
         }
+        crate::ids::check_len(
+            "query",
+            self.query.as_deref().unwrap_or(""),
+            crate::ids::MAX_TITLE_BYTES,
+        )?;
         Ok(())
     }
 }

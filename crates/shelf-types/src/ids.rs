@@ -75,6 +75,34 @@ pub fn check_id(field: &'static str, id: &str) -> Result<(), crate::RecordError>
     })
 }
 
+/// Checks that the text field `field` holds at most `max` bytes (the error shows the size,
+/// not the text).
+pub fn check_len(field: &'static str, text: &str, max: usize) -> Result<(), crate::RecordError> {
+    if text.len() <= max {
+        return Ok(());
+    }
+    Err(crate::RecordError::InvalidValue {
+        field,
+        value: format!("of {} bytes", text.len()),
+        reason: match max {
+            MAX_TITLE_BYTES => "must be at most 2048 bytes",
+            MAX_LABEL_BYTES => "must be at most 1024 bytes",
+            MAX_DESCRIPTION_BYTES => "must be at most 65536 bytes",
+            _ => "is too long",
+        },
+    })
+}
+
+/// Longest item title, and longest search text of an event.
+pub const MAX_TITLE_BYTES: usize = 2048;
+/// Longest brand, category and tag.
+pub const MAX_LABEL_BYTES: usize = 1024;
+/// Longest item description. Title, brand, category and description together stay well
+/// below the embedder's text limit (256 KiB), so a valid item is never refused there.
+pub const MAX_DESCRIPTION_BYTES: usize = 65_536;
+/// Most tags on one item.
+pub const MAX_TAGS: usize = 100;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,45 @@ impl Item {
         if self.title.trim().is_empty() {
             return Err(RecordError::MissingField { field: "title" });
         }
+        use crate::ids::{
+            check_len, MAX_DESCRIPTION_BYTES, MAX_LABEL_BYTES, MAX_TAGS, MAX_TITLE_BYTES,
+        };
+        check_len("title", &self.title, MAX_TITLE_BYTES)?;
+        check_len(
+            "description",
+            self.description.as_deref().unwrap_or(""),
+            MAX_DESCRIPTION_BYTES,
+        )?;
+        check_len(
+            "category",
+            self.category.as_deref().unwrap_or(""),
+            MAX_LABEL_BYTES,
+        )?;
+        check_len(
+            "brand",
+            self.brand.as_deref().unwrap_or(""),
+            MAX_LABEL_BYTES,
+        )?;
+        if self.tags.len() > MAX_TAGS {
+            return Err(RecordError::InvalidValue {
+                field: "tags",
+                value: format!("with {} tags", self.tags.len()),
+                reason: "must hold at most 100 tags",
+            });
+        }
+        for tag in &self.tags {
+            check_len("tags", tag, MAX_LABEL_BYTES)?;
+        }
+        if !self.attributes.is_empty() {
+            let size = serde_json::to_string(&self.attributes).map_or(usize::MAX, |a| a.len());
+            if size > MAX_DESCRIPTION_BYTES {
+                return Err(RecordError::InvalidValue {
+                    field: "attributes",
+                    value: format!("of {size} bytes"),
+                    reason: "must be at most 65536 bytes as JSON",
+                });
+            }
+        }
         if let Some(price) = self.price {
             if !price.is_finite() || price < 0.0 {
                 return Err(RecordError::InvalidValue {
@@ -199,6 +238,61 @@ fn nested_object(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversized_fields_are_refused_with_their_size_not_their_text() {
+        let base: Item = serde_json::from_str(r#"{"id":"sku-1","title":"A sofa"}"#).unwrap();
+        base.validate().unwrap();
+        let huge = "x".repeat(1 << 20);
+        let cases: Vec<(&str, Item)> = vec![
+            (
+                "title",
+                Item {
+                    title: huge.clone(),
+                    ..base.clone()
+                },
+            ),
+            (
+                "description",
+                Item {
+                    description: Some(huge.clone()),
+                    ..base.clone()
+                },
+            ),
+            (
+                "brand",
+                Item {
+                    brand: Some(huge.clone()),
+                    ..base.clone()
+                },
+            ),
+            (
+                "category",
+                Item {
+                    category: Some(huge.clone()),
+                    ..base.clone()
+                },
+            ),
+            (
+                "tags",
+                Item {
+                    tags: vec![huge.clone()],
+                    ..base.clone()
+                },
+            ),
+            (
+                "tags",
+                Item {
+                    tags: vec!["t".into(); 101],
+                    ..base.clone()
+                },
+            ),
+        ];
+        for (field, item) in cases {
+            let error = item.validate().unwrap_err().to_string();
+            assert!(error.contains(field) && error.len() < 200, "{error}");
+        }
+    }
 
     #[test]
     fn parses_the_contract_example() {
