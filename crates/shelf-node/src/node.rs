@@ -849,7 +849,19 @@ impl Node {
         };
         let items_at = self.store.offset(ITEM_JOB).unwrap_or(0);
         let events_at = self.store.offset(EVENT_JOB).unwrap_or(0);
+        let log_bytes: u64 = ["shelf-items", "shelf-events"]
+            .iter()
+            .filter_map(|t| std::fs::read_dir(streams::log_dir(&self.config.data_dir, t)).ok())
+            .flatten()
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum();
         out.extend([
+            (
+                "shelf_log_bytes",
+                "Bytes of the embedded item and event logs on disk (bounded by the log retention).",
+                log_bytes as f64,
+            ),
             (
                 "shelf_ingest_lag_items",
                 "Item records in the log not yet applied.",

@@ -159,12 +159,39 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{job=\"{job}\"}} {}", value(status));
             }
         }
-        for (name, help, value) in node.gauges() {
+        for (name, help, value) in node.gauges().into_iter().chain(process_gauges()) {
             header(&mut out, name, help, "gauge");
             let _ = writeln!(out, "{name} {value}");
         }
         out
     }
+}
+
+/// The process's resident memory and open file descriptors (Linux: read from /proc; none
+/// elsewhere), named as Prometheus client libraries name them.
+fn process_gauges() -> Vec<(&'static str, &'static str, f64)> {
+    let mut out = Vec::new();
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+        if let Some(kib) = rss_kib {
+            out.push((
+                "process_resident_memory_bytes",
+                "Resident memory of the shelf process in bytes.",
+                kib * 1024.0,
+            ));
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        out.push((
+            "process_open_fds",
+            "Open file descriptors of the shelf process.",
+            fds.count() as f64,
+        ));
+    }
+    out
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
