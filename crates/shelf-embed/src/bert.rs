@@ -286,9 +286,20 @@ fn select_device(pref: DevicePreference) -> Result<Device, EmbedError> {
     };
     match pref {
         DevicePreference::Cpu => Ok(Device::Cpu),
-        DevicePreference::Auto => {
-            Device::cuda_if_available(0).map_err(|e| unavailable("auto".into(), e))
+        // `auto` never fails: without a usable GPU it runs on the CPU and says why, once.
+        DevicePreference::Auto if !cfg!(feature = "cuda") => {
+            tracing::info!(
+                "device auto: running on the CPU (shelf was built without the `cuda` feature)"
+            );
+            Ok(Device::Cpu)
         }
+        DevicePreference::Auto => match Device::new_cuda(0) {
+            Ok(device) => Ok(device),
+            Err(e) => {
+                tracing::warn!(error = %e, "device auto: no usable CUDA GPU; running on the CPU");
+                Ok(Device::Cpu)
+            }
+        },
         DevicePreference::Cuda(ordinal) => {
             Device::new_cuda(ordinal).map_err(|e| unavailable(format!("cuda:{ordinal}"), e))
         }

@@ -75,6 +75,49 @@ pub fn examples(store: &Store) -> anyhow::Result<Vec<Example>> {
     Ok(out)
 }
 
+/// The number of shown items the logged impressions hold (what [`examples`] would
+/// return), counted without keeping them: the background trainer's cheap check for new
+/// data.
+pub fn count_examples(store: &Store) -> anyhow::Result<usize> {
+    let mut count = 0;
+    store.for_each_impression(|impression| count += impression.items.len())?;
+    Ok(count)
+}
+
+/// Models kept in `DATA/models` besides the live one; older ones are deleted after each
+/// training run.
+pub const MODELS_KEPT: usize = 20;
+
+/// Deletes all but the newest `keep` saved models (by the training time in their version,
+/// `{kind}-{unix ms}`), never the live one. Returns how many were deleted.
+pub fn prune(data_dir: &Path, keep: usize) -> anyhow::Result<usize> {
+    let dir = dir(data_dir);
+    let live = load_live(data_dir).ok().flatten().map(|m| m.version);
+    let mut saved: Vec<(u128, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if path.extension().is_none_or(|e| e != "json") || stem == "live" {
+            continue;
+        }
+        if live.as_deref() == Some(stem) {
+            continue;
+        }
+        let Some(ms) = stem.rsplit('-').next().and_then(|t| t.parse().ok()) else {
+            continue; // not a model file shelf wrote
+        };
+        saved.push((ms, path));
+    }
+    saved.sort();
+    let excess = saved.len().saturating_sub(keep);
+    for (_, path) in &saved[..excess] {
+        std::fs::remove_file(path).with_context(|| format!("deleting {}", path.display()))?;
+    }
+    Ok(excess)
+}
+
 /// What a training run did.
 #[derive(Debug, serde::Serialize)]
 pub struct TrainOutcome {
@@ -140,6 +183,7 @@ pub fn train_and_promote(
     if promoted {
         write_atomically(&dir.join(LIVE), &model.to_json())?;
     }
+    prune(data_dir, MODELS_KEPT)?;
     Ok(TrainOutcome {
         incumbent: incumbent.name().to_string(),
         incumbent_validation_auc: incumbent_auc,
@@ -161,4 +205,35 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     }
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_the_newest_models_and_the_live_one() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = dir(data.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        for ms in 1..=6u64 {
+            std::fs::write(dir.join(format!("logistic-{ms}.json")), "{}").unwrap();
+        }
+        std::fs::write(dir.join("notes.json"), "{}").unwrap();
+        assert_eq!(prune(data.path(), 3).unwrap(), 3);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "logistic-4.json",
+                "logistic-5.json",
+                "logistic-6.json",
+                "notes.json"
+            ]
+        );
+    }
 }

@@ -33,6 +33,10 @@ pub type ShelfRetriever = Retriever<Embedder, HnswIndex>;
 /// How often the model watcher looks for a newly promoted model.
 const MODEL_POLL: Duration = Duration::from_secs(10);
 
+/// Dead letters kept per job and partition (the newest); older ones are deleted hourly.
+/// Their total count (`shelf_dead_letters_*`) still counts every one.
+pub const DEAD_LETTERS_KEPT: usize = 100_000;
+
 /// How often the embedded logs' retention is applied.
 const LOG_RETENTION_EVERY: Duration = Duration::from_secs(300);
 
@@ -327,7 +331,7 @@ impl Node {
             let min_new = self.config.train_min_new_examples;
             let result = tokio::task::spawn_blocking(
                 move || -> anyhow::Result<Option<(usize, crate::models::TrainOutcome)>> {
-                    let examples = crate::models::examples(&node.store)?.len();
+                    let examples = crate::models::count_examples(&node.store)?;
                     if examples < trained_on + min_new {
                         return Ok(None);
                     }
@@ -701,7 +705,8 @@ impl Node {
         }
     }
 
-    /// Deletes impressions older than the retention, hourly.
+    /// Deletes impressions older than the retention and dead letters beyond the newest
+    /// [`DEAD_LETTERS_KEPT`] of each job's partition, hourly.
     async fn run_impression_expiry(self: Arc<Self>) -> anyhow::Result<()> {
         let mut stop = self.stop.subscribe();
         loop {
@@ -714,6 +719,18 @@ impl Node {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "old impressions deleted"),
                 Err(e) => tracing::error!(error = %e, "expiring impressions failed"),
+            }
+            for job in [ITEM_JOB, EVENT_JOB, STATS_JOB] {
+                let store = Arc::clone(&self.store);
+                let pruned = tokio::task::spawn_blocking(move || {
+                    store.prune_dead_letters(job, DEAD_LETTERS_KEPT)
+                })
+                .await?;
+                match pruned {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(job, deleted = n, "old dead letters deleted"),
+                    Err(e) => tracing::error!(job, error = %e, "pruning dead letters failed"),
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(3600)) => {}

@@ -111,3 +111,47 @@ fn missing_model_says_what_was_tried_and_how_to_fetch() {
     );
     assert!(stderr.contains("scripts/fetch-model.sh"), "{stderr}");
 }
+
+/// Without a usable GPU (no CUDA here, or a build without the `cuda` feature), `--device
+/// auto` runs on the CPU and says why in one log line, and `--device cuda` fails at start
+/// with an error naming the device and the reason; nothing panics.
+#[test]
+fn device_auto_falls_back_to_the_cpu_and_device_cuda_fails_clearly_without_a_gpu() {
+    let gpu = std::path::Path::new("/dev/nvidia0").exists();
+    if gpu {
+        eprintln!("a GPU is present: the fallback is not exercised here");
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shelf"))
+        .args(["embed", "--device", "auto"])
+        .env("SHELF_LOG", "shelf_embed=info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"text\":\"a lamp\"}\n")
+        .unwrap();
+    let auto = child.wait_with_output().unwrap();
+    assert!(
+        auto.status.success(),
+        "{}",
+        String::from_utf8_lossy(&auto.stderr)
+    );
+    assert_eq!(lines(&auto).len(), 1);
+    let log = String::from_utf8_lossy(&auto.stderr);
+    let why: Vec<&str> = log.lines().filter(|l| l.contains("device auto")).collect();
+    assert_eq!(why.len(), 1, "{log}");
+    assert!(why[0].contains("CPU"), "{log}");
+
+    let cuda = shelf_embed(b"{\"text\":\"a lamp\"}\n", &["--device", "cuda"]);
+    assert_eq!(cuda.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&cuda.stderr);
+    assert!(error.contains("cuda:0 is not available"), "{error}");
+    assert!(!error.contains("panicked"), "{error}");
+    assert!(lines(&cuda).is_empty());
+}

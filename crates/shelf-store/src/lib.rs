@@ -21,6 +21,7 @@ use rocksdb::{
 };
 use serde::{Deserialize, Serialize};
 use shelf_types::Item;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -367,6 +368,45 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes the oldest dead letters of `consumer`, keeping the newest `keep` of each
+    /// partition (by offset). The total count (`dead_letter_count`) is not changed: it
+    /// counts every record ever set aside. Returns how many were deleted.
+    pub fn prune_dead_letters(&self, consumer: &str, keep: usize) -> Result<usize, StoreError> {
+        let mut by_partition: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+        let prefix = keys::prefix_key(consumer);
+        for entry in self.db.prefix_iterator_cf(self.cf(DEAD_LETTERS), &prefix) {
+            let (key, _) = entry?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            // The key is the consumer's prefix, the partition and the offset (big-endian).
+            let Some(partition) = key
+                .get(prefix.len()..prefix.len() + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+            else {
+                continue;
+            };
+            by_partition
+                .entry(partition)
+                .or_default()
+                .push(key.to_vec());
+        }
+        let mut batch = self.batch();
+        let mut deleted = 0;
+        for keys in by_partition.into_values() {
+            // Keys of one partition arrive sorted by offset: the oldest first.
+            let excess = keys.len().saturating_sub(keep);
+            for key in &keys[..excess] {
+                batch.batch.delete_cf(self.cf(DEAD_LETTERS), key);
+                deleted += 1;
+                batch = self.commit_if_full(batch)?;
+            }
+        }
+        self.commit(batch)?;
+        Ok(deleted)
+    }
+
     /// Number of keys in a column family (estimate from RocksDB properties).
     pub fn estimate_count(&self, cf: &str) -> u64 {
         self.db
@@ -654,6 +694,63 @@ mod tests {
             .unwrap()
             .is_none());
         assert!(store.impression(&format!("{n:012x}-0")).unwrap().is_some());
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_dead_letters_of_each_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let mut batch = store.batch();
+        let mut total = 0;
+        for (partition, n) in [(0u32, 10u64), (1, 3)] {
+            for offset in 0..n {
+                total += 1;
+                let letter = DeadLetter {
+                    consumer: "events".into(),
+                    partition,
+                    offset,
+                    reason: "bad".into(),
+                    payload: "{}".into(),
+                };
+                batch.put_dead_letter(&letter, total);
+            }
+        }
+        // Another consumer whose name extends this one's must not be touched.
+        let other = DeadLetter {
+            consumer: "events2".into(),
+            partition: 0,
+            offset: 0,
+            reason: "bad".into(),
+            payload: "{}".into(),
+        };
+        batch.put_dead_letter(&other, 1);
+        store.commit(batch).unwrap();
+        assert_eq!(store.prune_dead_letters("events", 5).unwrap(), 5);
+        let left: Vec<(u32, u64)> = store
+            .dead_letters("events")
+            .unwrap()
+            .iter()
+            .map(|l| (l.partition, l.offset))
+            .collect();
+        assert_eq!(
+            left,
+            vec![
+                (0, 5),
+                (0, 6),
+                (0, 7),
+                (0, 8),
+                (0, 9),
+                (1, 0),
+                (1, 1),
+                (1, 2)
+            ]
+        );
+        assert_eq!(
+            store.dead_letter_count("events").unwrap(),
+            13,
+            "the count is of all ever"
+        );
+        assert_eq!(store.dead_letters("events2").unwrap().len(), 1);
     }
 
     #[test]
