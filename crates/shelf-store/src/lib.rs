@@ -85,11 +85,20 @@ pub enum StoreError {
 pub struct StoreOptions {
     /// fsync the write-ahead log on every batch (survives power loss, not only a crash).
     pub sync: bool,
+    /// Memory all column families' memtables may hold together before RocksDB flushes
+    /// them (without it each of the 12 families could hold two 64 MiB memtables).
+    pub memtable_budget_bytes: usize,
+    /// One block cache shared by every column family (RocksDB's default gives each its own).
+    pub block_cache_bytes: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { sync: true }
+        Self {
+            sync: true,
+            memtable_budget_bytes: 128 << 20,
+            block_cache_bytes: 64 << 20,
+        }
     }
 }
 
@@ -151,9 +160,15 @@ impl Store {
         db_options.create_if_missing(true);
         db_options.create_missing_column_families(true);
         db_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Bounded memory: one memtable budget and one block cache for all families.
+        db_options.set_db_write_buffer_size(options.memtable_budget_bytes);
+        let cache = rocksdb::Cache::new_lru_cache(options.block_cache_bytes);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
         let cfs = COLUMN_FAMILIES.iter().map(|name| {
             let mut cf = Options::default();
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            cf.set_block_based_table_factory(&table);
             ColumnFamilyDescriptor::new(*name, cf)
         });
         let db =
@@ -671,7 +686,14 @@ mod tests {
     #[test]
     fn expiry_removes_old_impressions_in_bounded_batches() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions { sync: false }).unwrap();
+        let store = Store::open(
+            dir.path(),
+            StoreOptions {
+                sync: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let n = 2 * EXPIRY_BATCH + 7;
         let mut batch = store.batch();
         for i in 0..n + 10 {

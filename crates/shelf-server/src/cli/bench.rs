@@ -28,6 +28,124 @@ pub enum BenchCommand {
     /// A long mixed load (searches, events, item updates) against a running
     /// `shelf serve --demo`, sampling the server's memory, open files, log size and lag.
     Soak(SoakBenchArgs),
+    /// Embedding throughput (sentences/s) of the model on demo-shop texts: short queries,
+    /// titles or descriptions, at given batch sizes (`scripts/embed-vs-pytorch.sh` runs the
+    /// same texts through sentence-transformers).
+    Embed(EmbedBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedBenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Texts: `queries` (2–5 words), `titles` or `descriptions` of the demo shop.
+    #[arg(long, value_enum, default_value_t = EmbedTexts::Queries)]
+    pub texts: EmbedTexts,
+    /// Batch sizes to measure, each in turn (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    pub batch: Vec<usize>,
+    /// Seconds per batch size (after one warm-up batch).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Print the texts, one per line, instead of measuring (to feed another engine the
+    /// same texts).
+    #[arg(long)]
+    pub print_texts: bool,
+}
+
+/// The demo-shop texts `shelf bench embed` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EmbedTexts {
+    Queries,
+    Titles,
+    Descriptions,
+}
+
+/// 512 distinct texts of `kind`, the same on every run.
+fn embed_texts(kind: EmbedTexts) -> Vec<String> {
+    let shop = Shop::generate(512, 7);
+    let mut rng = SmallRng::seed_from_u64(7);
+    match kind {
+        EmbedTexts::Queries => (0..512)
+            .map(|_| {
+                let leaf = rng.random_range(0..Shop::leaves());
+                let color = (rng.random::<f64>() < 0.3)
+                    .then(|| rng.random_range(0..crate::demo::shop::COLORS.len()));
+                Shop::query_for(leaf, color, &mut rng)
+            })
+            .collect(),
+        EmbedTexts::Titles => shop.products.iter().map(|p| p.item.title.clone()).collect(),
+        // The demo's descriptions are one sentence; shop descriptions run longer, so each
+        // gets the care and shipping paragraph a product page carries (~110 tokens in all).
+        EmbedTexts::Descriptions => shop
+            .products
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {} It is easy to clean, built to last for years and backed by a two \
+                     year warranty. Ideal as a gift or for your own home, it ships in \
+                     recyclable packaging. Dimensions and care instructions are included in \
+                     the box, and our customer service team is happy to help with any \
+                     questions about sizing or fit. Returns are free within thirty days.",
+                    p.item.title,
+                    p.item.description.as_deref().unwrap_or_default()
+                )
+            })
+            .collect(),
+    }
+}
+
+fn embed_bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
+    let texts = embed_texts(args.texts);
+    if args.print_texts {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for t in &texts {
+            // A closed pipe (`| head`) ends the listing quietly.
+            if writeln!(out, "{t}").is_err() {
+                return Ok(());
+            }
+        }
+        let _ = out.flush();
+        return Ok(());
+    }
+    let kind = format!("{:?}", args.texts).to_lowercase();
+    for &batch in &args.batch {
+        anyhow::ensure!(batch > 0, "--batch sizes must be positive");
+        let embedder = args.model.start(batch)?;
+        let chunk = |i: usize| -> Vec<String> {
+            (0..batch)
+                .map(|j| texts[(i * batch + j) % texts.len()].clone())
+                .collect()
+        };
+        embedder.embed_blocking(chunk(0))?; // warm-up
+        let started = Instant::now();
+        let mut sentences = 0usize;
+        let mut i = 1;
+        while started.elapsed().as_secs_f64() < args.seconds {
+            sentences += embedder.embed_blocking(chunk(i))?.len();
+            i += 1;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "embed", "engine": "shelf", "texts": kind, "batch": batch,
+                "sentences": sentences, "seconds": round(seconds),
+                "sentences_per_s": round(sentences as f64 / seconds),
+                "threads": candle_threads(), "device": embedder.device(),
+            })
+        );
+    }
+    Ok(())
+}
+
+/// The threads candle's CPU kernels use (`RAYON_NUM_THREADS`, else every core).
+fn candle_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 #[derive(Debug, Args)]
@@ -297,6 +415,9 @@ async fn cache_counts(api: &HttpTransport) -> anyhow::Result<(u64, u64)> {
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+    if let BenchCommand::Embed(args) = command {
+        return embed_bench(args); // no runtime: the model worker is driven blocking
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -304,6 +425,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => runtime.block_on(ingest(args)),
         BenchCommand::Search(args) => runtime.block_on(search(args)),
         BenchCommand::Soak(args) => runtime.block_on(soak(args)),
+        BenchCommand::Embed(_) => unreachable!("handled above"),
     }
 }
 

@@ -383,7 +383,10 @@ async fn scratch_catalog(
 ) -> anyhow::Result<(Arc<Store>, shelf_embed::Embedder, HnswIndex)> {
     let store = Arc::new(Store::open(
         &scratch.join("store"),
-        StoreOptions { sync: false },
+        StoreOptions {
+            sync: false,
+            ..Default::default()
+        },
     )?);
     let embedder = model.start(32)?;
     let terminal = std::io::stderr().is_terminal();
