@@ -38,7 +38,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code: malformed_json, unauthorized, forbidden, not_found,
-    /// body_too_large, invalid_request, overloaded, not_ready, job_down, internal.
+    /// body_too_large, invalid_request, overloaded, not_ready, job_down,
+    /// stream_unavailable, internal.
     pub code: String,
     pub message: String,
 }
@@ -65,6 +66,22 @@ impl ApiError {
     }
     /// A 500: the error is logged with an id and only the id is returned (internal error
     /// text can name paths, keys and data).
+    /// The stream did not take the records (the embedded log's disk, or a Fluvio cluster
+    /// that is restarting): 503 with Retry-After, the details logged under an id.
+    pub fn stream_unavailable(error: impl std::fmt::Display) -> Self {
+        let id = shelf_engine::new_request_id();
+        tracing::error!(%error, error_id = %id, "appending to the stream failed");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stream_unavailable",
+            format!(
+                "the stream did not accept the records (error {id} in the server log); retry \
+                 shortly (on Fluvio, records acknowledged before the failure are kept, so a \
+                 retry can repeat them)"
+            ),
+        )
+    }
+
     pub fn internal(error: impl std::fmt::Display) -> Self {
         let id = shelf_engine::new_request_id();
         tracing::error!(%error, error_id = %id, "internal error");
@@ -496,6 +513,7 @@ fn parse_batch<T: serde::de::DeserializeOwned>(
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "the stream did not accept the records; retry"),
     ))]
 async fn post_items(
     State(app): State<Arc<App>>,
@@ -517,7 +535,7 @@ async fn post_items(
         .node
         .append_items(payloads)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::stream_unavailable)?;
     Ok(accepted(count, range))
 }
 
@@ -535,7 +553,7 @@ fn accepted(count: usize, range: std::ops::Range<u64>) -> (StatusCode, Json<Acce
 
 #[utoipa::path(delete, path = "/v1/items/{id}", tag = "ingest",
     params(("id" = String, Path, description = "Item id")),
-    responses((status = 202, body = Accepted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 202, body = Accepted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn delete_item(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -547,7 +565,7 @@ async fn delete_item(
         .node
         .append_items(vec![payload])
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::stream_unavailable)?;
     Ok(accepted(1, range))
 }
 
@@ -620,6 +638,7 @@ async fn get_item(
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "the stream did not accept the records; retry"),
     ))]
 async fn post_events(
     State(app): State<Arc<App>>,
@@ -638,7 +657,7 @@ async fn post_events(
         .node
         .append_events(payloads)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::stream_unavailable)?;
     app.metrics.events_appended.fetch_add(n, Ordering::Relaxed);
     Ok(accepted(n as usize, range))
 }

@@ -677,15 +677,25 @@ async fn shelf_reconnects_after_the_spu_restarts_and_applies_every_event_once() 
     .unwrap()
     .unwrap();
     assert!(restart.success());
-    // Writes are accepted again once the SPU is back.
+    // Writes are accepted again once the SPU is back and the node's producer has
+    // reconnected: until then an append answers 503 stream_unavailable (a probe user's
+    // event, not counted below, is retried until it is accepted).
     let deadline = Instant::now() + Duration::from_secs(120);
+    let probe = json!([{"user_id": format!("{run}-probe"), "kind": "view",
+                        "item_id": format!("{run}-r0"), "ts": "2026-11-01T10:00:00Z"}]);
     loop {
-        let (status, _) = server.call(Method::GET, "/health", None).await;
-        assert_eq!(status, StatusCode::OK);
-        if cluster().end_offset("shelf-events", 0).is_ok() {
+        let (status, body) = server
+            .call(Method::POST, "/v1/events", Some(probe.clone()))
+            .await;
+        if status == StatusCode::ACCEPTED {
             break;
         }
-        assert!(Instant::now() < deadline, "the SPU did not come back");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"]["code"], "stream_unavailable", "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the SPU did not come back: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     for batch in 4..8 {
@@ -875,10 +885,17 @@ fn sigkill_of_a_fluvio_node_mid_stream_loses_and_repeats_nothing() {
     ingest("items", &tmp.path().join("items.jsonl"));
     // Events about an item the node has not stored yet are dead letters: both nodes store
     // the items before any event is sent.
-    let last_item = format!(r#""id":"{run}-i{}""#, ITEMS - 1);
+    // Items are keyed to both partitions, so every one is waited for, not only the last.
+    let stored = |data: &std::path::Path| {
+        let prefix = format!(r#"{{"type":"item","id":"{run}-i"#);
+        dump_lines(data)
+            .iter()
+            .filter(|l| l.starts_with(&prefix))
+            .count()
+    };
     let deadline = Instant::now() + Duration::from_secs(300);
     for data in [&clean, &crashed] {
-        while !dump_lines(data).iter().any(|l| l.contains(&last_item)) {
+        while stored(data) < ITEMS {
             assert!(
                 Instant::now() < deadline,
                 "items never stored in {}",

@@ -247,19 +247,25 @@ impl FluvioCluster {
 
     /// A sink producing to `topic`.
     pub fn sink(&self, topic: &str) -> Result<FluvioSink, StreamError> {
-        let client = Arc::clone(&self.client);
-        let name = topic.to_string();
-        let producer = fluvio_future::task::run_block_on(async move {
-            client
-                .topic_producer(name.clone())
-                .await
-                .map_err(|e| err(format!("opening a producer for {name}: {e:#}")))
-        })?;
+        let producer = open_producer(&self.client, topic)?;
         Ok(FluvioSink {
             topic: topic.to_string(),
-            producer: Arc::new(producer),
+            client: Arc::clone(&self.client),
+            producer: Arc::new(std::sync::Mutex::new(producer)),
         })
     }
+}
+
+fn open_producer(client: &Arc<Fluvio>, topic: &str) -> Result<Arc<TopicProducerPool>, StreamError> {
+    let client = Arc::clone(client);
+    let name = topic.to_string();
+    fluvio_future::task::run_block_on(async move {
+        client
+            .topic_producer(name.clone())
+            .await
+            .map(Arc::new)
+            .map_err(|e| err(format!("opening a producer for {name}: {e:#}")))
+    })
 }
 
 /// A record or a failure, tagged with the reader generation that produced it.
@@ -501,7 +507,10 @@ async fn read_partition(
 #[derive(Clone)]
 pub struct FluvioSink {
     topic: String,
-    producer: Arc<TopicProducerPool>,
+    client: Arc<Fluvio>,
+    /// Replaced by a fresh producer after a failed produce: a producer whose SPU restarted
+    /// was seen to keep failing for minutes.
+    producer: Arc<std::sync::Mutex<Arc<TopicProducerPool>>>,
 }
 
 impl std::fmt::Debug for FluvioSink {
@@ -521,7 +530,7 @@ impl FluvioSink {
         payloads: &[Vec<u8>],
     ) -> Result<Vec<(u32, u64)>, StreamError> {
         assert_eq!(keys.len(), payloads.len(), "one key per payload");
-        let producer = Arc::clone(&self.producer);
+        let producer = Arc::clone(&self.producer.lock().unwrap_or_else(|e| e.into_inner()));
         let topic = self.topic.clone();
         let records: Vec<(RecordKey, Vec<u8>)> = keys
             .iter()
@@ -534,7 +543,7 @@ impl FluvioSink {
                 (key, p.clone())
             })
             .collect();
-        fluvio_future::task::run_block_on(async move {
+        let result = fluvio_future::task::run_block_on(async move {
             let mut outputs = Vec::with_capacity(records.len());
             for (key, value) in records {
                 outputs.push(
@@ -557,7 +566,18 @@ impl FluvioSink {
                 placed.push((meta.partition_id(), meta.offset().max(0) as u64));
             }
             Ok(placed)
-        })
+        });
+        if result.is_err() {
+            // The caller retries; it gets a new producer (the failure is still returned, so
+            // nothing is produced twice behind the caller's back).
+            match open_producer(&self.client, &self.topic) {
+                Ok(fresh) => *self.producer.lock().unwrap_or_else(|e| e.into_inner()) = fresh,
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "reopening the producer failed")
+                }
+            }
+        }
+        result
     }
 }
 
