@@ -90,6 +90,14 @@ pub struct NodeTasks {
 }
 
 impl NodeTasks {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        self.tasks.push((name, tokio::spawn(task)));
+    }
+
     /// Waits (after [`Node::shutdown`]) until every job and task has ended. Every one is
     /// waited for even when some failed; returns the first failure.
     pub async fn join(self) -> anyhow::Result<()> {
@@ -211,26 +219,10 @@ impl Node {
                 self.supervise(STATS_JOB, move |rt, _| rt.block_on(node.run_stats_job()))?,
             ));
         }
-        let node = Arc::clone(self);
-        tasks.tasks.push((
-            "impression writer",
-            tokio::spawn(async move { node.run_impression_writer().await }),
-        ));
-        let node = Arc::clone(self);
-        tasks.tasks.push((
-            "impression expiry",
-            tokio::spawn(async move { node.run_impression_expiry().await }),
-        ));
-        let node = Arc::clone(self);
-        tasks.tasks.push((
-            "log syncer",
-            tokio::spawn(async move { node.run_log_syncer().await }),
-        ));
-        let node = Arc::clone(self);
-        tasks.tasks.push((
-            "log retention",
-            tokio::spawn(async move { node.run_log_retention().await }),
-        ));
+        tasks.spawn("impression writer", self.clone().run_impression_writer());
+        tasks.spawn("impression expiry", self.clone().run_impression_expiry());
+        tasks.spawn("log syncer", self.clone().run_log_syncer());
+        tasks.spawn("log retention", self.clone().run_log_retention());
 
         let node = Arc::clone(self);
         let index = tokio::task::spawn_blocking(move || node.load_index())
@@ -259,17 +251,9 @@ impl Node {
                 rt.block_on(node.run_item_job(&index))
             })?,
         ));
-        let node = Arc::clone(self);
-        tasks.tasks.push((
-            "model watcher",
-            tokio::spawn(async move { node.run_model_watcher().await }),
-        ));
+        tasks.spawn("model watcher", self.clone().run_model_watcher());
         if let Some(interval) = self.config.train_interval {
-            let node = Arc::clone(self);
-            tasks.tasks.push((
-                "trainer",
-                tokio::spawn(async move { node.run_trainer(interval).await }),
-            ));
+            tasks.spawn("trainer", self.clone().run_trainer(interval));
         }
         Ok(tasks)
     }

@@ -66,14 +66,7 @@ fn embed_texts(kind: EmbedTexts) -> Vec<String> {
     let shop = Shop::generate(512, 7);
     let mut rng = SmallRng::seed_from_u64(7);
     match kind {
-        EmbedTexts::Queries => (0..512)
-            .map(|_| {
-                let leaf = rng.random_range(0..Shop::leaves());
-                let color = (rng.random::<f64>() < 0.3)
-                    .then(|| rng.random_range(0..crate::demo::shop::COLORS.len()));
-                Shop::query_for(leaf, color, &mut rng)
-            })
-            .collect(),
+        EmbedTexts::Queries => (0..512).map(|_| demo_query(&mut rng)).collect(),
         EmbedTexts::Titles => shop.products.iter().map(|p| p.item.title.clone()).collect(),
         // The demo's descriptions are one sentence; shop descriptions run longer, so each
         // gets the care and shipping paragraph a product page carries (~110 tokens in all).
@@ -673,6 +666,14 @@ async fn ingest_in(args: &IngestBenchArgs, streams: &BenchStreams) -> anyhow::Re
     Ok(())
 }
 
+/// A demo-shop query: a random leaf category, with a colour three times in ten.
+fn demo_query(rng: &mut SmallRng) -> String {
+    let leaf = rng.random_range(0..Shop::leaves());
+    let color =
+        (rng.random::<f64>() < 0.3).then(|| rng.random_range(0..crate::demo::shop::COLORS.len()));
+    Shop::query_for(leaf, color, rng)
+}
+
 /// One request body of the load: a demo-shop query, sometimes with a demo user.
 fn search_body(
     rng: &mut SmallRng,
@@ -681,12 +682,7 @@ fn search_body(
     queries: &Queries,
 ) -> serde_json::Value {
     let query = match queries {
-        Queries::Demo => {
-            let leaf = rng.random_range(0..Shop::leaves());
-            let color = (rng.random::<f64>() < 0.3)
-                .then(|| rng.random_range(0..crate::demo::shop::COLORS.len()));
-            Shop::query_for(leaf, color, rng)
-        }
+        Queries::Demo => demo_query(rng),
         Queries::File { lines, next } => {
             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             lines[i % lines.len()].clone()
