@@ -3,6 +3,7 @@
 candle-core = "0.11"
 candle-nn = "0.11"
 candle-transformers = "0.11"
+gemm = { version = "0.19", features = ["x86-v4"] }
 serde_json = "1"
 tokenizers = { version = "0.23", default-features = false, features = ["fancy-regex"] }
 */
@@ -16,6 +17,9 @@ tokenizers = { version = "0.23", default-features = false, features = ["fancy-re
 //! `{"model_id":"all-MiniLM-L6-v2","dimension":384,"vector":[...]}` (the model id is the
 //! model directory's name, as in shelf, which checks it before using the vector). An empty
 //! text gives NULL. A model that cannot be loaded stops the pipeline with the reason.
+//!
+//! `gemm` is listed only for its `x86-v4` feature: candle's matrix products then use AVX-512
+//! kernels on CPUs that have them (the same build of candle as shelf's).
 
 use arroyo_udf_plugin::udf;
 use candle_core::{DType, Device, Tensor};

@@ -1,7 +1,9 @@
 //! The BERT sentence encoder: loading config, tokenizer and weights, and the batched
-//! forward pass with mean pooling and L2 normalisation.
+//! forward pass with mean pooling and L2 normalisation: shelf's own on the CPU
+//! ([`crate::cpu_bert`]), candle's on CUDA.
 
-use crate::config::{DevicePreference, EmbedConfig, Padding};
+use crate::config::{DevicePreference, EmbedConfig, Padding, Quantization};
+use crate::cpu_bert::CpuBert;
 use crate::locate::check_model_dir;
 use crate::EmbedError;
 use candle_core::{DType, Device, Tensor};
@@ -17,7 +19,7 @@ const DEFAULT_MAX_TOKENS: usize = 256;
 /// A loaded BERT model with its tokenizer. Synchronous and compute-bound: run it on a
 /// dedicated thread ([`crate::Embedder`] does), never on an async runtime's workers.
 pub struct SentenceEncoder {
-    model: BertModel,
+    model: Model,
     tokenizer: Tokenizer,
     device: Device,
     config: EmbedConfig,
@@ -25,6 +27,12 @@ pub struct SentenceEncoder {
     dim: usize,
     pad_id: u32,
     model_id: String,
+}
+
+/// The forward pass in use: shelf's ragged one on the CPU, candle's padded one elsewhere.
+enum Model {
+    Cpu(CpuBert),
+    Candle(BertModel),
 }
 
 impl std::fmt::Debug for SentenceEncoder {
@@ -55,8 +63,20 @@ impl SentenceEncoder {
         };
         let tensors = candle_core::safetensors::load(&weights_path, &device)
             .map_err(|e| weights_err(e.to_string()))?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let model = BertModel::load(vb, &bert_config).map_err(|e| weights_err(e.to_string()))?;
+        let model = if device.is_cpu() {
+            Model::Cpu(
+                CpuBert::load(tensors, &bert_config, config.quantization).map_err(weights_err)?,
+            )
+        } else if config.quantization != Quantization::None {
+            return Err(EmbedError::InvalidConfigValue(
+                "quantization q8 runs on the CPU only; use --device cpu or leave it off".into(),
+            ));
+        } else {
+            let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+            Model::Candle(
+                BertModel::load(vb, &bert_config).map_err(|e| weights_err(e.to_string()))?,
+            )
+        };
 
         let model_id = dir
             .file_name()
@@ -64,7 +84,8 @@ impl SentenceEncoder {
             .unwrap_or_else(|| dir.display().to_string());
         tracing::info!(
             model = %model_id, dir = %dir.display(), dim = bert_config.hidden_size,
-            max_tokens, device = ?device, "loaded sentence encoder"
+            max_tokens, device = ?device, quantization = ?config.quantization,
+            "loaded sentence encoder"
         );
         Ok(Self {
             model,
@@ -130,8 +151,8 @@ impl SentenceEncoder {
 
     /// Embeds `texts`, returning one L2-normalised vector per text in input order.
     ///
-    /// Texts are sorted by token length and cut into batches of `batch_size`, so each batch
-    /// pads only to its own longest sequence.
+    /// Texts are sorted by token length and cut into batches of `batch_size`. On the CPU
+    /// nothing is padded; on CUDA each batch pads to its own longest sequence.
     pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.validate_texts(texts)?;
         let mut seqs = Vec::with_capacity(texts.len());
@@ -151,15 +172,24 @@ impl SentenceEncoder {
         let mut out = vec![Vec::new(); seqs.len()];
         for chunk in order.chunks(self.config.batch_size) {
             let batch: Vec<_> = chunk.iter().map(|&i| &seqs[i]).collect();
-            for (&i, vector) in chunk.iter().zip(self.forward(&batch)?) {
+            let vectors = match &self.model {
+                Model::Cpu(model) => model.embed(&batch)?,
+                Model::Candle(model) => self.forward_padded(model, &batch)?,
+            };
+            for (&i, vector) in chunk.iter().zip(vectors) {
                 out[i] = vector;
             }
         }
         Ok(out)
     }
 
-    /// One forward pass over a batch of (ids, type ids), padded here, pooled and normalised.
-    fn forward(&self, batch: &[&(Vec<u32>, Vec<u32>)]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    /// One forward pass of candle's BERT over a batch of (ids, type ids), padded here, pooled
+    /// and normalised.
+    fn forward_padded(
+        &self,
+        model: &BertModel,
+        batch: &[&(Vec<u32>, Vec<u32>)],
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let longest = batch.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
         let len = match self.config.padding {
             Padding::BatchLongest => longest,
@@ -179,7 +209,7 @@ impl SentenceEncoder {
         let type_ids = Tensor::from_vec(type_ids, (n, len), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
 
-        let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?; // (n, len, dim)
+        let hidden = model.forward(&ids, &type_ids, Some(&mask))?; // (n, len, dim)
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, len, 1)
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // (n, dim)
         let counts = mask.sum(1)?; // (n, 1)

@@ -71,6 +71,11 @@ pub enum EmbedError {
     #[error("cannot tokenize text #{index}: {reason}")]
     Tokenize { index: usize, reason: String },
 
+    /// A token the tokenizer produced has no row in the model's tables: tokenizer.json and
+    /// model.safetensors come from different models. Operator's fault.
+    #[error("the tokenizer does not match the model: {0}")]
+    TokenizerMismatch(String),
+
     /// The forward pass failed. Internal.
     #[error("model inference failed: {0}")]
     Inference(#[from] candle_core::Error),

@@ -3,12 +3,13 @@
 
 mod bert;
 mod config;
+mod cpu_bert;
 mod error;
 mod locate;
 mod worker;
 
 pub use bert::SentenceEncoder;
-pub use config::{DevicePreference, EmbedConfig, Padding};
+pub use config::{DevicePreference, EmbedConfig, Padding, Quantization};
 pub use error::EmbedError;
 pub use locate::{
     default_cache_dir, ModelLocator, DEFAULT_HUB_ID, DEFAULT_MODEL_NAME, FETCH_COMMAND,

@@ -1,0 +1,789 @@
+//! BERT forward pass on the CPU over ragged batches: no padding, one matrix product per linear
+//! layer with its bias and residual folded in, and vectorised GELU, softmax and layer norm.
+//!
+//! candle's generic BERT (still used on CUDA) pads every sequence to the batch's longest, adds
+//! bias, mask and residual as separate passes over freshly allocated tensors, runs GELU through
+//! scalar `erf` and multiplies batch by batch. On a few cores those passes cost as much as the
+//! products themselves. Here the sequences of a batch lie end to end in one `tokens × hidden`
+//! matrix: every per-token step runs over that matrix once, and attention runs per sequence and
+//! head over that sequence's own length, so padding is neither stored nor computed.
+
+use crate::{EmbedError, Quantization};
+use candle_core::quantized::k_quants::{self, BlockQ8_0, GgmlType};
+use candle_core::{DType, Tensor};
+use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
+use gemm::Parallelism;
+use multiversion::multiversion;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Per-element work below which a pass runs on the calling thread alone.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
+
+/// The encoder's weights, laid out for this forward pass.
+pub(crate) struct CpuBert {
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    embed_norm: LayerNorm,
+    layers: Vec<Layer>,
+    hidden: usize,
+    heads: usize,
+    intermediate: usize,
+    activation: HiddenAct,
+    eps: f32,
+    scratch: Mutex<Scratch>,
+}
+
+struct Layer {
+    /// Query, key and value in one product (`hidden → 3 × hidden`); the query part is
+    /// pre-scaled by 1/√head_dim, so attention scores need no scaling pass.
+    qkv: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    up: Linear,
+    down: Linear,
+    output_norm: LayerNorm,
+}
+
+/// Buffers reused from one batch to the next, so that a forward pass does not fault in fresh
+/// pages for every intermediate matrix.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    by_head: Vec<f32>,
+    context: Vec<f32>,
+    inner: Vec<f32>,
+    product: Vec<f32>,
+}
+
+struct LayerNorm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+struct Linear {
+    inputs: usize,
+    outputs: usize,
+    weights: Weights,
+    bias: Vec<f32>,
+}
+
+enum Weights {
+    /// Transposed once at load: `inputs × outputs`, row-major.
+    Dense(Vec<f32>),
+    /// Row `o` holds output `o`'s `inputs / 32` blocks.
+    Q8(Vec<BlockQ8_0>),
+}
+
+impl std::fmt::Debug for CpuBert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuBert")
+            .field("layers", &self.layers.len())
+            .field("hidden", &self.hidden)
+            .field("heads", &self.heads)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Named tensors of a checkpoint, looked up with or without the `bert.` style prefix and
+/// under either layer-norm naming (`weight`/`bias` or `gamma`/`beta`).
+struct Checkpoint {
+    tensors: HashMap<String, Tensor>,
+    prefix: String,
+}
+
+impl Checkpoint {
+    fn new(tensors: HashMap<String, Tensor>, model_type: Option<&str>) -> Self {
+        let prefix = match model_type {
+            Some(t) if !tensors.contains_key("embeddings.word_embeddings.weight") => {
+                format!("{t}.")
+            }
+            _ => String::new(),
+        };
+        Self { tensors, prefix }
+    }
+
+    fn get(&self, names: &[&str], shape: &[usize]) -> Result<Vec<f32>, String> {
+        let found = names.iter().find_map(|name| {
+            let full = format!("{}{name}", self.prefix);
+            self.tensors.get(&full).map(|t| (full, t))
+        });
+        let Some((name, tensor)) = found else {
+            return Err(format!("tensor {}{} not found", self.prefix, names[0]));
+        };
+        if tensor.dims() != shape {
+            return Err(format!(
+                "tensor {name} has shape {:?}, expected {shape:?}",
+                tensor.dims()
+            ));
+        }
+        tensor
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| format!("tensor {name}: {e}"))
+    }
+
+    fn layer_norm(&self, path: &str, size: usize) -> Result<LayerNorm, String> {
+        Ok(LayerNorm {
+            weight: self.get(
+                &[&format!("{path}.weight"), &format!("{path}.gamma")],
+                &[size],
+            )?,
+            bias: self.get(&[&format!("{path}.bias"), &format!("{path}.beta")], &[size])?,
+        })
+    }
+
+    /// A linear layer's weight (`outputs × inputs`, as stored) and bias.
+    fn linear_parts(
+        &self,
+        path: &str,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>), String> {
+        Ok((
+            self.get(&[&format!("{path}.weight")], &[outputs, inputs])?,
+            self.get(&[&format!("{path}.bias")], &[outputs])?,
+        ))
+    }
+}
+
+impl CpuBert {
+    /// Builds the encoder from a checkpoint's tensors (loaded on the CPU).
+    pub(crate) fn load(
+        tensors: HashMap<String, Tensor>,
+        config: &BertConfig,
+        quantization: Quantization,
+    ) -> Result<Self, String> {
+        let hidden = config.hidden_size;
+        let heads = config.num_attention_heads;
+        let intermediate = config.intermediate_size;
+        if !hidden.is_multiple_of(heads) {
+            return Err(format!(
+                "hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
+            ));
+        }
+        let head_dim = hidden / heads;
+        let ckpt = Checkpoint::new(tensors, config.model_type.as_deref());
+        let word = ckpt.get(
+            &["embeddings.word_embeddings.weight"],
+            &[config.vocab_size, hidden],
+        )?;
+        let position = ckpt.get(
+            &["embeddings.position_embeddings.weight"],
+            &[config.max_position_embeddings, hidden],
+        )?;
+        let token_type = ckpt.get(
+            &["embeddings.token_type_embeddings.weight"],
+            &[config.type_vocab_size, hidden],
+        )?;
+        let embed_norm = ckpt.layer_norm("embeddings.LayerNorm", hidden)?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            let (mut wq, mut bq) =
+                ckpt.linear_parts(&format!("{p}.attention.self.query"), hidden, hidden)?;
+            let scale = 1.0 / (head_dim as f32).sqrt();
+            wq.iter_mut().chain(bq.iter_mut()).for_each(|w| *w *= scale);
+            let (wk, bk) = ckpt.linear_parts(&format!("{p}.attention.self.key"), hidden, hidden)?;
+            let (wv, bv) =
+                ckpt.linear_parts(&format!("{p}.attention.self.value"), hidden, hidden)?;
+            let qkv = Linear::new(
+                hidden,
+                3 * hidden,
+                [wq, wk, wv].concat(),
+                [bq, bk, bv].concat(),
+                quantization,
+            );
+            let (w, b) =
+                ckpt.linear_parts(&format!("{p}.attention.output.dense"), hidden, hidden)?;
+            let attention_out = Linear::new(hidden, hidden, w, b, quantization);
+            let attention_norm =
+                ckpt.layer_norm(&format!("{p}.attention.output.LayerNorm"), hidden)?;
+            let (w, b) =
+                ckpt.linear_parts(&format!("{p}.intermediate.dense"), hidden, intermediate)?;
+            let up = Linear::new(hidden, intermediate, w, b, quantization);
+            let (w, b) = ckpt.linear_parts(&format!("{p}.output.dense"), intermediate, hidden)?;
+            let down = Linear::new(intermediate, hidden, w, b, quantization);
+            let output_norm = ckpt.layer_norm(&format!("{p}.output.LayerNorm"), hidden)?;
+            layers.push(Layer {
+                qkv,
+                attention_out,
+                attention_norm,
+                up,
+                down,
+                output_norm,
+            });
+        }
+        Ok(Self {
+            word,
+            position,
+            token_type,
+            embed_norm,
+            layers,
+            hidden,
+            heads,
+            intermediate,
+            activation: config.hidden_act,
+            eps: config.layer_norm_eps as f32,
+            scratch: Mutex::new(Scratch::default()),
+        })
+    }
+
+    /// Mean-pooled, L2-normalised sentence vectors of the given (token ids, type ids).
+    pub(crate) fn embed(
+        &self,
+        batch: &[&(Vec<u32>, Vec<u32>)],
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let hidden = self.hidden;
+        let mut spans = Vec::with_capacity(batch.len());
+        let mut tokens = 0;
+        for (ids, _) in batch {
+            spans.push((tokens, ids.len()));
+            tokens += ids.len();
+        }
+        let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &mut *guard;
+        resize(&mut s.x, tokens * hidden);
+        resize(&mut s.qkv, tokens * 3 * hidden);
+        resize(&mut s.by_head, tokens * hidden);
+        resize(&mut s.context, tokens * hidden);
+        resize(&mut s.inner, tokens * self.intermediate);
+
+        self.embeddings(batch, &mut s.x)?;
+        for layer in &self.layers {
+            layer
+                .qkv
+                .forward(&s.x, tokens, &mut s.qkv, false, &mut s.product);
+            self.attention(&s.qkv, &spans, &mut s.by_head);
+            self.merge_heads(&s.by_head, tokens, &mut s.context);
+            layer
+                .attention_out
+                .forward(&s.context, tokens, &mut s.x, true, &mut s.product);
+            layer_norm_rows(&mut s.x, hidden, &layer.attention_norm, self.eps);
+            layer
+                .up
+                .forward(&s.x, tokens, &mut s.inner, false, &mut s.product);
+            activate(&mut s.inner, self.activation);
+            layer
+                .down
+                .forward(&s.inner, tokens, &mut s.x, true, &mut s.product);
+            layer_norm_rows(&mut s.x, hidden, &layer.output_norm, self.eps);
+        }
+        Ok(spans
+            .iter()
+            .map(|&(start, len)| {
+                mean_normalised(&s.x[start * hidden..(start + len) * hidden], hidden)
+            })
+            .collect())
+    }
+
+    /// Word, position and token-type embeddings summed, then layer-normed, one row per token.
+    fn embeddings(&self, batch: &[&(Vec<u32>, Vec<u32>)], x: &mut [f32]) -> Result<(), EmbedError> {
+        let hidden = self.hidden;
+        let mut out = x.chunks_exact_mut(hidden);
+        for (ids, types) in batch {
+            for (position, (&id, &kind)) in ids.iter().zip(types.iter()).enumerate() {
+                let word = table_row(&self.word, hidden, id as usize, "token id")?;
+                let pos = table_row(&self.position, hidden, position, "position")?;
+                let kind = table_row(&self.token_type, hidden, kind as usize, "token type")?;
+                let row = out.next().expect("x holds one row per token");
+                for (((o, w), p), k) in row.iter_mut().zip(word).zip(pos).zip(kind) {
+                    *o = w + p + k;
+                }
+            }
+        }
+        layer_norm_rows(x, hidden, &self.embed_norm, self.eps);
+        Ok(())
+    }
+
+    /// Scaled dot-product attention of every sequence and head; writes each head's context
+    /// vectors head-major (`heads × tokens × head_dim`).
+    fn attention(&self, qkv: &[f32], spans: &[(usize, usize)], by_head: &mut [f32]) {
+        let hidden = self.hidden;
+        let head_dim = hidden / self.heads;
+        let tokens: usize = spans.iter().map(|&(_, len)| len).sum();
+        let stride = 3 * hidden;
+        by_head
+            .par_chunks_mut(tokens * head_dim)
+            .enumerate()
+            .for_each_init(Vec::new, |scores, (head, out)| {
+                for &(start, len) in spans {
+                    scores.resize(len * len, 0.0);
+                    let base = start * stride + head * head_dim;
+                    let q = &qkv[base..];
+                    let k = &qkv[base + hidden..];
+                    let v = &qkv[base + 2 * hidden..];
+                    // scores = Q·Kᵀ: Q is len × head_dim with row stride 3·hidden; Kᵀ reads K
+                    // with its strides swapped.
+                    let product = Product {
+                        m: len,
+                        n: len,
+                        k: head_dim,
+                    };
+                    product.run(scores, len, (q, stride, 1), (k, 1, stride), false, false);
+                    softmax_rows(scores, len);
+                    let product = Product {
+                        m: len,
+                        n: head_dim,
+                        k: len,
+                    };
+                    let out = &mut out[start * head_dim..(start + len) * head_dim];
+                    product.run(
+                        out,
+                        head_dim,
+                        (scores, len, 1),
+                        (v, stride, 1),
+                        false,
+                        false,
+                    );
+                }
+            });
+    }
+
+    /// `heads × tokens × head_dim` back to `tokens × hidden`.
+    fn merge_heads(&self, by_head: &[f32], tokens: usize, context: &mut [f32]) {
+        let head_dim = self.hidden / self.heads;
+        let per_head = tokens * head_dim;
+        context
+            .par_chunks_mut(self.hidden)
+            .with_min_len(64)
+            .enumerate()
+            .for_each(|(t, row)| {
+                for (head, dst) in row.chunks_exact_mut(head_dim).enumerate() {
+                    let src = head * per_head + t * head_dim;
+                    dst.copy_from_slice(&by_head[src..src + head_dim]);
+                }
+            });
+    }
+}
+
+/// Row `id` of an embedding table, or an error naming what was out of range.
+fn table_row<'a>(
+    table: &'a [f32],
+    width: usize,
+    id: usize,
+    what: &str,
+) -> Result<&'a [f32], EmbedError> {
+    table.get(id * width..(id + 1) * width).ok_or_else(|| {
+        EmbedError::TokenizerMismatch(format!(
+            "{what} {id} is outside the model's table of {} rows",
+            table.len() / width
+        ))
+    })
+}
+
+fn resize(buffer: &mut Vec<f32>, len: usize) {
+    buffer.resize(len, 0.0);
+}
+
+impl Linear {
+    fn new(
+        inputs: usize,
+        outputs: usize,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        q: Quantization,
+    ) -> Self {
+        let weights = match q {
+            Quantization::Q8 if inputs.is_multiple_of(BlockQ8_0::BLCK_SIZE) => {
+                let mut blocks = vec![BlockQ8_0::zeros(); outputs * inputs / BlockQ8_0::BLCK_SIZE];
+                BlockQ8_0::from_float(&weight, &mut blocks);
+                Weights::Q8(blocks)
+            }
+            // Q8 needs whole blocks along the input; other layers stay dense.
+            _ => {
+                let mut transposed = vec![0.0; inputs * outputs];
+                for (o, row) in weight.chunks_exact(inputs).enumerate() {
+                    for (i, &w) in row.iter().enumerate() {
+                        transposed[i * outputs + o] = w;
+                    }
+                }
+                Weights::Dense(transposed)
+            }
+        };
+        Self {
+            inputs,
+            outputs,
+            weights,
+            bias,
+        }
+    }
+
+    /// `out = x·Wᵀ + bias`, or `out += x·Wᵀ + bias` with `accumulate` (the residual already
+    /// in `out`). `x` is `rows × inputs`, `out` is `rows × outputs`.
+    fn forward(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: &mut [f32],
+        accumulate: bool,
+        product: &mut Vec<f32>,
+    ) {
+        let (n, k) = (self.outputs, self.inputs);
+        let out = &mut out[..rows * n];
+        match &self.weights {
+            Weights::Dense(w) => {
+                rows_par(out, n, |rows| {
+                    for row in rows.chunks_exact_mut(n) {
+                        if accumulate {
+                            row.iter_mut().zip(&self.bias).for_each(|(o, b)| *o += b);
+                        } else {
+                            row.copy_from_slice(&self.bias);
+                        }
+                    }
+                });
+                let product = Product { m: rows, n, k };
+                product.run(out, n, (&x[..rows * k], k, 1), (w, n, 1), true, true);
+            }
+            Weights::Q8(blocks) => {
+                resize(product, rows * n);
+                k_quants::matmul((rows, k, n), &x[..rows * k], blocks, product)
+                    .expect("shapes are checked at load");
+                let product = &product[..rows * n];
+                out.par_chunks_mut(n)
+                    .zip(product.par_chunks(n))
+                    .with_min_len(64)
+                    .for_each(|(o, p)| {
+                        for ((o, p), b) in o.iter_mut().zip(p).zip(&self.bias) {
+                            *o = if accumulate { *o + p + b } else { p + b };
+                        }
+                    });
+            }
+        }
+    }
+}
+
+/// One matrix product `dst (m × n) [+]= lhs (m × k) · rhs (k × n)`, with each operand given
+/// as (slice, row stride, column stride) and `dst` row-major with its own row stride.
+#[derive(Clone, Copy)]
+struct Product {
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+impl Product {
+    /// The furthest element (plus one) a `rows × cols` view with these strides touches.
+    fn extent(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> usize {
+        (rows - 1) * row_stride + (cols - 1) * col_stride + 1
+    }
+
+    /// Runs the product with gemm, on all of rayon's threads when `parallel`.
+    #[allow(unsafe_code)]
+    fn run(
+        self,
+        dst: &mut [f32],
+        dst_row_stride: usize,
+        lhs: (&[f32], usize, usize),
+        rhs: (&[f32], usize, usize),
+        accumulate: bool,
+        parallel: bool,
+    ) {
+        let Self { m, n, k } = self;
+        if m == 0 || n == 0 || k == 0 {
+            return;
+        }
+        assert!(
+            Self::extent(m, n, dst_row_stride, 1) <= dst.len(),
+            "dst too small"
+        );
+        assert!(
+            Self::extent(m, k, lhs.1, lhs.2) <= lhs.0.len(),
+            "lhs too small"
+        );
+        assert!(
+            Self::extent(k, n, rhs.1, rhs.2) <= rhs.0.len(),
+            "rhs too small"
+        );
+        let parallelism = if parallel && m * n * k >= 1 << 16 {
+            Parallelism::Rayon(0)
+        } else {
+            Parallelism::None
+        };
+        // SAFETY: the assertions above keep every element gemm reads or writes inside its slice;
+        // `dst` is borrowed mutably and the operands shared, so they cannot overlap; the
+        // strides are positive and fit in isize because the slices exist.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                dst_row_stride as isize,
+                accumulate,
+                lhs.0.as_ptr(),
+                lhs.2 as isize,
+                lhs.1 as isize,
+                rhs.0.as_ptr(),
+                rhs.2 as isize,
+                rhs.1 as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    }
+}
+
+/// Runs `f` on chunks of whole `width`-long rows of `data`, in parallel when there is enough
+/// work.
+fn rows_par(data: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
+    if data.len() < PARALLEL_MIN_ELEMENTS {
+        f(data);
+    } else {
+        let rows_per_task = (PARALLEL_MIN_ELEMENTS / 4 / width).max(1);
+        data.par_chunks_mut(rows_per_task * width).for_each(f);
+    }
+}
+
+fn layer_norm_rows(x: &mut [f32], width: usize, norm: &LayerNorm, eps: f32) {
+    rows_par(x, width, |rows| {
+        layer_norm(rows, width, &norm.weight, &norm.bias, eps)
+    });
+}
+
+// The vector kernels below are compiled once per instruction set and picked at run time
+// (multiversion), so the loops vectorise with AVX-512 or AVX2+FMA where the CPU has them
+// while the binary still runs on any x86-64. Everything they call is `inline(always)`, so it
+// is compiled into each version.
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn layer_norm(rows: &mut [f32], width: usize, weight: &[f32], bias: &[f32], eps: f32) {
+    let n = width as f32;
+    for row in rows.chunks_exact_mut(width) {
+        let mean = sum(row) / n;
+        let var = sum_sq_dev(row, mean) / n;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((x, w), b) in row.iter_mut().zip(weight).zip(bias) {
+            *x = (*x - mean) * inv * w + b;
+        }
+    }
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn gelu_erf_all(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|v| *v = gelu_erf(*v));
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn gelu_tanh_all(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|v| *v = gelu_tanh(*v));
+}
+
+fn activate(x: &mut [f32], activation: HiddenAct) {
+    rows_par(x, 256, |chunk| match activation {
+        HiddenAct::Gelu => gelu_erf_all(chunk),
+        HiddenAct::GeluApproximate => gelu_tanh_all(chunk),
+        HiddenAct::Relu => chunk.iter_mut().for_each(|v| *v = v.max(0.0)),
+    });
+}
+
+/// Sixteen running sums, so the compiler can keep them in vector registers.
+#[inline(always)]
+fn sum(xs: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in &mut chunks {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *l += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+#[inline(always)]
+fn sum_sq_dev(xs: &[f32], mean: f32) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in &mut chunks {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *l += (x - mean) * (x - mean);
+        }
+    }
+    lanes.iter().sum::<f32>()
+        + chunks
+            .remainder()
+            .iter()
+            .map(|x| (x - mean) * (x - mean))
+            .sum::<f32>()
+}
+
+#[inline(always)]
+fn max(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in &mut chunks {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *l = l.max(*x);
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+}
+
+/// Softmax of every `width`-long row of attention scores, in place.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn softmax_rows(rows: &mut [f32], width: usize) {
+    for row in rows.chunks_exact_mut(width) {
+        let top = max(row);
+        row.iter_mut().for_each(|x| *x = exp(*x - top));
+        let scale = 1.0 / sum(row);
+        row.iter_mut().for_each(|x| *x *= scale);
+    }
+}
+
+/// e^x for x in f32's range, within 2 ulp: x = n·ln2 + r, e^r by Cephes' polynomial, 2^n
+/// through the exponent bits. Branch-free, so loops over it vectorise.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let e_r = p * r * r + r + 1.0;
+    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// GELU with the exact (erf) normal CDF: x·Φ(x). Φ comes from erfc by Abramowitz and
+/// Stegun 7.1.26 (absolute error ≤ 1.5e-7), taken on |x| so that the tail does not cancel.
+#[inline(always)]
+fn gelu_erf(x: f32) -> f32 {
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_72) * t
+        + 0.254_829_6)
+        * t;
+    let erfc = poly * exp(-z * z);
+    // Φ(x) = 1 - erfc(z)/2 for x ≥ 0, erfc(z)/2 below.
+    let phi = if x >= 0.0 {
+        1.0 - 0.5 * erfc
+    } else {
+        0.5 * erfc
+    };
+    x * phi
+}
+
+/// GELU's tanh approximation (`gelu_new` in transformers).
+#[inline(always)]
+fn gelu_tanh(x: f32) -> f32 {
+    let inner = 0.797_884_6 * (x + 0.044_715 * x * x * x);
+    // tanh(u) = 1 - 2/(e^{2u} + 1)
+    let tanh = 1.0 - 2.0 / (exp(2.0 * inner) + 1.0);
+    0.5 * x * (1.0 + tanh)
+}
+
+/// Mean of `rows` (`len × width`), scaled to unit length.
+fn mean_normalised(rows: &[f32], width: usize) -> Vec<f32> {
+    let count = (rows.len() / width).max(1) as f32;
+    let mut mean = vec![0.0f32; width];
+    for row in rows.chunks_exact(width) {
+        mean.iter_mut().zip(row).for_each(|(m, x)| *m += x);
+    }
+    mean.iter_mut().for_each(|m| *m /= count);
+    let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    mean.iter_mut().for_each(|m| *m /= norm);
+    mean
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_the_standard_library() {
+        let mut worst = 0.0f32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let rel = ((exp(x) - x.exp()) / x.exp()).abs();
+            worst = worst.max(rel);
+            x += 0.0137;
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+    }
+
+    #[test]
+    fn gelu_matches_the_erf_definition() {
+        // Φ(x) by a slow but precise series of erf, in f64.
+        fn erf(x: f64) -> f64 {
+            let mut sum = 0.0;
+            let mut term = x;
+            for n in 0..200 {
+                sum += term / (2 * n + 1) as f64;
+                term *= -x * x / (n + 1) as f64;
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        }
+        let mut x = -6.0f32;
+        while x < 6.0 {
+            let exact = 0.5 * x as f64 * (1.0 + erf(x as f64 / std::f64::consts::SQRT_2));
+            let err = (gelu_erf(x) as f64 - exact).abs();
+            assert!(
+                err < 5e-7 * (1.0 + x.abs() as f64),
+                "gelu({x}) off by {err}"
+            );
+            x += 0.01;
+        }
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_keep_order() {
+        let mut row = vec![1.0, 3.0, -2.0, 0.5, 80.0, -80.0];
+        softmax_rows(&mut row, 6);
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(row[4] > 0.999 && row[5] >= 0.0);
+        assert!(row[1] > row[0] && row[0] > row[3] && row[3] > row[2]);
+    }
+
+    #[test]
+    fn products_match_a_naive_loop_for_every_stride_used() {
+        let (m, n, k) = (7, 5, 3);
+        let lhs: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let rhs_t: Vec<f32> = (0..n * k).map(|i| (i as f32).sin()).collect(); // n × k
+        let mut expected = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                expected[i * n + j] = (0..k).map(|l| lhs[i * k + l] * rhs_t[j * k + l]).sum();
+            }
+        }
+        // rhs read transposed through its strides (as attention reads K), overwriting dst.
+        let mut dst = vec![9.0f32; m * n];
+        Product { m, n, k }.run(&mut dst, n, (&lhs, k, 1), (&rhs_t, 1, k), false, false);
+        for (a, b) in dst.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        // Accumulating onto what is there, as the linear layers add bias and residual.
+        let mut dst = vec![1.0f32; m * n];
+        Product { m, n, k }.run(&mut dst, n, (&lhs, k, 1), (&rhs_t, 1, k), true, true);
+        for (a, b) in dst.iter().zip(&expected) {
+            assert!((a - (b + 1.0)).abs() < 1e-5, "{a} vs {}", b + 1.0);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "lhs too small")]
+    fn a_product_past_its_operand_panics_instead_of_reading_out_of_bounds() {
+        let mut dst = vec![0.0f32; 4];
+        Product { m: 2, n: 2, k: 3 }.run(
+            &mut dst,
+            2,
+            (&[1.0; 5], 3, 1),
+            (&[1.0; 6], 2, 1),
+            false,
+            false,
+        );
+    }
+}
