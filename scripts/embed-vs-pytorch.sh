@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# shelf's candle BERT against sentence-transformers on PyTorch: the same model files, the same
+# shelf's BERT forward pass against sentence-transformers on PyTorch: the same model files, the same
 # texts, the same thread count and batch sizes, interleaved in one run so that machine noise
 # hits both alike. Prints one JSON line per measurement and a table of sentences/s with the
 # ratio shelf / PyTorch (the median of --rounds rounds).
 #
-#   scripts/embed-vs-pytorch.sh [--install] [--threads 2] [--seconds 8] [--rounds 3]
+#   scripts/embed-vs-pytorch.sh [--install] [--q8] [--threads 2] [--seconds 8] [--rounds 3]
 #
 #   --install   create the venv (sentence-transformers and torch from PyPI) if it is missing
+#   --q8        also measure shelf with --quantize q8 (a third column)
 #   --threads N threads for both engines (RAYON_NUM_THREADS for candle, torch.set_num_threads
 #               and OMP/MKL threads for PyTorch); default 2
 #   --seconds S seconds per measurement; default 8
@@ -18,10 +19,11 @@
 #   SHELF_MODEL_DIR   the model directory both engines load (default: shelf's model cache)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-threads=2 seconds=8 rounds=3 install=0
+threads=2 seconds=8 rounds=3 install=0 q8=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --install) install=1 ;;
+    --q8) q8=1 ;;
     --threads) threads="$2"; shift ;;
     --seconds) seconds="$2"; shift ;;
     --rounds) rounds="$2"; shift ;;
@@ -78,6 +80,10 @@ for round in $(seq "$rounds"); do
     for batch in 1 32; do
       RAYON_NUM_THREADS="$threads" "$shelf" bench embed --model-dir "$model" --texts "$texts" \
         --batch "$batch" --seconds "$seconds" | tee -a "$results"
+      if [ "$q8" = 1 ]; then
+        RAYON_NUM_THREADS="$threads" "$shelf" bench embed --model-dir "$model" --texts "$texts" \
+          --batch "$batch" --seconds "$seconds" --quantize q8 | tee -a "$results"
+      fi
       OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" "$venv/bin/python" "$work/st.py" \
         "$threads" "$model" "$work/$texts.txt" "$texts" "$batch" "$seconds" 2>/dev/null | tee -a "$results"
     done
@@ -87,12 +93,19 @@ done
 python3 - "$results" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print("\n| texts | batch | shelf (sentences/s) | PyTorch (sentences/s) | shelf / PyTorch |")
-print("|---|---|---|---|---|")
+engine = lambda r: r["engine"] + ("-q8" if r.get("quantize") == "q8" else "")
+q8 = any(engine(r) == "shelf-q8" for r in rows)
+extra_head, extra_rule = (" shelf q8 (sentences/s) | q8 / PyTorch |", "---|---|") if q8 else ("", "")
+print(f"\n| texts | batch | shelf (sentences/s) | PyTorch (sentences/s) | shelf / PyTorch |{extra_head}")
+print(f"|---|---|---|---|---|{extra_rule}")
 for texts in ["queries", "titles", "descriptions"]:
     for batch in [1, 32]:
         med = lambda e: statistics.median(r["sentences_per_s"] for r in rows
-                                          if r["engine"] == e and r["texts"] == texts and r["batch"] == batch)
+                                          if engine(r) == e and r["texts"] == texts and r["batch"] == batch)
         s, p = med("shelf"), med("pytorch")
-        print(f"| {texts} | {batch} | {s:.1f} | {p:.1f} | {s / p:.2f}x |")
+        line = f"| {texts} | {batch} | {s:.1f} | {p:.1f} | {s / p:.2f}x |"
+        if q8:
+            s8 = med("shelf-q8")
+            line += f" {s8:.1f} | {s8 / p:.2f}x |"
+        print(line)
 PY

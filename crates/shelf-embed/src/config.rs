@@ -84,6 +84,11 @@ pub struct EmbedConfig {
     pub device: DevicePreference,
     /// Precision of the linear layers' weights (CPU only).
     pub quantization: Quantization,
+    /// How long the [`crate::Embedder`] worker may hold a pass open for more requests, once
+    /// requests have started to queue behind each other: it waits until `batch_size` texts
+    /// are queued or this much time has passed. Zero (the default) never waits; at low load
+    /// it never waits either, so a lone query pays nothing.
+    pub batch_wait: std::time::Duration,
 }
 
 impl Default for EmbedConfig {
@@ -95,6 +100,7 @@ impl Default for EmbedConfig {
             max_text_bytes: 256 * 1024,
             device: DevicePreference::Auto,
             quantization: Quantization::None,
+            batch_wait: std::time::Duration::ZERO,
         }
     }
 }
@@ -115,6 +121,12 @@ impl EmbedConfig {
             if n == 0 {
                 return bad("fixed padding length must be at least 1".into());
             }
+        }
+        if self.batch_wait > std::time::Duration::from_secs(1) {
+            return bad(format!(
+                "batch_wait must be at most 1 s (got {:?})",
+                self.batch_wait
+            ));
         }
         if self.max_text_bytes == 0 {
             return bad("max_text_bytes must be at least 1".into());

@@ -1,12 +1,14 @@
 //! The embedding worker: a dedicated OS thread owns the model and serves requests from a
-//! bounded channel, coalescing queued requests into shared batches; replies go back on
-//! oneshot channels.
+//! bounded channel, coalescing queued requests into shared batches (with a short bounded
+//! wait once requests queue up); replies go back on oneshot channels.
 
 use crate::{EmbedConfig, EmbedError, SentenceEncoder};
 use shelf_types::{BoxFuture, Embedding, TextEmbedder};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Requests waiting for the worker before callers feel backpressure.
@@ -36,6 +38,7 @@ struct Info {
 pub struct Embedder {
     tx: mpsc::Sender<Job>,
     info: Arc<Info>,
+    passes: Arc<AtomicU64>,
 }
 
 impl Embedder {
@@ -44,9 +47,11 @@ impl Embedder {
     pub fn spawn(dir: PathBuf, config: EmbedConfig) -> Result<Self, EmbedError> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let passes = Arc::new(AtomicU64::new(0));
+        let worker_passes = Arc::clone(&passes);
         std::thread::Builder::new()
             .name("shelf-embed".into())
-            .spawn(move || match SentenceEncoder::load(&dir, config) {
+            .spawn(move || match SentenceEncoder::load(&dir, config.clone()) {
                 Ok(encoder) => {
                     let info = Info {
                         model_id: encoder.model_id().to_owned(),
@@ -55,7 +60,11 @@ impl Embedder {
                         device: format!("{:?}", encoder.device()),
                     };
                     if ready_tx.send(Ok(info)).is_ok() {
-                        serve(&encoder, rx);
+                        let coalescing = Coalescing {
+                            wait: config.batch_wait,
+                            target_texts: config.batch_size.min(MAX_COALESCED_TEXTS),
+                        };
+                        serve(&encoder, rx, coalescing, &worker_passes);
                     }
                 }
                 Err(e) => {
@@ -70,6 +79,7 @@ impl Embedder {
         Ok(Self {
             tx,
             info: Arc::new(info),
+            passes,
         })
     }
 
@@ -116,6 +126,11 @@ impl Embedder {
         self.info.max_tokens
     }
 
+    /// Forward passes run so far: each serves every request it coalesced.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
+    }
+
     /// The device the model runs on, for logs.
     pub fn device(&self) -> &str {
         &self.info.device
@@ -142,12 +157,35 @@ impl TextEmbedder for Embedder {
     }
 }
 
-/// The worker loop: take a job, merge whatever else is queued, run, answer each job.
-fn serve(encoder: &SentenceEncoder, mut rx: mpsc::Receiver<Job>) {
+/// How the worker gathers a pass: everything already queued, and, once requests have been
+/// queueing behind each other, up to `wait` more for the pass to reach `target_texts`.
+#[derive(Clone, Copy, Debug)]
+struct Coalescing {
+    wait: Duration,
+    target_texts: usize,
+}
+
+/// The worker loop: take a job, merge whatever else is queued (waiting briefly under load),
+/// run, answer each job.
+fn serve(
+    encoder: &SentenceEncoder,
+    mut rx: mpsc::Receiver<Job>,
+    coalescing: Coalescing,
+    passes: &AtomicU64,
+) {
+    // Only for the bounded wait; the thread blocks on the channel otherwise.
+    let clock = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime with only a timer builds");
+    // Whether the last pass found other requests queued behind its first one.
+    let mut loaded = false;
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = Vec::new();
         let mut queued = 0;
         let mut next = Some(first);
+        let deadline =
+            (loaded && !coalescing.wait.is_zero()).then(|| Instant::now() + coalescing.wait);
         while let Some(job) = next.take() {
             // A bad request fails alone; it never spoils the batch it would have joined.
             if let Err(e) = encoder.validate_texts(&job.texts) {
@@ -156,13 +194,25 @@ fn serve(encoder: &SentenceEncoder, mut rx: mpsc::Receiver<Job>) {
                 queued += job.texts.len();
                 jobs.push(job);
             }
-            if queued < MAX_COALESCED_TEXTS {
-                next = rx.try_recv().ok();
+            if queued >= MAX_COALESCED_TEXTS {
+                break;
+            }
+            next = rx.try_recv().ok();
+            if next.is_none() && queued < coalescing.target_texts {
+                if let Some(deadline) = deadline {
+                    let deadline = tokio::time::Instant::from_std(deadline);
+                    next = clock
+                        .block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await })
+                        .ok()
+                        .flatten();
+                }
             }
         }
+        loaded = jobs.len() > 1;
         if jobs.is_empty() {
             continue;
         }
+        passes.fetch_add(1, Ordering::Relaxed);
         let texts: Vec<&str> = jobs
             .iter()
             .flat_map(|j| j.texts.iter().map(String::as_str))

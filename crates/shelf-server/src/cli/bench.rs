@@ -127,13 +127,14 @@ fn embed_bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
                 "sentences": sentences, "seconds": round(seconds),
                 "sentences_per_s": round(sentences as f64 / seconds),
                 "threads": candle_threads(), "device": embedder.device(),
+                "quantize": format!("{:?}", args.model.quantize).to_lowercase(),
             })
         );
     }
     Ok(())
 }
 
-/// The threads candle's CPU kernels use (`RAYON_NUM_THREADS`, else every core).
+/// The threads the CPU forward pass uses: rayon's pool (`RAYON_NUM_THREADS`, else every core).
 fn candle_threads() -> usize {
     std::env::var("RAYON_NUM_THREADS")
         .ok()

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use shelf_embed::{DevicePreference, EmbedConfig, Embedder, ModelLocator, Padding};
+use shelf_embed::{DevicePreference, EmbedConfig, Embedder, ModelLocator, Padding, Quantization};
 use std::path::PathBuf;
 
 /// Where the model is and how it runs.
@@ -36,9 +36,16 @@ pub struct ModelArgs {
     #[arg(long, env = "SHELF_MAX_TOKENS")]
     pub max_tokens: Option<usize>,
 
-    /// Pad each batch to its longest text (`longest`), or every text to N tokens (`fixed:N`).
+    /// On CUDA, pad each batch to its longest text (`longest`), or every text to N tokens
+    /// (`fixed:N`). The CPU forward pass never pads; the vectors are the same either way.
     #[arg(long, env = "SHELF_PADDING", default_value = "longest", value_parser = parse_padding)]
     pub padding: Padding,
+
+    /// Weights of the linear layers: `none` (32-bit floats, as trained) or `q8` (8-bit blocks,
+    /// GGML's Q8_0; faster on the CPU, cosine to the f32 vectors ≥ 0.995). CPU only. The
+    /// model id stays the same, so q8 and f32 vectors can share an index.
+    #[arg(long, env = "SHELF_QUANTIZE", default_value = "none")]
+    pub quantize: Quantization,
 
     /// Longest accepted text in bytes; longer texts are rejected with an error.
     #[arg(long, env = "SHELF_MAX_TEXT_BYTES", default_value_t = 256 * 1024)]
@@ -48,6 +55,16 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Finds the model and starts its worker thread.
     pub fn start(&self, batch_size: usize) -> anyhow::Result<Embedder> {
+        self.start_waiting(batch_size, std::time::Duration::ZERO)
+    }
+
+    /// [`ModelArgs::start`] with a bounded wait for more requests once they queue up
+    /// (`EmbedConfig::batch_wait`).
+    pub fn start_waiting(
+        &self,
+        batch_size: usize,
+        batch_wait: std::time::Duration,
+    ) -> anyhow::Result<Embedder> {
         let mut locator = ModelLocator {
             explicit: self.model_dir.clone(),
             name: self.model_name.clone(),
@@ -64,6 +81,8 @@ impl ModelArgs {
             batch_size,
             max_text_bytes: self.max_text_bytes,
             device: self.device,
+            quantization: self.quantize,
+            batch_wait,
         };
         Embedder::spawn(dir.clone(), config)
             .with_context(|| format!("loading the model from {}", dir.display()))

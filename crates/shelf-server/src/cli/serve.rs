@@ -80,6 +80,11 @@ pub struct ServeArgs {
     /// Searches running at once; more are answered 429.
     #[arg(long, env = "SHELF_MAX_CONCURRENT_SEARCHES", default_value_t = 64)]
     pub max_concurrent_searches: usize,
+    /// Once uncached queries queue behind each other, how long (milliseconds) the query
+    /// model may hold a forward pass open for more of them (up to 32 per pass). An idle
+    /// server never waits. 0 turns the wait off; queued queries are still embedded together.
+    #[arg(long, env = "SHELF_QUERY_BATCH_WAIT_MS", default_value_t = 2)]
+    pub query_batch_wait_ms: u64,
 
     /// ANN candidates per retrieval list (query, and query+profile blend).
     #[arg(long, env = "SHELF_CANDIDATES", default_value_t = 100)]
@@ -262,7 +267,8 @@ pub fn open_app(args: &ServeArgs) -> anyhow::Result<Arc<App>> {
     let store = args.data.open_store()?;
     let streams = open_streams(args)?;
     // Queries get their own model worker so that catalog embedding never delays them.
-    let query_embedder = args.model.start(8)?;
+    let query_wait = std::time::Duration::from_millis(args.query_batch_wait_ms);
+    let query_embedder = args.model.start_waiting(32, query_wait)?;
     let item_embedder = args.model.start(32)?;
     let node = Node::open(config.node, store, streams, query_embedder, item_embedder)?;
     Ok(App::new(node, config.limits, config.api_keys))
