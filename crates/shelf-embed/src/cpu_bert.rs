@@ -239,6 +239,9 @@ impl CpuBert {
         batch: &[&(Vec<u32>, Vec<u32>)],
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let hidden = self.hidden;
+        if batch.iter().all(|(ids, _)| ids.is_empty()) {
+            return Ok(vec![vec![0.0; hidden]; batch.len()]);
+        }
         let mut spans = Vec::with_capacity(batch.len());
         let mut tokens = 0;
         for (ids, _) in batch {
@@ -311,7 +314,7 @@ impl CpuBert {
             .par_chunks_mut(tokens * head_dim)
             .enumerate()
             .for_each_init(Vec::new, |scores, (head, out)| {
-                for &(start, len) in spans {
+                for &(start, len) in spans.iter().filter(|&&(_, len)| len > 0) {
                     scores.resize(len * len, 0.0);
                     let base = start * stride + head * head_dim;
                     let q = &qkv[base..];

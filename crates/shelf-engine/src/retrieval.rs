@@ -5,7 +5,7 @@
 use crate::explore::Explorer;
 use crate::query_cache::QueryCache;
 use crate::EngineError;
-use shelf_store::{DecayConfig, Impression, ImpressionItem, Profile, Store, TopList};
+use shelf_store::{DecayConfig, Impression, ImpressionItem, ItemStats, Profile, Store, TopList};
 use shelf_types::{
     Contribution, Features, Item, ItemAttributes, ItemId, Ranker, SearchFilter, TextEmbedder,
     UserId, VectorIndex,
@@ -332,9 +332,15 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         let query_terms = query.map(terms).unwrap_or_default();
         let ranker = self.ranker();
         let mut ranked = Vec::with_capacity(candidates.len());
-        for candidate in candidates {
-            let id = candidate.id.as_str();
-            let (Some(item), Some(vector)) = (self.store.item(id)?, self.store.vector(id)?) else {
+        let ids: Vec<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
+        let rows = self.store.candidates(&ids)?;
+        for (candidate, row) in candidates.into_iter().zip(rows) {
+            let Some(shelf_store::Candidate {
+                item,
+                vector,
+                stats,
+            }) = row
+            else {
                 continue; // deleted since the index answered (or since it was co-visited)
             };
             let from_ann = candidate.sources.contains(Source::Query)
@@ -345,6 +351,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             let (features, clicks_impressions) = self.features(
                 &item,
                 &vector.vector,
+                stats.as_ref(),
                 query_vector.as_ref().map(|v| v.as_slice()),
                 &query_terms,
                 profile.as_ref(),
@@ -352,7 +359,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 candidate.stage1_rank,
                 &behaviour,
                 now_ms,
-            )?;
+            );
             let score = ranker.score(&features);
             ranked.push(RankedItem {
                 id: candidate.id,
@@ -599,6 +606,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         &self,
         item: &Item,
         vector: &[f32],
+        stats: Option<&ItemStats>,
         query: Option<&[f32]>,
         query_terms: &[String],
         profile: Option<&Profile>,
@@ -606,14 +614,11 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         stage1_rank: usize,
         behaviour: &Behaviour,
         now_ms: i64,
-    ) -> Result<(Features, (f64, f64)), EngineError> {
-        let stats = self.store.item_stats(item.id.as_str())?;
-        let counts = stats
-            .as_ref()
-            .map_or((0.0, 0.0), |s| (s.clicks, s.impressions));
+    ) -> (Features, (f64, f64)) {
+        let counts = stats.map_or((0.0, 0.0), |s| (s.clicks, s.impressions));
         let decay = &self.config.decay;
-        let ctr = stats.as_ref().map_or(decay.prior_ctr, |s| s.ctr(decay));
-        let engagement = stats.as_ref().map_or(0.0, |s| {
+        let ctr = stats.map_or(decay.prior_ctr, |s| s.ctr(decay));
+        let engagement = stats.map_or(0.0, |s| {
             let w = &decay.weights;
             s.views * w.view
                 + s.clicks * w.click
@@ -631,7 +636,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             }
             _ => 0.0,
         };
-        Ok((
+        (
             [
                 query.map_or(0.0, |q| dot(q, vector)),
                 profile_vector.map_or(0.0, |p| dot(p, vector)),
@@ -646,7 +651,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 behaviour.trending(item.id.as_str()),
             ],
             counts,
-        ))
+        )
     }
 }
 

@@ -942,6 +942,20 @@ impl Node {
         Ok(true)
     }
 
+    /// Item records in the embedded item log not yet applied (embedded and indexed); `None`
+    /// on Fluvio, whose lag is read from the cluster.
+    pub fn pending_items(&self) -> Option<u64> {
+        match &self.transport {
+            Transport::Embedded { items, .. } => Some(
+                items
+                    .next_offset()
+                    .saturating_sub(self.store.offset(ITEM_JOB).unwrap_or(0)),
+            ),
+            #[cfg(feature = "fluvio")]
+            Transport::Fluvio { .. } => None,
+        }
+    }
+
     /// Item records ever appended to the embedded item log (its next offset; 0 on Fluvio).
     pub fn items_appended_ever(&self) -> u64 {
         match &self.transport {

@@ -882,7 +882,7 @@ async fn health(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
 
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses(
-        (status = 200, description = "the index is loaded and every background job is running"),
+        (status = 200, description = "the index is loaded and every background job is running: searches are answered. `status` is `indexing` while item records wait in the log to be embedded (`pending_items`), else `ready`"),
         (status = 503, body = ErrorBody, description = "the index is still loading, or a job is down (the message names it and its last error)"),
     ))]
 async fn ready(State(app): State<Arc<App>>) -> ApiResult<Json<serde_json::Value>> {
@@ -905,9 +905,14 @@ async fn ready(State(app): State<Arc<App>>) -> ApiResult<Json<serde_json::Value>
             format!("{}; it is restarted with backoff", reasons.join("; ")),
         ));
     }
-    Ok(Json(
-        serde_json::json!({ "status": "ready", "items": retriever.index().len() }),
-    ))
+    // Searches are answered while the catalogue is still being embedded; say so.
+    let pending = app.node.pending_items().unwrap_or(0);
+    let status = if pending > 0 { "indexing" } else { "ready" };
+    Ok(Json(serde_json::json!({
+        "status": status,
+        "items": retriever.index().len(),
+        "pending_items": pending,
+    })))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",

@@ -24,12 +24,19 @@ async fn wait_for_items(s: &common::TestServer, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let (status, body) = s.call(Method::GET, "/ready", None).await;
-        if status == StatusCode::OK && body["items"].as_u64() == Some(n) {
+        if status == StatusCode::OK
+            && body["items"].as_u64() == Some(n)
+            && body["status"] == "ready"
+        {
+            assert_eq!(body["pending_items"], 0, "{body}");
             return;
+        }
+        if status == StatusCode::OK && body["status"] == "indexing" {
+            assert!(body["pending_items"].as_u64().unwrap() > 0, "{body}");
         }
         assert!(
             Instant::now() < deadline,
-            "index never reached {n} items: {body}"
+            "index never reached {n} items with nothing pending: {body}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

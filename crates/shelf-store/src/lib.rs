@@ -15,6 +15,14 @@ pub use keys::KEY_VERSION;
 pub use profile::{DecayConfig, ItemFacts, KindCounts, KindWeights, Profile, RecentItem};
 pub use stats::{Counter, ItemStats, ItemWindow};
 
+/// One re-rank candidate as stored: see [`Store::candidates`].
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub item: Item,
+    pub vector: StoredVector,
+    pub stats: Option<ItemStats>,
+}
+
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
     WriteOptions, DB,
@@ -256,6 +264,40 @@ impl Store {
         self.get_raw(ITEM_VECTORS, &keys::id_key(id))?
             .map(|v| codec::decode_vector(&v))
             .transpose()
+    }
+
+    /// What the re-ranker reads of each candidate (the item, its vector and its stats), for
+    /// all of them at once: one batched multi-get per column family instead of three point
+    /// reads per candidate. `None` where the item or its vector is missing (deleted since the
+    /// index answered).
+    pub fn candidates(&self, ids: &[&str]) -> Result<Vec<Option<Candidate>>, StoreError> {
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| keys::id_key(id)).collect();
+        let read = |cf: &str| -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+            let Some(handle) = self.db.cf_handle(cf) else {
+                return Ok(vec![None; keys.len()]);
+            };
+            self.db
+                .batched_multi_get_cf(handle, &keys, false)
+                .into_iter()
+                .map(|r| Ok(r?.map(|slice| slice.to_vec())))
+                .collect()
+        };
+        let (items, vectors, stats) = (read(ITEMS)?, read(ITEM_VECTORS)?, read(ITEM_STATS)?);
+        items
+            .into_iter()
+            .zip(vectors)
+            .zip(stats)
+            .map(|((item, vector), stats)| {
+                let (Some(item), Some(vector)) = (item, vector) else {
+                    return Ok(None);
+                };
+                Ok(Some(Candidate {
+                    item: codec::decode(&item, "item")?,
+                    vector: codec::decode_vector(&vector)?,
+                    stats: stats.map(|s| codec::decode(&s, "item stats")).transpose()?,
+                }))
+            })
+            .collect()
     }
 
     /// The item-log offset at which `id` was deleted, if it was and has not come back.
@@ -682,6 +724,52 @@ impl StoreBatch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidates_are_read_in_order_with_missing_ones_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let item = |id: &str| -> Item {
+            serde_json::from_value(serde_json::json!({ "id": id, "title": format!("title {id}") }))
+                .unwrap()
+        };
+        let vector = |x: f32| StoredVector {
+            model_id: "m".into(),
+            text_hash: 1,
+            vector: vec![x, 1.0 - x],
+        };
+        let mut batch = store.batch();
+        batch.put_item(&item("a"), &vector(0.25));
+        batch.put_item(&item("b"), &vector(0.5));
+        batch.put_item(&item("c"), &vector(0.75));
+        batch.put_item_stats(&ItemStats {
+            item_id: "b".into(),
+            last_ts_ms: 5,
+            impressions: 10.0,
+            views: 3.0,
+            clicks: 2.0,
+            carts: 0.0,
+            purchases: 1.0,
+        });
+        batch.delete_item("c", 9);
+        store.commit(batch).unwrap();
+
+        let rows = store.candidates(&["b", "missing", "a", "c"]).unwrap();
+        assert_eq!(rows.len(), 4);
+        let b = rows[0].as_ref().unwrap();
+        assert_eq!(b.item, item("b"));
+        assert_eq!(b.vector.vector, vec![0.5, 0.5]);
+        assert_eq!(b.stats.as_ref().unwrap().clicks, 2.0);
+        assert!(rows[1].is_none(), "never stored");
+        let a = rows[2].as_ref().unwrap();
+        assert_eq!(a.item, item("a"));
+        assert!(a.stats.is_none());
+        assert!(rows[3].is_none(), "deleted");
+        // The same as the point reads it replaces.
+        assert_eq!(Some(b.item.clone()), store.item("b").unwrap());
+        assert_eq!(b.stats, store.item_stats("b").unwrap());
+        assert!(store.candidates(&[]).unwrap().is_empty());
+    }
 
     #[test]
     fn expiry_removes_old_impressions_in_bounded_batches() {

@@ -699,7 +699,33 @@ fn search_body(
 #[derive(Default)]
 struct Tally {
     latencies: Vec<f64>,
+    /// The server's own stage timings of each answer (`timings`: embed, ann, rerank), ms.
+    stages: [Vec<f64>; 3],
     errors: u64,
+}
+
+impl Tally {
+    /// Counts one answer: its latency as the client saw it and the server's stage timings.
+    fn answered(&mut self, ms: f64, body: &serde_json::Value) {
+        self.latencies.push(ms);
+        for (stage, name) in self
+            .stages
+            .iter_mut()
+            .zip(["embed_ms", "ann_ms", "rerank_ms"])
+        {
+            if let Some(t) = body["timings"][name].as_f64() {
+                stage.push(t);
+            }
+        }
+    }
+
+    fn extend(&mut self, other: Tally) {
+        self.latencies.extend(other.latencies);
+        for (mine, theirs) in self.stages.iter_mut().zip(other.stages) {
+            mine.extend(theirs);
+        }
+        self.errors += other.errors;
+    }
 }
 
 fn report(
@@ -710,6 +736,10 @@ fn report(
     cache: ((u64, u64), (u64, u64)),
 ) {
     tally.latencies.sort_by(f64::total_cmp);
+    for stage in &mut tally.stages {
+        stage.sort_by(f64::total_cmp);
+    }
+    let [embed, ann, rerank] = &tally.stages;
     let l = &tally.latencies;
     let mut line = serde_json::json!({
         "bench": "search", "mode": mode,
@@ -719,6 +749,12 @@ fn report(
         "p99_ms": round(percentile(l, 0.99)), "max_ms": round(l.last().copied().unwrap_or(f64::NAN)),
         "query_cache_hits": cache.1 .0.saturating_sub(cache.0 .0),
         "query_cache_misses": cache.1 .1.saturating_sub(cache.0 .1),
+        "server_embed_p50_ms": round(percentile(embed, 0.5)),
+        "server_embed_p99_ms": round(percentile(embed, 0.99)),
+        "server_ann_p50_ms": round(percentile(ann, 0.5)),
+        "server_ann_p99_ms": round(percentile(ann, 0.99)),
+        "server_rerank_p50_ms": round(percentile(rerank, 0.5)),
+        "server_rerank_p99_ms": round(percentile(rerank, 0.99)),
     });
     if let (Some(obj), Some(extra)) = (line.as_object_mut(), label.as_object()) {
         obj.extend(extra.clone());
@@ -754,8 +790,8 @@ async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
                     let body = search_body(&mut rng, &users, &args, &queries);
                     let t = Instant::now();
                     match api.call(Method::POST, "/v1/search", Some(body)).await {
-                        Ok((StatusCode::OK, _)) => {
-                            tally.latencies.push(t.elapsed().as_secs_f64() * 1e3)
+                        Ok((StatusCode::OK, body)) => {
+                            tally.answered(t.elapsed().as_secs_f64() * 1e3, &body)
                         }
                         _ => tally.errors += 1,
                     }
@@ -765,9 +801,7 @@ async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
         }
         let mut total = Tally::default();
         for w in workers {
-            let t = w.await?;
-            total.latencies.extend(t.latencies);
-            total.errors += t.errors;
+            total.extend(w.await?);
         }
         let seconds = started.elapsed().as_secs_f64();
         let cache = (cache_before, cache_counts(&api).await?);
@@ -795,7 +829,9 @@ async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
             let api = Arc::clone(&api);
             handles.push(tokio::spawn(async move {
                 match api.call(Method::POST, "/v1/search", Some(body)).await {
-                    Ok((StatusCode::OK, _)) => Some(scheduled.elapsed().as_secs_f64() * 1e3),
+                    Ok((StatusCode::OK, body)) => {
+                        Some((scheduled.elapsed().as_secs_f64() * 1e3, body))
+                    }
                     _ => None,
                 }
             }));
@@ -803,7 +839,7 @@ async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
         let mut tally = Tally::default();
         for h in handles {
             match h.await? {
-                Some(ms) => tally.latencies.push(ms),
+                Some((ms, body)) => tally.answered(ms, &body),
                 None => tally.errors += 1,
             }
         }
