@@ -708,11 +708,7 @@ impl Tally {
     /// Counts one answer: its latency as the client saw it and the server's stage timings.
     fn answered(&mut self, ms: f64, body: &serde_json::Value) {
         self.latencies.push(ms);
-        for (stage, name) in self
-            .stages
-            .iter_mut()
-            .zip(["embed_ms", "ann_ms", "rerank_ms"])
-        {
+        for (stage, name) in self.stages.iter_mut().zip(["embed", "ann", "rerank"]) {
             if let Some(t) = body["timings"][name].as_f64() {
                 stage.push(t);
             }
