@@ -19,7 +19,7 @@ run: model
 test: model
 	cargo test --workspace --all-targets $(FEATURES)
 	cargo test --workspace --doc $(FEATURES)
-	scripts/fluvio-local.sh run -- cargo test -p shelf-server $(FEATURES) --test fluvio -- --ignored --test-threads 1
+	scripts/fluvio-local.sh run -- cargo test --workspace $(FEATURES) --test fluvio -- --ignored --test-threads 1
 	cargo test --manifest-path udfs/Cargo.toml --workspace
 
 bench: model
