@@ -250,11 +250,11 @@ impl CpuBert {
         }
         let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let s = &mut *guard;
-        resize(&mut s.x, tokens * hidden);
-        resize(&mut s.qkv, tokens * 3 * hidden);
-        resize(&mut s.by_head, tokens * hidden);
-        resize(&mut s.context, tokens * hidden);
-        resize(&mut s.inner, tokens * self.intermediate);
+        s.x.resize(tokens * hidden, 0.0);
+        s.qkv.resize(tokens * 3 * hidden, 0.0);
+        s.by_head.resize(tokens * hidden, 0.0);
+        s.context.resize(tokens * hidden, 0.0);
+        s.inner.resize(tokens * self.intermediate, 0.0);
 
         self.embeddings(batch, &mut s.x)?;
         for layer in &self.layers {
@@ -379,10 +379,6 @@ fn table_row<'a>(
     })
 }
 
-fn resize(buffer: &mut Vec<f32>, len: usize) {
-    buffer.resize(len, 0.0);
-}
-
 impl Linear {
     fn new(
         inputs: usize,
@@ -443,7 +439,7 @@ impl Linear {
                 product.run(out, n, (&x[..rows * k], k, 1), (w, n, 1), true, true);
             }
             Weights::Q8(blocks) => {
-                resize(product, rows * n);
+                product.resize(rows * n, 0.0);
                 k_quants::matmul((rows, k, n), &x[..rows * k], blocks, product)
                     .expect("shapes are checked at load");
                 let product = &product[..rows * n];
