@@ -643,18 +643,24 @@ fn softmax_rows(rows: &mut [f32], width: usize) {
 }
 
 /// e^x for x in f32's range, within 2 ulp: x = n·ln2 + r, e^r by Cephes' polynomial, 2^n
-/// through the exponent bits. Branch-free, so loops over it vectorise.
+/// through the exponent bits. Branch-free and free of float-to-int conversions (Rust's
+/// saturating `as i32` does not vectorise): adding 1.5·2²³ rounds x·log2(e) to the nearest
+/// integer n and leaves n in the low bits of the sum's mantissa.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5·2²³
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
         + 0.5;
     let e_r = p * r * r + r + 1.0;
-    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // The sum's bits are ROUND's plus n; n + 127 is 2^n's biased exponent (1..=254 here).
+    let biased = shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    e_r * f32::from_bits(biased << 23)
 }
 
 /// GELU with the exact (erf) normal CDF: x·Φ(x). Φ comes from erfc by Abramowitz and
