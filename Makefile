@@ -8,7 +8,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/shelf/target
 FEATURES := --features shelf-server/fluvio
 
-.PHONY: model run test bench lint
+.PHONY: model run test check-cuda bench lint
 
 model:
 	scripts/fetch-model.sh
@@ -21,6 +21,26 @@ test: model
 	cargo test --workspace --doc $(FEATURES)
 	scripts/fluvio-local.sh run -- cargo test --workspace $(FEATURES) --test fluvio -- --ignored --test-threads 1
 	cargo test --manifest-path udfs/Cargo.toml --workspace
+
+# The `cuda` build, type-checked on a machine without a GPU or a system CUDA install
+# (scripts/cuda-toolkit.sh brings nvcc 13.4 from PyPI): the real binary with candle's kernels
+# compiled for CUDA_COMPUTE_CAP 80 (Ampere), and shelf-embed, the crate with the CUDA code,
+# with them compiled for 90 (Hopper). Only a check: candle-core 0.11 links libcuda, cuBLAS,
+# cuRAND and NVRTC, which come with the NVIDIA driver and ~700 MB of wheels. A check links
+# nothing, so RocksDB's C++ is not needed either: ROCKSDB_LIB_DIR names an empty directory
+# and librocksdb-sys skips compiling it. Their own target directories keep each
+# architecture's kernels cached; the host-side features differ from the test build's, which
+# would rebuild RocksDB in the shared one. CUDAFORGE_THREADS: candle-kernels' build runs its
+# nvcc jobs on half the cores by default (one, on two).
+CUDA_TARGET_DIR ?= $(HOME)/.cache/shelf/target-cuda
+check-cuda: export CUDAFORGE_THREADS ?= $(shell nproc)
+check-cuda:
+	mkdir -p $(CUDA_TARGET_DIR)/no-rocksdb
+	CUDA_COMPUTE_CAP=80 CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) \
+	  ROCKSDB_LIB_DIR=$(CUDA_TARGET_DIR)/no-rocksdb scripts/cuda-toolkit.sh run -- \
+	  cargo check --locked -p shelf-server --bin shelf --features fluvio,cuda
+	CUDA_COMPUTE_CAP=90 CARGO_TARGET_DIR=$(CUDA_TARGET_DIR)-sm90 scripts/cuda-toolkit.sh run -- \
+	  cargo check --locked -p shelf-embed --all-targets --features cuda
 
 bench: model
 	cargo bench -p shelf-embed --bench embed

@@ -1,7 +1,7 @@
 //! Bad input and broken model directories give clear errors, never panics.
 
 use crate::{encoder, model_dir};
-use shelf_embed::{EmbedConfig, EmbedError, SentenceEncoder};
+use shelf_embed::{DevicePreference, EmbedConfig, EmbedError, SentenceEncoder};
 use std::path::Path;
 
 #[test]
@@ -114,4 +114,41 @@ fn out_of_range_settings_are_rejected() {
         err.to_string().contains("max_position_embeddings 512"),
         "{err}"
     );
+}
+
+/// Without a usable GPU (none here; CI type-checks and tests the `cuda` build on machines
+/// without one), `cuda` is an error that names the device and why, and `auto` runs on the CPU.
+#[test]
+fn cuda_without_a_gpu_is_an_error_and_auto_falls_back_to_the_cpu() {
+    if Path::new("/dev/nvidia0").exists() {
+        eprintln!("skipped: this machine has an NVIDIA GPU (scripts/gpu-check.sh covers it)");
+        return;
+    }
+    let cuda = EmbedConfig {
+        device: DevicePreference::Cuda(0),
+        ..EmbedConfig::default()
+    };
+    let err = SentenceEncoder::load(&model_dir(), cuda).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(err, EmbedError::Device { ref requested, .. } if requested == "cuda:0"),
+        "{message}"
+    );
+    if cfg!(feature = "cuda") {
+        // Either a CUDA library is missing, or the driver is there and finds no device.
+        assert!(
+            message.contains("libcuda.so") || message.contains("CUDA"),
+            "{message}"
+        );
+    } else {
+        assert!(message.contains("built without the `cuda` feature"), "{message}");
+    }
+
+    let auto = EmbedConfig {
+        device: DevicePreference::Auto,
+        ..EmbedConfig::default()
+    };
+    let encoder = SentenceEncoder::load(&model_dir(), auto).unwrap();
+    assert!(encoder.device().is_cpu());
+    assert_eq!(encoder.embed(&["still works"]).unwrap()[0].len(), 384);
 }
