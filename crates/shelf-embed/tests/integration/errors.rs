@@ -141,7 +141,10 @@ fn cuda_without_a_gpu_is_an_error_and_auto_falls_back_to_the_cpu() {
             "{message}"
         );
     } else {
-        assert!(message.contains("built without the `cuda` feature"), "{message}");
+        assert!(
+            message.contains("built without the `cuda` feature"),
+            "{message}"
+        );
     }
 
     let auto = EmbedConfig {
