@@ -678,11 +678,18 @@ async fn shelf_reconnects_after_the_spu_restarts_and_applies_every_event_once() 
     .unwrap();
     assert!(restart.success());
     // Writes are accepted again once the SPU is back and the node's producer has
-    // reconnected: until then an append answers 503 stream_unavailable (a probe user's
-    // event, not counted below, is retried until it is accepted).
+    // reconnected to every partition: until then an append answers 503
+    // stream_unavailable. The probe's events, from users not counted below, are keyed to
+    // 16 users so that they land in every partition (all 16 in one of the 2: p = 2^-15);
+    // one partition back is not enough, as CI once saw.
     let deadline = Instant::now() + Duration::from_secs(120);
-    let probe = json!([{"user_id": format!("{run}-probe"), "kind": "view",
-                        "item_id": format!("{run}-r0"), "ts": "2026-11-01T10:00:00Z"}]);
+    let probe: Vec<serde_json::Value> = (0..16)
+        .map(|p| {
+            json!({"user_id": format!("{run}-probe{p}"), "kind": "view",
+                        "item_id": format!("{run}-r0"), "ts": "2026-11-01T10:00:00Z"})
+        })
+        .collect();
+    let probe = json!(probe);
     loop {
         let (status, body) = server
             .call(Method::POST, "/v1/events", Some(probe.clone()))

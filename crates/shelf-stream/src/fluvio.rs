@@ -24,6 +24,11 @@ const CHANNEL_CAPACITY: usize = 8192;
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// How long `produce` waits for the cluster's acknowledgements. The Fluvio client waits
+/// 60 s for a reply on a connection whose SPU went away; a writer (an HTTP request) should
+/// hear much sooner that it can retry.
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often `end_offset` asks the cluster for a partition's end (between asks it answers
 /// from what it has seen).
 const END_REFRESH: Duration = Duration::from_secs(1);
@@ -523,7 +528,9 @@ impl std::fmt::Debug for FluvioSink {
 
 impl FluvioSink {
     /// Produces `payloads` keyed by `keys` (records with one key land in one partition, in
-    /// order) and waits for the acknowledgements. Returns each record's (partition, offset).
+    /// order) and waits for the acknowledgements, at most [`PRODUCE_TIMEOUT`]. Returns each
+    /// record's (partition, offset). On an error, records acknowledged before it are kept,
+    /// and the next call uses a fresh producer.
     pub fn produce(
         &self,
         keys: &[Option<Vec<u8>>],
@@ -543,7 +550,7 @@ impl FluvioSink {
                 (key, p.clone())
             })
             .collect();
-        let result = fluvio_future::task::run_block_on(async move {
+        let produce = async move {
             let mut outputs = Vec::with_capacity(records.len());
             for (key, value) in records {
                 outputs.push(
@@ -566,6 +573,18 @@ impl FluvioSink {
                 placed.push((meta.partition_id(), meta.offset().max(0) as u64));
             }
             Ok(placed)
+        };
+        let result = fluvio_future::task::run_block_on(async move {
+            let deadline = fluvio_future::timer::sleep(PRODUCE_TIMEOUT);
+            match futures_util::future::select(std::pin::pin!(produce), std::pin::pin!(deadline))
+                .await
+            {
+                futures_util::future::Either::Left((result, _)) => result,
+                futures_util::future::Either::Right(_) => Err(err(format!(
+                    "producing to {}: no acknowledgement within {PRODUCE_TIMEOUT:?}",
+                    self.topic
+                ))),
+            }
         });
         if result.is_err() {
             // The caller retries; it gets a new producer (the failure is still returned, so

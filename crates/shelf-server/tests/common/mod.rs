@@ -26,6 +26,7 @@ pub struct TestServer {
 /// Opens an app with `flags` (besides --data-dir); `start` also loads the index and runs
 /// the jobs.
 pub async fn server(flags: &[&str], start: bool) -> TestServer {
+    log_to_the_test_output();
     let dir = tempfile::tempdir().unwrap();
     let mut argv = vec!["shelf", "--data-dir", dir.path().to_str().unwrap()];
     if !flags.contains(&"--fsync") {
@@ -48,6 +49,20 @@ pub async fn server(flags: &[&str], start: bool) -> TestServer {
         server.start().await;
     }
     server
+}
+
+/// Sends the servers' log (level from `SHELF_LOG`, default warn) to the test harness, which
+/// shows a test's part of it when the test fails.
+fn log_to_the_test_output() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("SHELF_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
 }
 
 impl TestServer {
