@@ -187,6 +187,17 @@ impl HnswIndex {
         self.inner.catalog.read().slot_of(id).is_some()
     }
 
+    /// The unit vectors of `ids` as the index holds them (the re-ranker's similarities),
+    /// `None` where an id is not live.
+    pub fn vectors(&self, ids: &[&ItemId]) -> Vec<Option<Vec<f32>>> {
+        let graph = self.graph();
+        // Read-locked while copying, as in `search`: a slot cannot be reused meanwhile.
+        let catalog = self.inner.catalog.read();
+        ids.iter()
+            .map(|id| graph.vector(catalog.slot_of(id)?))
+            .collect()
+    }
+
     /// Number of live items.
     pub fn len(&self) -> usize {
         self.inner.catalog.read().len()
@@ -435,5 +446,9 @@ impl VectorIndex for HnswIndex {
         filter: &SearchFilter,
     ) -> Result<Vec<ScoredItem>, IndexError> {
         HnswIndex::search(self, query, k, ef, filter)
+    }
+
+    fn vectors(&self, ids: &[&ItemId]) -> Vec<Option<Vec<f32>>> {
+        HnswIndex::vectors(self, ids)
     }
 }

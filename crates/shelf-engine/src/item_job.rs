@@ -498,6 +498,9 @@ mod tests {
         ) -> Result<Vec<shelf_types::ScoredItem>, Self::Error> {
             VectorIndex::search(&self.inner, query, k, ef, filter)
         }
+        fn vectors(&self, ids: &[&ItemId]) -> Vec<Option<Vec<f32>>> {
+            VectorIndex::vectors(&self.inner, ids)
+        }
     }
 
     /// An index update that fails after its batch committed is not forgotten: the job is

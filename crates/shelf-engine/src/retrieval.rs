@@ -334,13 +334,11 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         let mut ranked = Vec::with_capacity(candidates.len());
         let ids: Vec<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
         let rows = self.store.candidates(&ids)?;
-        for (candidate, row) in candidates.into_iter().zip(rows) {
-            let Some(shelf_store::Candidate {
-                item,
-                vector,
-                stats,
-            }) = row
-            else {
+        let vectors = self
+            .index
+            .vectors(&candidates.iter().map(|c| &c.id).collect::<Vec<_>>());
+        for ((candidate, row), vector) in candidates.into_iter().zip(rows).zip(vectors) {
+            let (Some(shelf_store::Candidate { item, stats }), Some(vector)) = (row, vector) else {
                 continue; // deleted since the index answered (or since it was co-visited)
             };
             let from_ann = candidate.sources.contains(Source::Query)
@@ -350,7 +348,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             }
             let (features, clicks_impressions) = self.features(
                 &item,
-                &vector.vector,
+                &vector,
                 stats.as_ref(),
                 query_vector.as_ref().map(|v| v.as_slice()),
                 &query_terms,

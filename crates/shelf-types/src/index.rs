@@ -163,6 +163,9 @@ pub trait VectorIndex: Send + Sync {
         ef: Option<usize>,
         filter: &SearchFilter,
     ) -> Result<Vec<ScoredItem>, Self::Error>;
+
+    /// The stored unit vectors of `ids`, in order; `None` where an id is not live.
+    fn vectors(&self, ids: &[&ItemId]) -> Vec<Option<Vec<f32>>>;
 }
 
 #[cfg(test)]
