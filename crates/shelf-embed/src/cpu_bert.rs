@@ -365,16 +365,23 @@ impl CpuBert {
     fn merge_heads(&self, by_head: &[f32], tokens: usize, context: &mut [f32]) {
         let head_dim = self.hidden / self.heads;
         let per_head = tokens * head_dim;
-        context
-            .par_chunks_mut(self.hidden)
-            .with_min_len(64)
-            .enumerate()
-            .for_each(|(t, row)| {
-                for (head, dst) in row.chunks_exact_mut(head_dim).enumerate() {
-                    let src = head * per_head + t * head_dim;
-                    dst.copy_from_slice(&by_head[src..src + head_dim]);
-                }
-            });
+        let merge = |(t, row): (usize, &mut [f32])| {
+            for (head, dst) in row.chunks_exact_mut(head_dim).enumerate() {
+                let src = head * per_head + t * head_dim;
+                dst.copy_from_slice(&by_head[src..src + head_dim]);
+            }
+        };
+        // A parallel iterator called from outside rayon's pool always hands its work to the
+        // pool and waits, even when it does not split: small batches copy here.
+        if tokens * self.hidden < PARALLEL_MIN_ELEMENTS {
+            context.chunks_mut(self.hidden).enumerate().for_each(merge);
+        } else {
+            context
+                .par_chunks_mut(self.hidden)
+                .with_min_len(64)
+                .enumerate()
+                .for_each(merge);
+        }
     }
 }
 
