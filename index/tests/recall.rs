@@ -325,6 +325,35 @@ fn fewer_than_k(backend: Backend) {
         .is_empty());
 }
 
+/// `vectors` gives the unit vector of each live id, in the order asked, and `None` for an
+/// id never inserted or deleted; an upsert replaces what it gives.
+#[test]
+fn vectors_are_the_live_items_unit_vectors() {
+    for backend in BACKENDS {
+        let index = HnswIndex::new(config(2, backend)).unwrap();
+        let (a, b, c) = (ItemId::from("a"), ItemId::from("b"), ItemId::from("c"));
+        index
+            .upsert(&a, &[3.0, 4.0], ItemAttributes::default())
+            .unwrap();
+        index
+            .upsert(&b, &[0.0, 2.0], ItemAttributes::default())
+            .unwrap();
+        index
+            .upsert(&c, &[1.0, 0.0], ItemAttributes::default())
+            .unwrap();
+        assert!(index.delete(&c));
+        index
+            .upsert(&b, &[-5.0, 0.0], ItemAttributes::default())
+            .unwrap();
+        let missing = ItemId::from("missing");
+        assert_eq!(
+            index.vectors(&[&b, &missing, &a, &c]),
+            vec![Some(vec![-1.0, 0.0]), None, Some(vec![0.6, 0.8]), None],
+            "{backend:?}"
+        );
+    }
+}
+
 #[test]
 fn bad_vectors_are_rejected_and_leave_the_index_unchanged() {
     for backend in BACKENDS {

@@ -339,7 +339,9 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             .vectors(&candidates.iter().map(|c| &c.id).collect::<Vec<_>>());
         for ((candidate, row), vector) in candidates.into_iter().zip(rows).zip(vectors) {
             let (Some(shelf_store::Candidate { item, stats }), Some(vector)) = (row, vector) else {
-                continue; // deleted since the index answered (or since it was co-visited)
+                // Deleted since the index answered (or since it was co-visited), or not
+                // (yet) in the index.
+                continue;
             };
             let from_ann = candidate.sources.contains(Source::Query)
                 || candidate.sources.contains(Source::Profile);
