@@ -26,6 +26,25 @@ const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 /// waking it for every product, and in the server that core is busy with other requests.
 const PARALLEL_MIN_TOKENS: usize = 16;
 
+/// Outputs per panel of the small-batch weight layout (two AVX-512 registers of f32).
+const PANEL: usize = 32;
+
+/// Batches under this many tokens multiply through the panels; larger ones through gemm,
+/// whose blocking keeps more of a big batch in cache (measured on a 2-core AMD EPYC with
+/// AVX-512, release: panels 2.3x gemm's sentences/s for one short query, 1.4x for four
+/// titles, equal at ~220 tokens, 0.8–0.9x for 32 descriptions of ~110 tokens).
+const PANEL_MAX_TOKENS: usize = 256;
+
+/// Tokens whose sums a panel product keeps in registers at once: 12 × 2 AVX-512 registers
+/// of the 32, or 3 × 4 AVX2 registers of the 16.
+fn panel_tile_tokens() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return 12;
+    }
+    3
+}
+
 /// The encoder's weights, laid out for this forward pass.
 pub(crate) struct CpuBert {
     word: Vec<f32>,
@@ -77,8 +96,18 @@ struct Linear {
 }
 
 enum Weights {
-    /// Transposed once at load: `inputs × outputs`, row-major.
-    Dense(Vec<f32>),
+    /// Transposed once at load: `inputs × outputs`, row-major (`transposed`, for gemm on
+    /// large batches), and again in panels of `PANEL` outputs, each `inputs × PANEL`
+    /// contiguous (`panels`, for batches under `PARALLEL_MIN_TOKENS` tokens).
+    ///
+    /// A product of a few tokens reads every weight once, so its speed is how fast the
+    /// weights stream in. gemm walks `transposed` 64 columns at a time down all its rows, a
+    /// new 4 KiB page every 256 bytes; in a virtual machine each TLB miss is a two-level
+    /// page walk. A panel is one contiguous run that the prefetchers follow.
+    Dense {
+        transposed: Vec<f32>,
+        panels: Vec<f32>,
+    },
     /// Row `o` holds output `o`'s `inputs / 32` blocks.
     Q8(Vec<BlockQ8_0>),
 }
@@ -417,12 +446,15 @@ impl Linear {
             // Q8 needs whole blocks along the input; other layers stay dense.
             _ => {
                 let mut transposed = vec![0.0; inputs * outputs];
+                let mut panels = vec![0.0; inputs * outputs.div_ceil(PANEL) * PANEL];
                 for (o, row) in weight.chunks_exact(inputs).enumerate() {
+                    let panel = &mut panels[(o / PANEL) * inputs * PANEL..];
                     for (i, &w) in row.iter().enumerate() {
                         transposed[i * outputs + o] = w;
+                        panel[i * PANEL + o % PANEL] = w;
                     }
                 }
-                Weights::Dense(transposed)
+                Weights::Dense { transposed, panels }
             }
         };
         Self {
@@ -446,7 +478,25 @@ impl Linear {
         let (n, k) = (self.outputs, self.inputs);
         let out = &mut out[..rows * n];
         match &self.weights {
-            Weights::Dense(w) => {
+            Weights::Dense { panels, .. } if rows < PANEL_MAX_TOKENS => {
+                for row in out.chunks_exact_mut(n) {
+                    if accumulate {
+                        row.iter_mut().zip(&self.bias).for_each(|(o, b)| *o += b);
+                    } else {
+                        row.copy_from_slice(&self.bias);
+                    }
+                }
+                panel_product(
+                    &x[..rows * k],
+                    k,
+                    panels,
+                    out,
+                    n,
+                    rows >= PARALLEL_MIN_TOKENS,
+                    product,
+                );
+            }
+            Weights::Dense { transposed: w, .. } => {
                 rows_par(out, n, |rows| {
                     for row in rows.chunks_exact_mut(n) {
                         if accumulate {
@@ -551,6 +601,93 @@ impl Product {
                 parallelism,
             );
         }
+    }
+}
+
+/// `out (tokens × n) += x (tokens × k) · W`, with `W` in panels (see `Weights::Dense`). With
+/// `parallel`, rayon's threads take whole panels, each summing into its own part of
+/// `scratch` (`panels × tokens × PANEL`), which is then added to `out`.
+fn panel_product(
+    x: &[f32],
+    k: usize,
+    panels: &[f32],
+    out: &mut [f32],
+    n: usize,
+    parallel: bool,
+    scratch: &mut Vec<f32>,
+) {
+    let tokens = x.len() / k;
+    if !parallel {
+        for (p, panel) in panels.chunks_exact(k * PANEL).enumerate() {
+            let columns = PANEL.min(n - p * PANEL);
+            panel_tiles(x, k, panel, &mut out[p * PANEL..], n, columns);
+        }
+        return;
+    }
+    scratch.clear();
+    scratch.resize(panels.len() / k * tokens, 0.0);
+    scratch
+        .par_chunks_mut(tokens * PANEL)
+        .zip(panels.par_chunks_exact(k * PANEL))
+        .for_each(|(sums, panel)| panel_tiles(x, k, panel, sums, PANEL, PANEL));
+    for (t, row) in out.chunks_exact_mut(n).enumerate() {
+        for (p, part) in row.chunks_mut(PANEL).enumerate() {
+            let sums = &scratch[(p * tokens + t) * PANEL..];
+            part.iter_mut().zip(sums).for_each(|(o, s)| *o += s);
+        }
+    }
+}
+
+/// One panel times every token of `x`, `panel_tile_tokens()` at a time: adds the first
+/// `columns` of each token's `PANEL` sums to its row of `out` (row stride `stride`).
+fn panel_tiles(x: &[f32], k: usize, panel: &[f32], out: &mut [f32], stride: usize, columns: usize) {
+    let tokens = x.len() / k;
+    let most = panel_tile_tokens();
+    let mut t = 0;
+    while t < tokens {
+        let tile = most.min(tokens - t);
+        let x = &x[t * k..(t + tile) * k];
+        let out = &mut out[t * stride..];
+        match tile {
+            1 => panel_tile::<1>(x, panel, out, stride, columns),
+            2 => panel_tile::<2>(x, panel, out, stride, columns),
+            3 => panel_tile::<3>(x, panel, out, stride, columns),
+            4 => panel_tile::<4>(x, panel, out, stride, columns),
+            5 => panel_tile::<5>(x, panel, out, stride, columns),
+            6 => panel_tile::<6>(x, panel, out, stride, columns),
+            7 => panel_tile::<7>(x, panel, out, stride, columns),
+            8 => panel_tile::<8>(x, panel, out, stride, columns),
+            9 => panel_tile::<9>(x, panel, out, stride, columns),
+            10 => panel_tile::<10>(x, panel, out, stride, columns),
+            11 => panel_tile::<11>(x, panel, out, stride, columns),
+            _ => panel_tile::<12>(x, panel, out, stride, columns),
+        }
+        t += tile;
+    }
+}
+
+/// One panel times `T` tokens' rows of `x`: `T × PANEL` sums held in registers while the
+/// panel streams past once; the first `columns` of each are added to `out`'s rows.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+#[allow(unsafe_code)]
+fn panel_tile<const T: usize>(x: &[f32], panel: &[f32], out: &mut [f32], n: usize, columns: usize) {
+    let k = panel.len() / PANEL;
+    assert!(x.len() >= T * k, "x holds T rows of k inputs");
+    let mut sums = [[0.0f32; PANEL]; T];
+    for (i, w) in panel.chunks_exact(PANEL).enumerate() {
+        for (t, sum) in sums.iter_mut().enumerate() {
+            // SAFETY: t < T and i < k, and x holds T rows of k (asserted above). A checked
+            // index would give the loop a panicking exit, and LLVM then writes `sums` back to
+            // the stack on every step instead of keeping it in registers.
+            let b = unsafe { *x.get_unchecked(t * k + i) };
+            for (s, w) in sum.iter_mut().zip(w) {
+                *s = w.mul_add(b, *s);
+            }
+        }
+    }
+    for (t, sum) in sums.iter().enumerate() {
+        let row = &mut out[t * n..t * n + columns];
+        row.iter_mut().zip(sum).for_each(|(o, s)| *o += s);
     }
 }
 
@@ -800,6 +937,68 @@ mod tests {
         Product { m, n, k }.run(&mut dst, n, (&lhs, k, 1), (&rhs_t, 1, k), true, true);
         for (a, b) in dst.iter().zip(&expected) {
             assert!((a - (b + 1.0)).abs() < 1e-5, "{a} vs {}", b + 1.0);
+        }
+    }
+
+    /// `x · Wᵀ + bias (+ residual)` by a naive loop, `weight` as stored (`outputs × inputs`).
+    fn naive_linear(x: &[f32], weight: &[f32], bias: &[f32], residual: &[f32]) -> Vec<f32> {
+        let (inputs, outputs) = (weight.len() / bias.len(), bias.len());
+        let rows = x.len() / inputs;
+        let mut out = residual.to_vec();
+        for r in 0..rows {
+            for o in 0..outputs {
+                let dot: f64 = (0..inputs)
+                    .map(|i| x[r * inputs + i] as f64 * weight[o * inputs + i] as f64)
+                    .sum();
+                out[r * outputs + o] += (dot + bias[o] as f64) as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn linear_layers_match_a_naive_loop_through_panels_and_gemm() {
+        // Outputs not a multiple of PANEL (a partial last panel); token counts on both sides
+        // of every tile size, of the parallel threshold and of the panels-or-gemm threshold.
+        let (inputs, outputs) = (48, 70);
+        let weight: Vec<f32> = (0..outputs * inputs)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let bias: Vec<f32> = (0..outputs).map(|o| o as f32 * 0.01 - 0.3).collect();
+        let linear = Linear::new(
+            inputs,
+            outputs,
+            weight.clone(),
+            bias.clone(),
+            Quantization::None,
+        );
+        let mut scratch = Vec::new();
+        for rows in [1, 2, 3, 4, 11, 12, 13, 15, 16, 17, 25, 100, 255, 256, 300] {
+            let x: Vec<f32> = (0..rows * inputs)
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
+            let residual: Vec<f32> = (0..rows * outputs).map(|i| (i % 5) as f32).collect();
+            for accumulate in [false, true] {
+                let mut out = if accumulate {
+                    residual.clone()
+                } else {
+                    vec![f32::NAN; rows * outputs]
+                };
+                linear.forward(&x, rows, &mut out, accumulate, &mut scratch);
+                let zeros = vec![0.0; rows * outputs];
+                let expected = naive_linear(
+                    &x,
+                    &weight,
+                    &bias,
+                    if accumulate { &residual } else { &zeros },
+                );
+                for (i, (a, b)) in out.iter().zip(&expected).enumerate() {
+                    assert!(
+                        (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                        "rows {rows}, accumulate {accumulate}, element {i}: {a} vs {b}"
+                    );
+                }
+            }
         }
     }
 

@@ -47,6 +47,11 @@ pub struct EmbedBenchArgs {
     /// Seconds per batch size (after one warm-up batch).
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Milliseconds of idleness between calls, as a server has between requests (0: back
+    /// to back). Throughput then counts busy time only; latency and CPU per call say what
+    /// idleness costs.
+    #[arg(long, default_value_t = 0.0)]
+    pub gap_ms: f64,
     /// Print the texts, one per line, instead of measuring (to feed another engine the
     /// same texts).
     #[arg(long)]
@@ -112,26 +117,54 @@ fn embed_bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
                 .collect()
         };
         embedder.embed_blocking(chunk(0))?; // warm-up
+        let gap = Duration::from_secs_f64(args.gap_ms.max(0.0) / 1000.0);
         let started = Instant::now();
+        let cpu_before = process_cpu_seconds();
         let mut sentences = 0usize;
+        let mut call_ms = Vec::new();
         let mut i = 1;
         while started.elapsed().as_secs_f64() < args.seconds {
+            if !gap.is_zero() {
+                std::thread::sleep(gap);
+            }
+            let call = Instant::now();
             sentences += embedder.embed_blocking(chunk(i))?.len();
+            call_ms.push(call.elapsed().as_secs_f64() * 1000.0);
             i += 1;
         }
-        let seconds = started.elapsed().as_secs_f64();
+        let cpu_seconds = process_cpu_seconds() - cpu_before;
+        let busy_seconds = call_ms.iter().sum::<f64>() / 1000.0;
+        call_ms.sort_by(f64::total_cmp);
         println!(
             "{}",
             serde_json::json!({
                 "bench": "embed", "engine": "shelf", "texts": kind, "batch": batch,
-                "sentences": sentences, "seconds": round(seconds),
-                "sentences_per_s": round(sentences as f64 / seconds),
+                "gap_ms": args.gap_ms, "calls": call_ms.len(),
+                "sentences": sentences, "seconds": round(busy_seconds),
+                "sentences_per_s": round(sentences as f64 / busy_seconds),
+                "call_ms_p50": round(percentile(&call_ms, 0.5)),
+                "call_ms_p99": round(percentile(&call_ms, 0.99)),
+                "cpu_ms_per_call": round(cpu_seconds * 1000.0 / call_ms.len().max(1) as f64),
                 "threads": candle_threads(), "device": embedder.device(),
                 "quantize": format!("{:?}", args.model.quantize).to_lowercase(),
             })
         );
     }
     Ok(())
+}
+
+/// CPU seconds this process has run so far, all threads together (Linux: the scheduler's
+/// per-thread nanoseconds; elsewhere 0).
+fn process_cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 / 1e9
 }
 
 /// The threads the CPU forward pass uses: rayon's pool (`RAYON_NUM_THREADS`, else every core).
