@@ -29,11 +29,9 @@ const PARALLEL_MIN_TOKENS: usize = 16;
 /// Outputs per panel of the small-batch weight layout (two AVX-512 registers of f32).
 const PANEL: usize = 32;
 
-/// Batches under this many tokens multiply through the panels; larger ones through gemm,
-/// whose blocking keeps more of a big batch in cache (measured on a 2-core AMD EPYC with
-/// AVX-512, release: panels 2.3x gemm's sentences/s for one short query, 1.4x for four
-/// titles, equal at ~220 tokens, 0.8–0.9x for 32 descriptions of ~110 tokens).
-const PANEL_MAX_TOKENS: usize = 256;
+/// Tokens per thread's share of a large batch's panel product: 96 rows of 1,536 inputs
+/// (590 KiB) and a panel of them (192 KiB) fit in a 1 MiB L2 cache together.
+const ROW_BLOCK: usize = 96;
 
 /// Tokens whose sums a panel product keeps in registers at once: 12 × 2 AVX-512 registers
 /// of the 32, or 3 × 4 AVX2 registers of the 16.
@@ -96,18 +94,16 @@ struct Linear {
 }
 
 enum Weights {
-    /// Transposed once at load: `inputs × outputs`, row-major (`transposed`, for gemm on
-    /// large batches), and again in panels of `PANEL` outputs, each `inputs × PANEL`
-    /// contiguous (`panels`, for batches under `PARALLEL_MIN_TOKENS` tokens).
+    /// In panels of `PANEL` outputs, each `inputs × PANEL` contiguous, row-major (the last
+    /// panel padded with zeros).
     ///
     /// A product of a few tokens reads every weight once, so its speed is how fast the
-    /// weights stream in. gemm walks `transposed` 64 columns at a time down all its rows, a
-    /// new 4 KiB page every 256 bytes; in a virtual machine each TLB miss is a two-level
-    /// page walk. A panel is one contiguous run that the prefetchers follow.
-    Dense {
-        transposed: Vec<f32>,
-        panels: Vec<f32>,
-    },
+    /// weights stream in. Transposed (`inputs × outputs`), as gemm took them, a product walks
+    /// 64 columns at a time down all the rows, a new 4 KiB page every 256 bytes; in a virtual
+    /// machine each TLB miss is a two-level page walk. A panel is one contiguous run that the
+    /// prefetchers follow. Measured on a 2-core AMD EPYC (AVX-512), release: one short query
+    /// 7.3 → 2.9 ms; four titles 1.4x gemm's sentences/s; 32 titles or descriptions on par.
+    Dense(Vec<f32>),
     /// Row `o` holds output `o`'s `inputs / 32` blocks.
     Q8(Vec<BlockQ8_0>),
 }
@@ -445,16 +441,14 @@ impl Linear {
             }
             // Q8 needs whole blocks along the input; other layers stay dense.
             _ => {
-                let mut transposed = vec![0.0; inputs * outputs];
                 let mut panels = vec![0.0; inputs * outputs.div_ceil(PANEL) * PANEL];
                 for (o, row) in weight.chunks_exact(inputs).enumerate() {
                     let panel = &mut panels[(o / PANEL) * inputs * PANEL..];
                     for (i, &w) in row.iter().enumerate() {
-                        transposed[i * outputs + o] = w;
                         panel[i * PANEL + o % PANEL] = w;
                     }
                 }
-                Weights::Dense { transposed, panels }
+                Weights::Dense(panels)
             }
         };
         Self {
@@ -478,25 +472,7 @@ impl Linear {
         let (n, k) = (self.outputs, self.inputs);
         let out = &mut out[..rows * n];
         match &self.weights {
-            Weights::Dense { panels, .. } if rows < PANEL_MAX_TOKENS => {
-                for row in out.chunks_exact_mut(n) {
-                    if accumulate {
-                        row.iter_mut().zip(&self.bias).for_each(|(o, b)| *o += b);
-                    } else {
-                        row.copy_from_slice(&self.bias);
-                    }
-                }
-                panel_product(
-                    &x[..rows * k],
-                    k,
-                    panels,
-                    out,
-                    n,
-                    rows >= PARALLEL_MIN_TOKENS,
-                    product,
-                );
-            }
-            Weights::Dense { transposed: w, .. } => {
+            Weights::Dense(panels) => {
                 rows_par(out, n, |rows| {
                     for row in rows.chunks_exact_mut(n) {
                         if accumulate {
@@ -506,9 +482,8 @@ impl Linear {
                         }
                     }
                 });
-                let product = Product { m: rows, n, k };
                 let parallel = rows >= PARALLEL_MIN_TOKENS;
-                product.run(out, n, (&x[..rows * k], k, 1), (w, n, 1), true, parallel);
+                panel_product(&x[..rows * k], k, panels, out, n, parallel, product);
             }
             Weights::Q8(blocks) => {
                 product.resize(rows * n, 0.0);
@@ -604,9 +579,14 @@ impl Product {
     }
 }
 
-/// `out (tokens × n) += x (tokens × k) · W`, with `W` in panels (see `Weights::Dense`). With
-/// `parallel`, rayon's threads take whole panels, each summing into its own part of
-/// `scratch` (`panels × tokens × PANEL`), which is then added to `out`.
+/// `out (tokens × n) += x (tokens × k) · W`, with `W` in panels (see `Weights::Dense`).
+///
+/// On one thread, each panel in turn meets every token. With `parallel`, a batch of up to
+/// two `ROW_BLOCK`s splits by panels: rayon's threads take whole panels, each summing into
+/// its own part of `scratch` (`panels × tokens × PANEL`), then added to `out`, so each
+/// weight is read once. A larger batch splits by blocks of `ROW_BLOCK` tokens, each block a
+/// one-thread product into its own rows of `out`: a block's inputs stay in the core's L2
+/// cache while every panel streams past, instead of every panel meeting the whole batch.
 fn panel_product(
     x: &[f32],
     k: usize,
@@ -622,6 +602,12 @@ fn panel_product(
             let columns = PANEL.min(n - p * PANEL);
             panel_tiles(x, k, panel, &mut out[p * PANEL..], n, columns);
         }
+        return;
+    }
+    if tokens >= 2 * ROW_BLOCK {
+        out.par_chunks_mut(ROW_BLOCK * n)
+            .zip(x.par_chunks(ROW_BLOCK * k))
+            .for_each(|(out, x)| panel_product(x, k, panels, out, n, false, &mut Vec::new()));
         return;
     }
     scratch.clear();
@@ -957,9 +943,9 @@ mod tests {
     }
 
     #[test]
-    fn linear_layers_match_a_naive_loop_through_panels_and_gemm() {
+    fn linear_layers_match_a_naive_loop_at_every_batch_shape() {
         // Outputs not a multiple of PANEL (a partial last panel); token counts on both sides
-        // of every tile size, of the parallel threshold and of the panels-or-gemm threshold.
+        // of every tile size and of the parallel thresholds (by panels, by row blocks).
         let (inputs, outputs) = (48, 70);
         let weight: Vec<f32> = (0..outputs * inputs)
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
@@ -973,7 +959,9 @@ mod tests {
             Quantization::None,
         );
         let mut scratch = Vec::new();
-        for rows in [1, 2, 3, 4, 11, 12, 13, 15, 16, 17, 25, 100, 255, 256, 300] {
+        for rows in [
+            1, 2, 3, 4, 11, 12, 13, 15, 16, 17, 25, 100, 191, 192, 200, 255, 256, 300,
+        ] {
             let x: Vec<f32> = (0..rows * inputs)
                 .map(|i| (i as f32 * 0.37).sin())
                 .collect();
