@@ -13,7 +13,7 @@ use candle_core::quantized::k_quants::{self, BlockQ8_0, GgmlType};
 use candle_core::{DType, Tensor};
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use gemm::Parallelism;
-use multiversion::multiversion;
+use multiversion::{multiversion, target::selected_target};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -659,6 +659,8 @@ fn panel_tiles(x: &[f32], k: usize, panel: &[f32], out: &mut [f32], stride: usiz
 fn panel_tile<const T: usize>(x: &[f32], panel: &[f32], out: &mut [f32], n: usize, columns: usize) {
     let k = panel.len() / PANEL;
     assert!(x.len() >= T * k, "x holds T rows of k inputs");
+    // Fused multiply-adds where the CPU has them; without, `mul_add` would be a libm call.
+    let fused = selected_target!().supports_feature_str("fma");
     let mut sums = [[0.0f32; PANEL]; T];
     for (i, w) in panel.chunks_exact(PANEL).enumerate() {
         for (t, sum) in sums.iter_mut().enumerate() {
@@ -667,7 +669,7 @@ fn panel_tile<const T: usize>(x: &[f32], panel: &[f32], out: &mut [f32], n: usiz
             // the stack on every step instead of keeping it in registers.
             let b = unsafe { *x.get_unchecked(t * k + i) };
             for (s, w) in sum.iter_mut().zip(w) {
-                *s = w.mul_add(b, *s);
+                *s = if fused { w.mul_add(b, *s) } else { *s + w * b };
             }
         }
     }
