@@ -5,11 +5,6 @@ use shelf_server::cli;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc: under search load glibc's allocator and its
-/// consolidation took about 7% of the server's CPU samples (`perf record`, release).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// shelf: real-time retrieval and ranking for e-commerce search and recommendation.
 #[derive(Debug, Parser)]
 #[command(name = "shelf", version, about)]
