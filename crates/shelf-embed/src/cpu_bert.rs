@@ -12,7 +12,6 @@ use crate::{EmbedError, Quantization};
 use candle_core::quantized::k_quants::{self, BlockQ8_0, GgmlType};
 use candle_core::{DType, Tensor};
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
-use gemm::Parallelism;
 use multiversion::{multiversion, target::selected_target};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -26,7 +25,7 @@ const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 /// waking it for every product, and in the server that core is busy with other requests.
 const PARALLEL_MIN_TOKENS: usize = 16;
 
-/// Outputs per panel of the small-batch weight layout (two AVX-512 registers of f32).
+/// Outputs per panel of the linear layers' weight layout (two AVX-512 registers of f32).
 const PANEL: usize = 32;
 
 /// Tokens per thread's share of a large batch's panel product: 96 rows of 1,536 inputs
@@ -354,7 +353,7 @@ impl CpuBert {
                     n: len,
                     k: head_dim,
                 };
-                product.run(scores, len, (q, stride, 1), (k, 1, stride), false, false);
+                product.run(scores, len, (q, stride, 1), (k, 1, stride), false);
                 softmax_rows(scores, len);
                 let product = Product {
                     m: len,
@@ -362,14 +361,7 @@ impl CpuBert {
                     k: len,
                 };
                 let out = &mut out[start * head_dim..(start + len) * head_dim];
-                product.run(
-                    out,
-                    head_dim,
-                    (scores, len, 1),
-                    (v, stride, 1),
-                    false,
-                    false,
-                );
+                product.run(out, head_dim, (scores, len, 1), (v, stride, 1), false);
             }
         };
         if tokens >= PARALLEL_MIN_TOKENS {
@@ -518,7 +510,8 @@ impl Product {
         (rows - 1) * row_stride + (cols - 1) * col_stride + 1
     }
 
-    /// Runs the product with gemm, on all of rayon's threads when `parallel`.
+    /// Runs the product with gemm on the calling thread (attention's products are small;
+    /// the heads run in parallel instead).
     #[allow(unsafe_code)]
     fn run(
         self,
@@ -527,7 +520,6 @@ impl Product {
         lhs: (&[f32], usize, usize),
         rhs: (&[f32], usize, usize),
         accumulate: bool,
-        parallel: bool,
     ) {
         let Self { m, n, k } = self;
         if m == 0 || n == 0 || k == 0 {
@@ -545,11 +537,6 @@ impl Product {
             Self::extent(k, n, rhs.1, rhs.2) <= rhs.0.len(),
             "rhs too small"
         );
-        let parallelism = if parallel && m * n * k >= 1 << 16 {
-            Parallelism::Rayon(0)
-        } else {
-            Parallelism::None
-        };
         // SAFETY: the assertions above keep every element gemm reads or writes inside its slice;
         // `dst` is borrowed mutably and the operands shared, so they cannot overlap; the
         // strides are positive and fit in isize because the slices exist.
@@ -573,7 +560,7 @@ impl Product {
                 false,
                 false,
                 false,
-                parallelism,
+                gemm::Parallelism::None,
             );
         }
     }
@@ -916,13 +903,13 @@ mod tests {
         }
         // rhs read transposed through its strides (as attention reads K), overwriting dst.
         let mut dst = vec![9.0f32; m * n];
-        Product { m, n, k }.run(&mut dst, n, (&lhs, k, 1), (&rhs_t, 1, k), false, false);
+        Product { m, n, k }.run(&mut dst, n, (&lhs, k, 1), (&rhs_t, 1, k), false);
         for (a, b) in dst.iter().zip(&expected) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
         // Accumulating onto what is there, as the linear layers add bias and residual.
         let mut dst = vec![1.0f32; m * n];
-        Product { m, n, k }.run(&mut dst, n, (&lhs, k, 1), (&rhs_t, 1, k), true, true);
+        Product { m, n, k }.run(&mut dst, n, (&lhs, k, 1), (&rhs_t, 1, k), true);
         for (a, b) in dst.iter().zip(&expected) {
             assert!((a - (b + 1.0)).abs() < 1e-5, "{a} vs {}", b + 1.0);
         }
@@ -996,13 +983,6 @@ mod tests {
     #[should_panic(expected = "lhs too small")]
     fn a_product_past_its_operand_panics_instead_of_reading_out_of_bounds() {
         let mut dst = vec![0.0f32; 4];
-        Product { m: 2, n: 2, k: 3 }.run(
-            &mut dst,
-            2,
-            (&[1.0; 5], 3, 1),
-            (&[1.0; 6], 2, 1),
-            false,
-            false,
-        );
+        Product { m: 2, n: 2, k: 3 }.run(&mut dst, 2, (&[1.0; 5], 3, 1), (&[1.0; 6], 2, 1), false);
     }
 }
