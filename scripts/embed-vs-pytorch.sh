@@ -4,10 +4,12 @@
 # hits both alike. Prints one JSON line per measurement and a table of sentences/s with the
 # ratio shelf / PyTorch (the median of --rounds rounds).
 #
-#   scripts/embed-vs-pytorch.sh [--install] [--q8] [--threads 2] [--seconds 8] [--rounds 3]
+#   scripts/embed-vs-pytorch.sh [--install] [--f32] [--q8] [--threads 2] [--seconds 8] [--rounds 3]
 #
 #   --install   create the venv (sentence-transformers and torch from PyPI) if it is missing
-#   --q8        also measure shelf with --quantize q8 (a third column)
+#   --f32       also measure shelf with --quantize none (f32 weights; the default, auto, holds
+#               them as f16 on CPUs that widen half floats in their vector registers)
+#   --q8        also measure shelf with --quantize q8
 #   --threads N threads for both engines (RAYON_NUM_THREADS for candle, torch.set_num_threads
 #               and OMP/MKL threads for PyTorch); default 2
 #   --seconds S seconds per measurement; default 8
@@ -19,11 +21,12 @@
 #   SHELF_MODEL_DIR   the model directory both engines load (default: shelf's model cache)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-threads=2 seconds=8 rounds=3 install=0 q8=0
+threads=2 seconds=8 rounds=3 install=0 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --install) install=1 ;;
-    --q8) q8=1 ;;
+    --f32) extra+=(none) ;;
+    --q8) extra+=(q8) ;;
     --threads) threads="$2"; shift ;;
     --seconds) seconds="$2"; shift ;;
     --rounds) rounds="$2"; shift ;;
@@ -78,12 +81,13 @@ results="$work/results.jsonl"
 for round in $(seq "$rounds"); do
   for texts in queries titles descriptions; do
     for batch in 1 32; do
-      RAYON_NUM_THREADS="$threads" "$shelf" bench embed --model-dir "$model" --texts "$texts" \
-        --batch "$batch" --seconds "$seconds" | tee -a "$results"
-      if [ "$q8" = 1 ]; then
+      # Each shelf line is labelled with the setting asked for (its own "quantize" field
+      # says what `auto` resolved to).
+      for quantize in auto "${extra[@]}"; do
         RAYON_NUM_THREADS="$threads" "$shelf" bench embed --model-dir "$model" --texts "$texts" \
-          --batch "$batch" --seconds "$seconds" --quantize q8 | tee -a "$results"
-      fi
+          --batch "$batch" --seconds "$seconds" --quantize "$quantize" \
+          | sed "s/^{/{\"setting\":\"$quantize\",/" | tee -a "$results"
+      done
       OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" "$venv/bin/python" "$work/st.py" \
         "$threads" "$model" "$work/$texts.txt" "$texts" "$batch" "$seconds" 2>/dev/null | tee -a "$results"
     done
@@ -93,19 +97,23 @@ done
 python3 - "$results" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-engine = lambda r: r["engine"] + ("-q8" if r.get("quantize") == "q8" else "")
-q8 = any(engine(r) == "shelf-q8" for r in rows)
-extra_head, extra_rule = (" shelf q8 (sentences/s) | q8 / PyTorch |", "---|---|") if q8 else ("", "")
-print(f"\n| texts | batch | shelf (sentences/s) | PyTorch (sentences/s) | shelf / PyTorch |{extra_head}")
-print(f"|---|---|---|---|---|{extra_rule}")
+engine = lambda r: "pytorch" if r["engine"] == "pytorch" else "shelf-" + r["setting"]
+extras = sorted({engine(r) for r in rows} - {"pytorch", "shelf-auto"})
+default = next(r["quantize"] for r in rows if engine(r) == "shelf-auto")
+head = f"| texts | batch | shelf, auto = {default} (sentences/s) | PyTorch (sentences/s) | shelf / PyTorch |"
+rule = "|---|---|---|---|---|"
+for e in extras:
+    head += f" {e} | {e} / PyTorch |"
+    rule += "---|---|"
+print("\n" + head + "\n" + rule)
 for texts in ["queries", "titles", "descriptions"]:
     for batch in [1, 32]:
         med = lambda e: statistics.median(r["sentences_per_s"] for r in rows
                                           if engine(r) == e and r["texts"] == texts and r["batch"] == batch)
-        s, p = med("shelf"), med("pytorch")
+        s, p = med("shelf-auto"), med("pytorch")
         line = f"| {texts} | {batch} | {s:.1f} | {p:.1f} | {s / p:.2f}x |"
-        if q8:
-            s8 = med("shelf-q8")
-            line += f" {s8:.1f} | {s8 / p:.2f}x |"
+        for e in extras:
+            x = med(e)
+            line += f" {x:.1f} | {x / p:.2f}x |"
         print(line)
 PY

@@ -63,14 +63,26 @@ impl SentenceEncoder {
         };
         let tensors = candle_core::safetensors::load(&weights_path, &device)
             .map_err(|e| weights_err(e.to_string()))?;
+        let half_floats = device.is_cpu() && crate::cpu_bert::widens_half_floats();
+        let quantization = match config.quantization {
+            Quantization::Auto if half_floats => Quantization::F16,
+            Quantization::Auto => Quantization::None,
+            Quantization::F16 if device.is_cpu() && !half_floats => {
+                tracing::warn!(
+                    "this CPU cannot widen half floats in its vector registers (needs AVX2, FMA \
+                     and F16C, or AVX-512); the weights stay f32"
+                );
+                Quantization::None
+            }
+            chosen => chosen,
+        };
         let model = if device.is_cpu() {
-            Model::Cpu(
-                CpuBert::load(tensors, &bert_config, config.quantization).map_err(weights_err)?,
-            )
-        } else if config.quantization != Quantization::None {
-            return Err(EmbedError::InvalidConfigValue(
-                "quantization q8 runs on the CPU only; use --device cpu or leave it off".into(),
-            ));
+            Model::Cpu(CpuBert::load(tensors, &bert_config, quantization).map_err(weights_err)?)
+        } else if quantization != Quantization::None {
+            return Err(EmbedError::InvalidConfigValue(format!(
+                "quantization {} runs on the CPU only; use --device cpu, or auto or none",
+                quantization.name()
+            )));
         } else {
             let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
             Model::Candle(
@@ -84,14 +96,17 @@ impl SentenceEncoder {
             .unwrap_or_else(|| dir.display().to_string());
         tracing::info!(
             model = %model_id, dir = %dir.display(), dim = bert_config.hidden_size,
-            max_tokens, device = ?device, quantization = ?config.quantization,
+            max_tokens, device = ?device, quantization = quantization.name(),
             "loaded sentence encoder"
         );
         Ok(Self {
             model,
             tokenizer,
             device,
-            config,
+            config: EmbedConfig {
+                quantization,
+                ..config
+            },
             max_tokens,
             dim: bert_config.hidden_size,
             pad_id: u32::try_from(bert_config.pad_token_id).unwrap_or(0),
@@ -117,6 +132,11 @@ impl SentenceEncoder {
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// How the linear layers' weights are held (`Auto` resolved at load).
+    pub fn quantization(&self) -> Quantization {
+        self.config.quantization
     }
 
     /// Token ids of `text` as the model sees them (special tokens, truncation applied).

@@ -2,7 +2,7 @@
 //! bounded channel, coalescing queued requests into shared batches (with a short bounded
 //! wait once requests queue up); replies go back on oneshot channels.
 
-use crate::{EmbedConfig, EmbedError, SentenceEncoder};
+use crate::{EmbedConfig, EmbedError, Quantization, SentenceEncoder};
 use shelf_types::{BoxFuture, Embedding, TextEmbedder};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -29,6 +29,7 @@ struct Info {
     dim: usize,
     max_tokens: usize,
     device: String,
+    quantization: Quantization,
 }
 
 /// A cheap, cloneable handle to a model running on its own thread.
@@ -58,6 +59,7 @@ impl Embedder {
                         dim: encoder.dim(),
                         max_tokens: encoder.max_tokens(),
                         device: format!("{:?}", encoder.device()),
+                        quantization: encoder.quantization(),
                     };
                     if ready_tx.send(Ok(info)).is_ok() {
                         let coalescing = Coalescing {
@@ -134,6 +136,11 @@ impl Embedder {
     /// The device the model runs on, for logs.
     pub fn device(&self) -> &str {
         &self.info.device
+    }
+
+    /// How the linear layers' weights are held (`Auto` resolved at load).
+    pub fn quantization(&self) -> Quantization {
+        self.info.quantization
     }
 }
 

@@ -5,7 +5,7 @@ mod errors;
 mod reference;
 mod worker;
 
-use shelf_embed::{EmbedConfig, ModelLocator, SentenceEncoder};
+use shelf_embed::{EmbedConfig, ModelLocator, Quantization, SentenceEncoder};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -19,10 +19,17 @@ pub fn model_dir() -> PathBuf {
     locator.resolve().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// One encoder with the default configuration, shared by the tests of this binary.
+/// One encoder with the weights as trained (f32), shared by the tests of this binary; the
+/// other settings are checked against it and against the reference vectors.
 pub fn encoder() -> &'static SentenceEncoder {
     static ENCODER: OnceLock<SentenceEncoder> = OnceLock::new();
-    ENCODER.get_or_init(|| SentenceEncoder::load(&model_dir(), EmbedConfig::default()).unwrap())
+    ENCODER.get_or_init(|| {
+        let config = EmbedConfig {
+            quantization: Quantization::None,
+            ..EmbedConfig::default()
+        };
+        SentenceEncoder::load(&model_dir(), config).unwrap()
+    })
 }
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {

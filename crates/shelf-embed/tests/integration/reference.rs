@@ -60,31 +60,89 @@ fn embeddings_match_sentence_transformers() {
     );
 }
 
-#[test]
-fn q8_embeddings_stay_within_0_995_of_sentence_transformers() {
+/// With the linear layers' weights stored as `quantization`: each reference text's cosine to
+/// sentence-transformers' vector, and the lowest cosine to the f32 path's own vectors.
+fn cosines_with(quantization: Quantization) -> (Vec<(String, f32)>, f32) {
     let reference = reference();
     let config = EmbedConfig {
-        quantization: Quantization::Q8,
+        quantization,
         device: DevicePreference::Cpu,
         ..EmbedConfig::default()
     };
-    let q8 = SentenceEncoder::load(&model_dir(), config).unwrap();
+    let encoder_q = SentenceEncoder::load(&model_dir(), config).unwrap();
     let texts: Vec<&str> = reference.items.iter().map(|i| i.text.as_str()).collect();
-    let vectors = q8.embed(&texts).unwrap();
-    let mut lowest = f32::MAX;
-    for (item, vector) in reference.items.iter().zip(&vectors) {
-        let cos = cosine(vector, &item.embedding);
-        assert!(cos >= 0.995, "q8 cosine {cos} for {:?}", item.text);
-        lowest = lowest.min(cos);
+    let vectors = encoder_q.embed(&texts).unwrap();
+    let f32_vectors = encoder().embed(&texts).unwrap();
+    let to_f32 = vectors
+        .iter()
+        .zip(&f32_vectors)
+        .map(|(a, b)| cosine(a, b))
+        .fold(f32::MAX, f32::min);
+    let cosines = reference
+        .items
+        .iter()
+        .zip(&vectors)
+        .map(|(item, v)| (item.text.clone(), cosine(v, &item.embedding)))
+        .collect();
+    (cosines, to_f32)
+}
+
+#[test]
+fn q8_embeddings_stay_within_0_995_of_sentence_transformers() {
+    let (cosines, to_f32) = cosines_with(Quantization::Q8);
+    for (text, cos) in &cosines {
+        assert!(*cos >= 0.995, "q8 cosine {cos} for {text:?}");
     }
     // Quantised, yet not the same as the f32 path: the option must really change the weights.
-    assert!(
-        lowest < 0.99999,
-        "q8 vectors equal the f32 ones (lowest cosine {lowest})"
-    );
+    assert!(to_f32 < 0.99999, "q8 vectors equal the f32 ones ({to_f32})");
+    let lowest = cosines.iter().map(|c| c.1).fold(f32::MAX, f32::min);
     eprintln!(
         "q8: lowest cosine to sentence-transformers {lowest:.5} over {} texts",
-        texts.len()
+        cosines.len()
+    );
+}
+
+/// What `auto` resolves to on the CPU: f16 where the CPU widens half floats in its vector
+/// registers, else f32.
+#[test]
+fn auto_holds_half_floats_where_the_cpu_widens_them() {
+    let config = EmbedConfig {
+        device: DevicePreference::Cpu,
+        ..EmbedConfig::default()
+    };
+    assert_eq!(config.quantization, Quantization::Auto);
+    let encoder_auto = SentenceEncoder::load(&model_dir(), config).unwrap();
+    assert_eq!(encoder_auto.quantization(), auto_resolves_to());
+}
+
+/// f16 on x86-64 with AVX-512, or with AVX2, FMA and F16C; f32 elsewhere.
+fn auto_resolves_to() -> Quantization {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") || (has!("avx2") && has!("fma") && has!("f16c")) {
+            return Quantization::F16;
+        }
+    }
+    Quantization::None
+}
+
+#[test]
+fn f16_weights_stay_within_0_9999_of_sentence_transformers() {
+    let (cosines, to_f32) = cosines_with(Quantization::F16);
+    for (text, cos) in &cosines {
+        assert!(*cos >= 0.9999, "f16 cosine {cos} for {text:?}");
+    }
+    // Rounded weights give slightly different vectors: the option must really change them
+    // (where the CPU widens half floats; elsewhere the loader keeps f32).
+    if auto_resolves_to() == Quantization::F16 {
+        assert!(to_f32 < 1.0, "f16 vectors equal the f32 ones");
+    }
+    let lowest = cosines.iter().map(|c| c.1).fold(f32::MAX, f32::min);
+    eprintln!(
+        "f16: lowest cosine to sentence-transformers {lowest:.7} (to the f32 path {to_f32:.7}) \
+         over {} texts",
+        cosines.len()
     );
 }
 

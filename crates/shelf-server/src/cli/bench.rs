@@ -146,7 +146,7 @@ fn embed_bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
                 "call_ms_p99": round(percentile(&call_ms, 0.99)),
                 "cpu_ms_per_call": round(cpu_seconds * 1000.0 / call_ms.len().max(1) as f64),
                 "threads": candle_threads(), "device": embedder.device(),
-                "quantize": format!("{:?}", args.model.quantize).to_lowercase(),
+                "quantize": embedder.quantization().name(),
             })
         );
     }

@@ -41,10 +41,12 @@ pub struct ModelArgs {
     #[arg(long, env = "SHELF_PADDING", default_value = "longest", value_parser = parse_padding)]
     pub padding: Padding,
 
-    /// Weights of the linear layers: `none` (32-bit floats, as trained) or `q8` (8-bit blocks,
-    /// GGML's Q8_0; faster on the CPU, cosine to the f32 vectors ≥ 0.995). CPU only. The
-    /// model id stays the same, so q8 and f32 vectors can share an index.
-    #[arg(long, env = "SHELF_QUANTIZE", default_value = "none")]
+    /// Weights of the linear layers: `none` (32-bit floats, as trained), `f16` (16-bit floats,
+    /// widened as they are read; sums stay 32-bit; cosine to the f32 vectors ≥ 0.9999), `q8`
+    /// (8-bit blocks, GGML's Q8_0; cosine ≥ 0.995), or `auto`: f16 on a CPU with AVX2, FMA
+    /// and F16C or with AVX-512, none elsewhere and on CUDA. f16 and q8 run on the CPU only.
+    /// The model id stays the same, so vectors of every setting can share an index.
+    #[arg(long, env = "SHELF_QUANTIZE", default_value = "auto")]
     pub quantize: Quantization,
 
     /// Longest accepted text in bytes; longer texts are rejected with an error.
