@@ -149,7 +149,9 @@ impl ShelfGraph {
         }
         let reading = self.reading();
         let query = self.row(&reading, slot);
-        with_scratch(|s| {
+        // The neighbours to link on each layer, found top-down (each layer's search starts
+        // from the best node of the layer above)...
+        let chosen: Vec<(usize, Vec<Near>)> = with_scratch(|s| {
             let mut cur = Near {
                 distance: distance(query, self.row(&reading, entry)),
                 slot: entry,
@@ -157,6 +159,7 @@ impl ShelfGraph {
             for layer in (level + 1..=top).rev() {
                 cur = self.greedy(&reading, query, cur, layer, s);
             }
+            let mut chosen = Vec::new();
             for layer in (0..=level.min(top)).rev() {
                 let not_self = |n: u32| n != slot;
                 self.search_layer(
@@ -174,24 +177,54 @@ impl ShelfGraph {
                 if found.is_empty() {
                     continue;
                 }
-                let chosen = self.select(&reading, &found, self.links.m);
-                let ids: Vec<u32> = chosen.iter().map(|c| c.slot).collect();
-                {
-                    let _node = self.locks[slot as usize].lock();
-                    self.links.write(slot as usize, layer, &ids);
-                }
-                for c in &chosen {
-                    self.connect(&reading, c.slot, slot, c.distance, layer);
-                }
+                chosen.push((layer, self.select(&reading, &found, self.links.m)));
                 cur = found[0];
             }
+            chosen
         });
+        // ...and published bottom-up. Other inserts reach this node on a layer only through
+        // the links made here, so by then its lists on every layer below are written: a
+        // concurrent insert never descends into an empty list and links to this node alone.
+        for (layer, near) in chosen.iter().rev() {
+            self.publish(&reading, slot, *layer, near);
+            for c in near {
+                self.connect(&reading, c.slot, slot, c.distance, *layer);
+            }
+        }
         if level > top {
             let _guard = self.entry_lock.lock();
             if self.entry().is_none_or(|(_, top)| level > top) {
                 self.set_entry(slot, level);
             }
         }
+    }
+
+    /// Writes `slot`'s own list on `layer`: `chosen` plus the links other inserts added
+    /// meanwhile (a reused slot is reachable through old links before its new lists are
+    /// written), re-selected when they do not fit. Overwriting those would leave their
+    /// nodes with one inbound link fewer, often their only one.
+    fn publish(&self, reading: &super::Reading<'_>, slot: u32, layer: usize, chosen: &[Near]) {
+        let _node = self.locks[slot as usize].lock();
+        let mut arrived = Vec::new();
+        self.links.read(slot as usize, layer, &mut arrived);
+        arrived.retain(|a| chosen.iter().all(|c| c.slot != *a));
+        let mut candidates = chosen.to_vec();
+        if !arrived.is_empty() {
+            let v = self.row(reading, slot);
+            candidates.extend(arrived.iter().map(|&a| Near {
+                distance: distance(v, self.row(reading, a)),
+                slot: a,
+            }));
+            candidates.sort_unstable();
+        }
+        let degree = self.links.max_degree(layer);
+        let kept = if candidates.len() > degree {
+            self.select(reading, &candidates, degree)
+        } else {
+            candidates
+        };
+        let ids: Vec<u32> = kept.iter().map(|k| k.slot).collect();
+        self.links.write(slot as usize, layer, &ids);
     }
 
     /// Adds `new` to the list of `node` on `layer`, re-selecting when the list is full.
@@ -223,5 +256,71 @@ impl ShelfGraph {
         let kept = self.select(reading, &candidates, self.links.max_degree(layer));
         let ids: Vec<u32> = kept.iter().map(|k| k.slot).collect();
         self.links.write(node as usize, layer, &ids);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ShelfGraph;
+    use crate::synthetic::Clustered;
+    use std::sync::atomic::Ordering;
+
+    /// Live nodes that no walk of layer 0 from the entry point reaches.
+    fn unreachable(graph: &ShelfGraph) -> Vec<u32> {
+        let points = graph.points();
+        let mut seen = vec![false; points];
+        let Some((entry, _)) = graph.entry() else {
+            return Vec::new();
+        };
+        let mut stack = vec![entry];
+        seen[entry as usize] = true;
+        let mut list = Vec::new();
+        while let Some(n) = stack.pop() {
+            graph.links.read(n as usize, 0, &mut list);
+            for &m in &list {
+                if !std::mem::replace(&mut seen[m as usize], true) {
+                    stack.push(m);
+                }
+            }
+        }
+        (0..points as u32)
+            .filter(|&s| {
+                !seen[s as usize]
+                    && graph.state[s as usize].load(Ordering::Acquire) == super::super::LIVE
+            })
+            .collect()
+    }
+
+    /// Builds run their inserts in parallel; a node linked while a neighbour is still being
+    /// linked must keep its links. Tight clusters of near-duplicates (as a shop's variants
+    /// of one product embed) and more threads than cores make the interleavings many.
+    #[test]
+    fn parallel_builds_leave_no_node_unreachable() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(8)
+            .build()
+            .unwrap();
+        let mut lost = Vec::new();
+        for seed in 0..40 {
+            let rows = Clustered::new(32, 12, 0.15, seed).take(300);
+            let graph = pool.install(|| {
+                ShelfGraph::build(
+                    32,
+                    8,
+                    64,
+                    rows.len(),
+                    rows.len(),
+                    rows.iter().enumerate().map(|(i, r)| (i as u32, &r[..])),
+                )
+            });
+            let missing = unreachable(&graph);
+            if !missing.is_empty() {
+                lost.push((seed, missing));
+            }
+        }
+        assert!(
+            lost.is_empty(),
+            "unreachable after a parallel build: {lost:?}"
+        );
     }
 }
