@@ -43,6 +43,26 @@ fn panel_tile_tokens() -> usize {
     3
 }
 
+/// `f::<SIZE>(args)` for a tile size known only at run time (1 to 12; anything larger as 12).
+macro_rules! with_tile_size {
+    ($size:expr, $f:ident($($arg:expr),*)) => {
+        match $size {
+            1 => $f::<1>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            7 => $f::<7>($($arg),*),
+            8 => $f::<8>($($arg),*),
+            9 => $f::<9>($($arg),*),
+            10 => $f::<10>($($arg),*),
+            11 => $f::<11>($($arg),*),
+            _ => $f::<12>($($arg),*),
+        }
+    };
+}
+
 /// Whether this CPU widens half floats in its vector registers, so that `Quantization::F16`
 /// panels are read at full speed (elsewhere each panel would be widened in memory first,
 /// slower than f32: the loader then keeps f32).
@@ -695,28 +715,9 @@ fn half_tiles_avx512(
     stride: usize,
     columns: usize,
 ) {
-    let tokens = x.len() / k;
-    let mut t = 0;
-    while t < tokens {
-        let tile = 12.min(tokens - t);
-        let x = &x[t * k..(t + tile) * k];
-        let out = &mut out[t * stride..];
-        match tile {
-            1 => half_tile_avx512::<1>(x, panel, out, stride, columns),
-            2 => half_tile_avx512::<2>(x, panel, out, stride, columns),
-            3 => half_tile_avx512::<3>(x, panel, out, stride, columns),
-            4 => half_tile_avx512::<4>(x, panel, out, stride, columns),
-            5 => half_tile_avx512::<5>(x, panel, out, stride, columns),
-            6 => half_tile_avx512::<6>(x, panel, out, stride, columns),
-            7 => half_tile_avx512::<7>(x, panel, out, stride, columns),
-            8 => half_tile_avx512::<8>(x, panel, out, stride, columns),
-            9 => half_tile_avx512::<9>(x, panel, out, stride, columns),
-            10 => half_tile_avx512::<10>(x, panel, out, stride, columns),
-            11 => half_tile_avx512::<11>(x, panel, out, stride, columns),
-            _ => half_tile_avx512::<12>(x, panel, out, stride, columns),
-        }
-        t += tile;
-    }
+    for_each_tile(x, k, out, stride, 12, |size, x, out| {
+        with_tile_size!(size, half_tile_avx512(x, panel, out, stride, columns))
+    });
 }
 
 /// One half-float panel times `T` tokens' rows of `x` with AVX-512: each step widens one
@@ -778,19 +779,11 @@ fn half_tiles_avx2(
     stride: usize,
     columns: usize,
 ) {
-    let tokens = x.len() / k;
-    let mut t = 0;
-    while t < tokens {
-        let tile = 3.min(tokens - t);
-        let x = &x[t * k..(t + tile) * k];
-        let out = &mut out[t * stride..];
-        match tile {
-            1 => half_tile_avx2::<1>(x, panel, out, stride, columns),
-            2 => half_tile_avx2::<2>(x, panel, out, stride, columns),
-            _ => half_tile_avx2::<3>(x, panel, out, stride, columns),
-        }
-        t += tile;
-    }
+    for_each_tile(x, k, out, stride, 3, |size, x, out| match size {
+        1 => half_tile_avx2::<1>(x, panel, out, stride, columns),
+        2 => half_tile_avx2::<2>(x, panel, out, stride, columns),
+        _ => half_tile_avx2::<3>(x, panel, out, stride, columns),
+    });
 }
 
 /// `half_tile_avx512` with AVX2: four registers of 8 sums per token.
@@ -836,28 +829,27 @@ fn half_tile_avx2<const T: usize>(
 /// One panel times every token of `x`, `panel_tile_tokens()` at a time: adds the first
 /// `columns` of each token's `PANEL` sums to its row of `out` (row stride `stride`).
 fn panel_tiles(x: &[f32], k: usize, panel: &[f32], out: &mut [f32], stride: usize, columns: usize) {
+    for_each_tile(x, k, out, stride, panel_tile_tokens(), |size, x, out| {
+        with_tile_size!(size, panel_tile(x, panel, out, stride, columns))
+    });
+}
+
+/// Walks the tokens of `x` (rows of `k` inputs) in tiles of at most `most`, calling
+/// `tile(size, the tile's rows of x, out from the tile's first row)`.
+fn for_each_tile(
+    x: &[f32],
+    k: usize,
+    out: &mut [f32],
+    stride: usize,
+    most: usize,
+    mut tile: impl FnMut(usize, &[f32], &mut [f32]),
+) {
     let tokens = x.len() / k;
-    let most = panel_tile_tokens();
     let mut t = 0;
     while t < tokens {
-        let tile = most.min(tokens - t);
-        let x = &x[t * k..(t + tile) * k];
-        let out = &mut out[t * stride..];
-        match tile {
-            1 => panel_tile::<1>(x, panel, out, stride, columns),
-            2 => panel_tile::<2>(x, panel, out, stride, columns),
-            3 => panel_tile::<3>(x, panel, out, stride, columns),
-            4 => panel_tile::<4>(x, panel, out, stride, columns),
-            5 => panel_tile::<5>(x, panel, out, stride, columns),
-            6 => panel_tile::<6>(x, panel, out, stride, columns),
-            7 => panel_tile::<7>(x, panel, out, stride, columns),
-            8 => panel_tile::<8>(x, panel, out, stride, columns),
-            9 => panel_tile::<9>(x, panel, out, stride, columns),
-            10 => panel_tile::<10>(x, panel, out, stride, columns),
-            11 => panel_tile::<11>(x, panel, out, stride, columns),
-            _ => panel_tile::<12>(x, panel, out, stride, columns),
-        }
-        t += tile;
+        let size = most.min(tokens - t);
+        tile(size, &x[t * k..(t + size) * k], &mut out[t * stride..]);
+        t += size;
     }
 }
 
