@@ -23,24 +23,26 @@ test: model
 	cargo test --manifest-path udfs/Cargo.toml --workspace
 
 # The `cuda` build, type-checked on a machine without a GPU or a system CUDA install
-# (scripts/cuda-toolkit.sh brings nvcc 13.4 from PyPI): the real binary with candle's kernels
-# compiled for CUDA_COMPUTE_CAP 80 (Ampere), and shelf-embed, the crate with the CUDA code,
-# with them compiled for 90 (Hopper). Only a check: candle-core 0.11 links libcuda, cuBLAS,
-# cuRAND and NVRTC, which come with the NVIDIA driver and ~700 MB of wheels. A check links
-# nothing, so RocksDB's C++ is not needed either: ROCKSDB_LIB_DIR names an empty directory
-# and librocksdb-sys skips compiling it. Their own target directories keep each
-# architecture's kernels cached; the host-side features differ from the test build's, which
-# would rebuild RocksDB in the shared one. CUDAFORGE_THREADS: candle-kernels' build runs its
-# nvcc jobs on half the cores by default (one, on two).
+# (scripts/cuda-toolkit.sh brings nvcc 13.4 from PyPI): the binary and every target of
+# shelf-embed (the crate with the CUDA code) with candle's CUDA backend, its kernels compiled
+# for one architecture, CUDA_COMPUTE_CAP (default 80, Ampere: the PTX JIT-compiles on newer
+# GPUs; `make check-cuda CUDA_COMPUTE_CAP=90` for Hopper's own code). Only a check:
+# candle-core 0.11 links libcuda, cuBLAS, cuRAND and NVRTC, which come with the NVIDIA driver
+# and ~700 MB of wheels. A check links nothing, so RocksDB's C++ is not needed either:
+# ROCKSDB_LIB_DIR names an empty directory and librocksdb-sys skips compiling it. Without
+# the fluvio feature (type-checked by `make test`) no aws-lc C is compiled either. Its own
+# target directory keeps the kernels cached; the host-side features differ from the test
+# build's, which would rebuild RocksDB in the shared one. CUDAFORGE_THREADS: candle-kernels'
+# build runs its nvcc jobs on half the cores by default (one, on two).
 CUDA_TARGET_DIR ?= $(HOME)/.cache/shelf/target-cuda
+CUDA_COMPUTE_CAP ?= 80
 check-cuda: export CUDAFORGE_THREADS ?= $(shell nproc)
 check-cuda:
 	mkdir -p $(CUDA_TARGET_DIR)/no-rocksdb
-	CUDA_COMPUTE_CAP=80 CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) \
+	CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) \
 	  ROCKSDB_LIB_DIR=$(CUDA_TARGET_DIR)/no-rocksdb scripts/cuda-toolkit.sh run -- \
-	  cargo check --locked -p shelf-server --bin shelf --features fluvio,cuda
-	CUDA_COMPUTE_CAP=90 CARGO_TARGET_DIR=$(CUDA_TARGET_DIR)-sm90 scripts/cuda-toolkit.sh run -- \
-	  cargo check --locked -p shelf-embed --all-targets --features cuda
+	  cargo check --locked -p shelf-server --bin shelf -p shelf-embed --lib --tests --benches \
+	  --features shelf-server/cuda
 
 bench: model
 	cargo bench -p shelf-embed --bench embed
