@@ -7,7 +7,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release -p shelf-server --bin shelf --features fluvio && cp target/release/shelf /usr/local/bin/shelf
+    cargo build --release -p shelf --bin shelf --no-default-features --features fluvio && cp target/release/shelf /usr/local/bin/shelf
 RUN SHELF_MODEL_CACHE=/models scripts/fetch-model.sh
 
 FROM debian:bookworm-slim

@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 shelf="${SHELF_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/shelf}"
-[ -x "$shelf" ] || { echo "no shelf binary at $shelf (cargo build --release -p shelf-server, or set SHELF_BIN)" >&2; exit 2; }
+[ -x "$shelf" ] || { echo "no shelf binary at $shelf (cargo build --release -p shelf, or set SHELF_BIN)" >&2; exit 2; }
 venv="${SHELF_ST_VENV:-$HOME/.cache/shelf/venv-st}"
 model="${SHELF_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shelf/models/all-MiniLM-L6-v2}"
 [ -f "$model/config.json" ] || { echo "no model at $model (scripts/fetch-model.sh)" >&2; exit 2; }

@@ -95,7 +95,7 @@ start() {
   local shelf
   shelf="$(shelf_bin)"
   if [ ! -x "$shelf" ]; then
-    echo "no shelf binary at $shelf: build it (cargo build -p shelf-server --features fluvio) or set SHELF_BIN" >&2
+    echo "no shelf binary at $shelf: build it (cargo build -p shelf --features fluvio) or set SHELF_BIN" >&2
     return 2
   fi
   if alive "$dir/sc.pid" || alive "$dir/spu.pid"; then

@@ -271,7 +271,7 @@ fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
 fn checksum(path: &Path) -> Result<(u64, String), SnapshotError> {
     let mut reader =
         BufReader::with_capacity(1 << 20, File::open(path).map_err(SnapshotError::io(path))?);
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash = shelf_types::hash::Fnv1a::default();
     let mut bytes = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -279,12 +279,10 @@ fn checksum(path: &Path) -> Result<(u64, String), SnapshotError> {
         if n == 0 {
             break;
         }
-        for b in &buf[..n] {
-            hash = (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        hash.update(&buf[..n]);
         bytes += n as u64;
     }
-    Ok((bytes, format!("{hash:016x}")))
+    Ok((bytes, format!("{:016x}", hash.finish())))
 }
 
 fn write_catalog(path: &Path, catalog: &Catalog, dim: usize) -> Result<(), SnapshotError> {

@@ -13,18 +13,7 @@ pub fn normalized(vector: &[f32], dim: usize) -> Result<Vec<f32>, IndexError> {
     if let Some((position, &value)) = vector.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(IndexError::NonFinite { position, value });
     }
-    let norm = vector
-        .iter()
-        .map(|v| f64::from(*v) * f64::from(*v))
-        .sum::<f64>()
-        .sqrt();
-    if norm == 0.0 || !norm.is_finite() {
-        return Err(IndexError::ZeroVector);
-    }
-    Ok(vector
-        .iter()
-        .map(|v| (f64::from(*v) / norm) as f32)
-        .collect())
+    shelf_types::vector::unit_vector(vector).ok_or(IndexError::ZeroVector)
 }
 
 /// Cosine similarity of two unit vectors, with the same SIMD kernel the graph uses.

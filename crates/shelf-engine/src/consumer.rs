@@ -42,8 +42,11 @@ pub struct Progress {
 /// How long [`follow`] waits before retrying after `failures` failed batches in a row:
 /// 100 ms, doubling, at most 30 s.
 pub fn retry_delay(failures: u32) -> Duration {
-    let ms = 100u64.saturating_mul(1 << failures.saturating_sub(1).min(20));
-    Duration::from_millis(ms.min(30_000))
+    const JOBS: shelf_types::Backoff = shelf_types::Backoff {
+        start: Duration::from_millis(100),
+        max: Duration::from_secs(30),
+    };
+    JOBS.delay(failures)
 }
 
 /// The committed next offset of each of `source`'s partitions, after seeking the source

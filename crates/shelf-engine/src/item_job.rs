@@ -193,13 +193,10 @@ impl<E: TextEmbedder, I: VectorIndex> ItemJob<E, I> {
     }
 }
 
-/// `v` scaled to unit length (the index compares by inner product).
-fn normalized(mut v: Vec<f32>) -> Vec<f32> {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-    v
+/// `v` scaled to unit length (the index compares by inner product); as it is when it has no
+/// length to scale.
+fn normalized(v: Vec<f32>) -> Vec<f32> {
+    shelf_types::vector::unit_vector(&v).unwrap_or(v)
 }
 
 impl<E: TextEmbedder, I: VectorIndex> Job for ItemJob<E, I> {

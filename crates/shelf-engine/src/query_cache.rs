@@ -1,37 +1,31 @@
-//! A bounded cache of query embeddings (queries repeat heavily in shops).
+//! A bounded cache of query embeddings (queries repeat heavily in shops), on quick_cache:
+//! S3-FIFO eviction, so a query shoppers keep sending survives a stream of one-off queries,
+//! and lookups from many requests at once do not queue on one lock.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-/// Query text -> embedding, at most `capacity` entries; the oldest inserted is evicted.
+/// Query text -> embedding, at most `capacity` entries.
 #[derive(Debug)]
 pub struct QueryCache {
-    capacity: usize,
-    entries: Mutex<Entries>,
+    /// `None` when the cache is off (capacity 0).
+    entries: Option<quick_cache::sync::Cache<String, Arc<Vec<f32>>>>,
     hits: AtomicU64,
     misses: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-struct Entries {
-    map: HashMap<String, Arc<Vec<f32>>>,
-    order: VecDeque<String>,
 }
 
 impl QueryCache {
     /// A cache of `capacity` entries (0 disables it).
     pub fn new(capacity: usize) -> Self {
         Self {
-            capacity,
-            entries: Mutex::default(),
+            entries: (capacity > 0).then(|| quick_cache::sync::Cache::new(capacity)),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
     pub fn get(&self, query: &str) -> Option<Arc<Vec<f32>>> {
-        let found = self.lock().map.get(query).cloned();
+        let found = self.entries.as_ref().and_then(|e| e.get(query));
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -42,19 +36,23 @@ impl QueryCache {
     }
 
     pub fn insert(&self, query: &str, vector: Arc<Vec<f32>>) {
-        if self.capacity == 0 {
-            return;
+        if let Some(entries) = &self.entries {
+            entries.insert(query.to_string(), vector);
         }
-        let mut entries = self.lock();
-        if entries.map.insert(query.to_string(), vector).is_none() {
-            entries.order.push_back(query.to_string());
-        }
-        while entries.map.len() > self.capacity {
-            match entries.order.pop_front() {
-                Some(oldest) => entries.map.remove(&oldest),
-                None => break,
-            };
-        }
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.entries.as_ref().map_or(0, |e| e.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entries it may hold (quick_cache rounds each shard's share of the capacity up).
+    pub fn capacity(&self) -> usize {
+        self.entries.as_ref().map_or(0, |e| e.capacity() as usize)
     }
 
     /// Hits and misses so far.
@@ -64,12 +62,6 @@ impl QueryCache {
             self.misses.load(Ordering::Relaxed),
         )
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        // A panic while holding the lock cannot leave the map inconsistent with itself in
-        // a way that matters for a cache.
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 #[cfg(test)]
@@ -77,16 +69,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn evicts_the_oldest_beyond_capacity_and_counts_hits() {
-        let cache = QueryCache::new(2);
-        for q in ["a", "b", "c"] {
-            cache.insert(q, Arc::new(vec![1.0]));
+    fn bounded_counts_hits_and_keeps_a_popular_query_through_a_scan() {
+        let cache = QueryCache::new(100);
+        cache.insert("sofa", Arc::new(vec![1.0]));
+        for i in 0..2_000 {
+            // The popular query is asked between one-off ones.
+            assert!(
+                cache.get("sofa").is_some(),
+                "evicted after {i} one-off queries"
+            );
+            cache.insert(&format!("one-off {i}"), Arc::new(vec![0.0]));
+            assert!(cache.len() <= cache.capacity(), "{} entries", cache.len());
         }
-        assert!(cache.get("a").is_none());
-        assert!(cache.get("b").is_some() && cache.get("c").is_some());
-        assert_eq!(cache.counts(), (2, 1));
+        assert!(
+            (100..110).contains(&cache.capacity()),
+            "{}",
+            cache.capacity()
+        );
+        assert_eq!(cache.get("sofa").as_deref(), Some(&vec![1.0]));
+        assert!(cache.get("never asked").is_none());
+        assert_eq!(cache.counts(), (2_001, 1));
+    }
+
+    #[test]
+    fn capacity_zero_is_off() {
         let off = QueryCache::new(0);
         off.insert("a", Arc::new(vec![1.0]));
         assert!(off.get("a").is_none());
+        assert!(off.is_empty());
+        assert_eq!(off.counts(), (0, 1));
     }
 }

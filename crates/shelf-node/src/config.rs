@@ -1,4 +1,4 @@
-//! What a node is configured with (the HTTP layer's limits and keys live in shelf-server).
+//! What a node is configured with (the HTTP layer's limits and keys live in shelf-api).
 
 use shelf_engine::RetrievalConfig;
 use shelf_index::Backend;

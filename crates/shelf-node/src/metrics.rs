@@ -4,6 +4,53 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// What a value read at scrape time is: a level that goes up and down, or a count that only
+/// grows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Gauge,
+    Counter,
+}
+
+impl MetricKind {
+    /// The Prometheus `# TYPE` word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Gauge => "gauge",
+            MetricKind::Counter => "counter",
+        }
+    }
+}
+
+/// One value the node reports at scrape time (counters are named `..._total`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reading {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: MetricKind,
+    pub value: f64,
+}
+
+impl Reading {
+    pub fn gauge(name: &'static str, help: &'static str, value: f64) -> Self {
+        Self {
+            name,
+            help,
+            kind: MetricKind::Gauge,
+            value,
+        }
+    }
+
+    pub fn counter(name: &'static str, help: &'static str, value: f64) -> Self {
+        Self {
+            name,
+            help,
+            kind: MetricKind::Counter,
+            value,
+        }
+    }
+}
+
 /// Upper bounds of latency buckets, in seconds.
 const BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,

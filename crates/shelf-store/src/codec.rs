@@ -90,9 +90,7 @@ pub fn decode_vector(bytes: &[u8]) -> Result<StoredVector, StoreError> {
 
 /// FNV-1a 64 of a text (stable across builds and machines).
 pub fn text_hash(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    shelf_types::hash::fnv1a(text.as_bytes())
 }
 
 #[cfg(test)]

@@ -20,9 +20,11 @@ use std::time::{Duration, Instant};
 /// Records a reader may hold in the channel before it waits for the consumer.
 const CHANNEL_CAPACITY: usize = 8192;
 
-/// First and longest wait before reconnecting after an error.
-const BACKOFF_START: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Waits before reconnecting after errors in a row.
+const BACKOFF: shelf_types::Backoff = shelf_types::Backoff {
+    start: Duration::from_millis(200),
+    max: Duration::from_secs(30),
+};
 
 /// How long `produce` waits for the cluster's acknowledgements. The Fluvio client waits
 /// 60 s for a reply on a connection whose SPU went away; a writer (an HTTP request) should
@@ -68,14 +70,15 @@ impl FluvioCluster {
     /// as in docker-compose, takes a while to answer).
     pub fn connect_within(endpoint: &str, wait: Duration) -> Result<Self, StreamError> {
         let deadline = Instant::now() + wait;
-        let mut backoff = BACKOFF_START;
+        let mut failures = 0;
         loop {
+            let backoff = BACKOFF.delay(failures + 1);
             match Self::connect(endpoint) {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) if Instant::now() + backoff < deadline => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "Fluvio not reachable yet");
                     std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    failures += 1;
                 }
                 Err(e) => return Err(e),
             }
@@ -421,10 +424,12 @@ async fn read_partition(
     stop: Arc<AtomicBool>,
     tx: SyncSender<Delivery>,
 ) {
-    let mut backoff = BACKOFF_START;
+    // Failed connections or streams since a record last arrived.
+    let mut failures = 0;
     // The offset a gap was last re-read from: a gap found again there is real.
     let mut gap_retried_at = None;
     'connect: while !stop.load(Ordering::Acquire) {
+        let backoff = BACKOFF.delay(failures + 1);
         let config = fluvio::consumer::ConsumerConfigExtBuilder::default()
             .topic(topic.clone())
             .partition(partition)
@@ -442,7 +447,7 @@ async fn read_partition(
             Err(e) => {
                 tracing::warn!(%topic, partition, offset, error = %e, retry_in = ?backoff, "Fluvio consumer failed to start");
                 fluvio_future::timer::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                failures += 1;
                 continue;
             }
         };
@@ -463,7 +468,7 @@ async fn read_partition(
             };
             match item {
                 Some(Ok(record)) => {
-                    backoff = BACKOFF_START;
+                    failures = 0;
                     let at = record.offset().max(0) as u64;
                     if at < offset {
                         continue; // already delivered before a reconnect
@@ -494,17 +499,18 @@ async fn read_partition(
                     }
                 }
                 Some(Err(code)) => {
-                    tracing::warn!(%topic, partition, offset, error = ?code, retry_in = ?backoff, "Fluvio stream error; reconnecting");
+                    tracing::warn!(%topic, partition, offset, error = ?code, retry_in = ?BACKOFF.delay(failures + 1), "Fluvio stream error; reconnecting");
                     break;
                 }
                 None => {
-                    tracing::warn!(%topic, partition, offset, retry_in = ?backoff, "Fluvio stream ended; reconnecting");
+                    tracing::warn!(%topic, partition, offset, retry_in = ?BACKOFF.delay(failures + 1), "Fluvio stream ended; reconnecting");
                     break;
                 }
             }
         }
-        fluvio_future::timer::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        // The stream delivered nothing since it failed: wait as after a failed start.
+        fluvio_future::timer::sleep(BACKOFF.delay(failures + 1)).await;
+        failures += 1;
     }
 }
 

@@ -1,16 +1,20 @@
 //! Shared vocabulary of shelf: ids, catalog items, user events, embeddings and the traits
 //! at the boundaries between crates.
 
+mod backoff;
 mod embedding;
 mod error;
 mod event;
+pub mod hash;
 mod ids;
 mod index;
 mod item;
 mod rank;
 mod rng;
 mod traits;
+pub mod vector;
 
+pub use backoff::Backoff;
 pub use embedding::Embedding;
 pub use error::RecordError;
 pub use event::{Event, EventKind};

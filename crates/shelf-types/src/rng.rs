@@ -12,6 +12,11 @@ impl SplitMix {
         mix(self.0)
     }
 
+    /// Below `n` (`n > 0`; modulo bias is negligible for the small `n` of fixtures).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64

@@ -1,0 +1,49 @@
+//! The OpenAPI document (`GET /openapi.json`), generated from the handlers and types.
+
+use super::error::*;
+use super::models::*;
+use super::ops::*;
+use super::records::*;
+use super::search::*;
+use super::users::*;
+use axum::response::IntoResponse;
+use axum::Json;
+use shelf_types::{Event, ItemRecord};
+use utoipa::OpenApi;
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "shelf",
+        description = "Real-time retrieval and ranking for e-commerce search and recommendation."
+    ),
+    paths(
+        search,
+        post_items,
+        get_item,
+        delete_item,
+        post_events,
+        get_profile,
+        delete_user,
+        list_models,
+        health,
+        ready,
+        metrics
+    ),
+    components(schemas(
+        SearchBody,
+        SearchResult,
+        ErrorBody,
+        Accepted,
+        ProfileView,
+        ItemView,
+        Deleted,
+        ItemRecord,
+        Event
+    ))
+)]
+pub struct ApiDoc;
+
+pub(crate) async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,232 @@
+//! `POST /v1/search`: the request and response types and the handler.
+
+use super::error::*;
+use super::records::*;
+use crate::app::App;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use shelf_engine::SearchRequest;
+use shelf_types::{SearchFilter, UserId};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// Largest `k` a search may ask for.
+pub const MAX_K: usize = 1000;
+
+pub(crate) fn default_k() -> usize {
+    10
+}
+
+/// A search (with `query`), a recommendation (with `user_id` only), or a personalised
+/// search (both).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBody {
+    /// Free-text query.
+    pub query: Option<String>,
+    /// The user; their profile personalises the results when they have one.
+    pub user_id: Option<UserId>,
+    /// Number of results, 1..=1000.
+    #[serde(default = "default_k")]
+    #[schema(default = 10, minimum = 1, maximum = 1000)]
+    pub k: usize,
+    /// Conditions every result meets.
+    #[serde(default)]
+    pub filters: Option<SearchFilter>,
+    /// Add each feature's contribution to every result's score.
+    #[serde(default)]
+    pub explain: bool,
+    /// Let exploration fill its share of the slots (see `--exploration-share`).
+    #[serde(default = "yes")]
+    #[schema(default = true)]
+    pub explore: bool,
+}
+
+pub(crate) fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResult {
+    /// Send this back with clicks (`request_id` on events) so they become training data.
+    pub request_id: String,
+    /// The ranking model that scored the results.
+    pub model: String,
+    /// Whether the user's profile took part.
+    pub personalized: bool,
+    pub items: Vec<ResultItem>,
+    pub timings: TimingsMs,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultItem {
+    pub id: String,
+    pub score: f32,
+    pub title: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Vec<ExplanationEntry>>,
+    /// With `explain`: the candidate sources that proposed the item (`query_ann`,
+    /// `profile_ann`, `covisit`, `trending`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<&'static str>>,
+    /// Placed by exploration (Thompson sampling over CTR posteriors), not by score.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub explored: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExplanationEntry {
+    pub feature: String,
+    pub value: f32,
+    /// This feature's additive part of the score.
+    pub contribution: f32,
+}
+
+/// Milliseconds per stage.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimingsMs {
+    pub embed: f64,
+    pub ann: f64,
+    pub rerank: f64,
+    pub total: f64,
+}
+
+#[utoipa::path(post, path = "/v1/search", tag = "search", request_body = SearchBody,
+    responses(
+        (status = 200, body = SearchResult),
+        (status = 400, body = ErrorBody, description = "malformed JSON"),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "invalid values: k, filters, unknown fields"),
+        (status = 429, body = ErrorBody, description = "too many searches in flight"),
+        (status = 503, body = ErrorBody, description = "index still loading"),
+    ))]
+pub(crate) async fn search(
+    State(app): State<Arc<App>>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<SearchResult>> {
+    let request: SearchBody = parse(&body(raw)?)?;
+    let request = validate_search(&app, request)?;
+    if app.node.retriever().is_none() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the index is still loading; see GET /ready",
+        ));
+    };
+    let Ok(_slot) = app.search_slots.try_acquire() else {
+        app.metrics
+            .searches_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            "too many searches in flight; retry shortly",
+        ));
+    };
+    // The ANN walk and the re-rank's store reads block: they run on the blocking pool
+    // (bounded by the search slots), never on the runtime's workers.
+    let node = Arc::clone(&app.node);
+    let runtime = tokio::runtime::Handle::current();
+    let response = tokio::task::spawn_blocking(move || {
+        let retriever = node.retriever().expect("checked above; never unset");
+        runtime.block_on(retriever.search(&request))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let t = response.timings;
+    let m = &app.metrics;
+    m.search_embed.observe_ms(t.embed_ms);
+    m.search_ann.observe_ms(t.ann_ms);
+    m.search_rerank.observe_ms(t.rerank_ms);
+    m.search_total.observe_ms(t.total_ms);
+    if !response.impression.items.is_empty() {
+        app.node.log_impression(response.impression);
+    }
+    Ok(Json(SearchResult {
+        request_id: response.request_id,
+        model: response.model,
+        personalized: response.personalized,
+        items: response
+            .items
+            .into_iter()
+            .map(|item| ResultItem {
+                id: item.id.0,
+                score: item.score,
+                title: item.title,
+                category: item.category,
+                price: item.price,
+                explored: item.explored,
+                sources: item.explanation.is_some().then(|| item.sources.names()),
+                explanation: item.explanation.map(|e| {
+                    e.into_iter()
+                        .map(|c| ExplanationEntry {
+                            feature: c.feature.to_string(),
+                            value: c.value,
+                            contribution: c.contribution,
+                        })
+                        .collect()
+                }),
+            })
+            .collect(),
+        timings: TimingsMs {
+            embed: round3(t.embed_ms),
+            ann: round3(t.ann_ms),
+            rerank: round3(t.rerank_ms),
+            total: round3(t.total_ms),
+        },
+    }))
+}
+
+pub(crate) fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+pub(crate) fn validate_search(app: &App, body: SearchBody) -> ApiResult<SearchRequest> {
+    if !(1..=MAX_K).contains(&body.k) {
+        return Err(ApiError::invalid(format!(
+            "k must be between 1 and {MAX_K}, got {}",
+            body.k
+        )));
+    }
+    let query = body.query.map(|q| q.trim().to_string());
+    if let Some(q) = &query {
+        let max = app.limits.max_query_bytes;
+        if q.len() > max {
+            return Err(ApiError::invalid(format!(
+                "query is {} bytes; the limit is {max}",
+                q.len()
+            )));
+        }
+    }
+    let has_query = query.as_deref().is_some_and(|q| !q.is_empty());
+    if let Some(user) = &body.user_id {
+        check_id("user_id", user.as_str())?;
+    }
+    if !has_query && body.user_id.is_none() {
+        return Err(ApiError::invalid(
+            "give a non-empty query, a user_id (recommendations), or both",
+        ));
+    }
+    let filter = body.filters.unwrap_or_default();
+    filter
+        .validate()
+        .map_err(|e| ApiError::invalid(format!("filters: {e}")))?;
+    Ok(SearchRequest {
+        query: query.filter(|q| !q.is_empty()),
+        user_id: body.user_id,
+        k: body.k,
+        filter,
+        explain: body.explain,
+        explore: body.explore,
+    })
+}

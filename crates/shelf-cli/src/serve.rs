@@ -1,0 +1,370 @@
+//! `shelf serve`: the HTTP API with the item and event jobs running in the same process.
+
+use crate::data::{DataArgs, Topic};
+use crate::model::ModelArgs;
+use anyhow::Context;
+use clap::Args;
+use shelf_api::app::{ApiKeys, App, Limits, ServeConfig};
+use shelf_engine::RetrievalConfig;
+use shelf_node::{Node, NodeConfig, Streams};
+use shelf_rank::PriorRanker;
+use shelf_store::DecayConfig;
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Work that runs beside the server once the node is ready (the lab's demo shoppers): given
+/// the app, the server's base URL and the stop signal, it returns a future that `shelf serve`
+/// spawns and awaits at shutdown; its error is reported like the server's.
+pub type Companion = Box<
+    dyn FnOnce(
+            Arc<App>,
+            String,
+            tokio::sync::watch::Receiver<bool>,
+        ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>
+        + Send,
+>;
+
+/// Flags of `shelf serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on.
+    #[arg(long, env = "SHELF_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Where items and events come from: `embedded` (the durable log in the data
+    /// directory, fed by the API and `shelf ingest`) or `fluvio` (topics shelf-items or
+    /// shelf-item-vectors, shelf-events and shelf-item-stats; needs the `fluvio` feature).
+    #[arg(long, env = "SHELF_SOURCE", value_enum, default_value_t = SourceKind::Embedded)]
+    pub source: SourceKind,
+    /// Fluvio SC address (`HOST:PORT`) with `--source fluvio`.
+    #[arg(long, env = "SHELF_FLUVIO_ENDPOINT", default_value = "127.0.0.1:9003")]
+    pub fluvio_endpoint: String,
+    /// Item topic read with `--source fluvio`: `shelf-items` (shelf embeds) or
+    /// `shelf-item-vectors` (vectors from the Arroyo item pipeline, checked against this
+    /// node's model id and dimension).
+    #[arg(long, env = "SHELF_ITEM_TOPIC", default_value = "shelf-items", value_parser = ["shelf-items", "shelf-item-vectors"])]
+    pub item_topic: String,
+    /// Partitions this node consumes with `--source fluvio` (comma-separated; default all).
+    #[arg(long, env = "SHELF_FLUVIO_PARTITIONS", value_delimiter = ',')]
+    pub fluvio_partitions: Vec<u32>,
+
+    /// API keys that may only search (`POST /v1/search`; comma-separated): what a
+    /// storefront's backend holds. With no key of any scope the API is open.
+    #[arg(long, env = "SHELF_API_KEYS_SEARCH", value_delimiter = ',')]
+    pub api_keys_search: Vec<String>,
+    /// API keys that may also read items, users' profiles and the models (comma-separated).
+    #[arg(long, env = "SHELF_API_KEYS_READ", value_delimiter = ',')]
+    pub api_keys_read: Vec<String>,
+    /// API keys that may also write items and events and delete items and users
+    /// (comma-separated).
+    #[arg(long, env = "SHELF_API_KEYS_WRITE", value_delimiter = ',')]
+    pub api_keys_write: Vec<String>,
+
+    /// Largest request body in bytes.
+    #[arg(long, env = "SHELF_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+    /// Most records in one POST /v1/items or /v1/events.
+    #[arg(long, env = "SHELF_MAX_BATCH", default_value_t = 10_000)]
+    pub max_batch: usize,
+    /// Longest query in bytes.
+    #[arg(long, env = "SHELF_MAX_QUERY_BYTES", default_value_t = 1024)]
+    pub max_query_bytes: usize,
+    /// Searches running at once; more are answered 429.
+    #[arg(long, env = "SHELF_MAX_CONCURRENT_SEARCHES", default_value_t = 64)]
+    pub max_concurrent_searches: usize,
+    /// Once uncached queries queue behind each other, how long (milliseconds) the query
+    /// model may hold a forward pass open for more of them (up to 32 per pass). An idle
+    /// server never waits. 0 turns the wait off; queued queries are still embedded together.
+    #[arg(long, env = "SHELF_QUERY_BATCH_WAIT_MS", default_value_t = 2)]
+    pub query_batch_wait_ms: u64,
+
+    /// ANN candidates per retrieval list (query, and query+profile blend).
+    #[arg(long, env = "SHELF_CANDIDATES", default_value_t = 100)]
+    pub candidates: usize,
+    /// Weight of the profile vector in the query/profile blend, 0..1.
+    #[arg(long, env = "SHELF_PROFILE_BLEND", default_value_t = 0.35)]
+    pub profile_blend: f32,
+    /// Share of each response's slots filled by Thompson sampling over item CTR posteriors,
+    /// so new items get impressions (0 turns it off; requests can opt out with
+    /// `"explore": false`).
+    #[arg(long, env = "SHELF_EXPLORATION_SHARE", default_value_t = 0.1)]
+    pub exploration_share: f64,
+    /// Seed of the exploration sampler (default: from the clock).
+    #[arg(long, env = "SHELF_EXPLORATION_SEED")]
+    pub exploration_seed: Option<u64>,
+    /// With a query, candidates whose query cosine is more than this below the best match
+    /// rank after the others, whatever their personal signals (2 turns it off).
+    #[arg(long, env = "SHELF_RELEVANCE_GAP", default_value_t = 0.2)]
+    pub relevance_gap: f32,
+    /// The user's most recent distinct items whose co-visit lists feed the `covisit`
+    /// feature and candidates (0 turns both off).
+    #[arg(long, env = "SHELF_COVISIT_SEEDS", default_value_t = 20)]
+    pub covisit_seeds: usize,
+    /// Co-visited candidates added to a recommendation (a search without a query).
+    #[arg(long, env = "SHELF_COVISIT_CANDIDATES", default_value_t = 100)]
+    pub covisit_candidates: usize,
+    /// Trending candidates added to a recommendation (all a user without history gets).
+    #[arg(long, env = "SHELF_TRENDING_CANDIDATES", default_value_t = 50)]
+    pub trending_candidates: usize,
+    /// Vector index graph: `shelf` (shelf's own HNSW) or `hnsw_rs` (hnsw_rs 0.3.5). A
+    /// snapshot written by one is rebuilt into the other at start.
+    #[arg(long, env = "SHELF_INDEX_BACKEND", default_value = "shelf")]
+    pub index_backend: shelf_index::Backend,
+    /// ANN search breadth (default: the index's, 64).
+    #[arg(long, env = "SHELF_EF")]
+    pub ef: Option<usize>,
+    /// Records applied per batch by the jobs.
+    #[arg(long, env = "SHELF_BATCH_SIZE", default_value_t = 256)]
+    pub batch_size: usize,
+    /// Half-life of event weights in profiles and item stats, in days.
+    #[arg(long, env = "SHELF_HALF_LIFE_DAYS", default_value_t = 14.0)]
+    pub half_life_days: f64,
+    /// Seconds between index snapshots while items change (one is also written at shutdown).
+    #[arg(long, env = "SHELF_SNAPSHOT_INTERVAL_SECS", default_value_t = 600)]
+    pub snapshot_interval_secs: u64,
+    /// Retrain the ranker in the background every this many seconds when enough new
+    /// impressions arrived (0: off; `shelf train` does the same on demand).
+    #[arg(long, env = "SHELF_TRAIN_INTERVAL_SECS", default_value_t = 0)]
+    pub train_interval_secs: u64,
+    /// New shown items needed since the last background training.
+    #[arg(long, env = "SHELF_TRAIN_MIN_NEW_EXAMPLES", default_value_t = 5000)]
+    pub train_min_new_examples: usize,
+    /// Days impressions are kept for training.
+    #[arg(long, env = "SHELF_IMPRESSION_RETENTION_DAYS", default_value_t = 30)]
+    pub impression_retention_days: u64,
+    /// Bytes of already-applied records each embedded log keeps (older whole segments
+    /// beyond it are deleted, every 5 minutes).
+    #[arg(long, env = "SHELF_LOG_RETENTION_BYTES", default_value_t = 1 << 30)]
+    pub log_retention_bytes: u64,
+    /// Hours an applied log segment is kept after its last write (0: no age limit).
+    #[arg(long, env = "SHELF_LOG_RETENTION_HOURS", default_value_t = 168)]
+    pub log_retention_hours: u64,
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<ServeConfig> {
+        anyhow::ensure!(
+            self.half_life_days > 0.0,
+            "--half-life-days must be positive"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.profile_blend),
+            "--profile-blend must be between 0 and 1"
+        );
+        anyhow::ensure!(self.batch_size > 0, "--batch-size must be positive");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.exploration_share),
+            "--exploration-share must be between 0 and 1"
+        );
+        anyhow::ensure!(self.candidates > 0, "--candidates must be positive");
+        anyhow::ensure!(
+            self.max_concurrent_searches > 0,
+            "--max-concurrent-searches must be positive"
+        );
+        let keys = |v: &[String]| -> HashSet<String> {
+            v.iter()
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .collect()
+        };
+        let decay = DecayConfig {
+            half_life_secs: self.half_life_days * 86_400.0,
+            ..Default::default()
+        };
+        let node = NodeConfig {
+            data_dir: self.data.data_dir.clone(),
+            retrieval: RetrievalConfig {
+                candidates: self.candidates,
+                profile_blend: self.profile_blend,
+                relevance_gap: self.relevance_gap,
+                ef: self.ef,
+                exploration_share: self.exploration_share,
+                exploration_seed: self.exploration_seed,
+                decay: decay.clone(),
+                covisit_seeds: self.covisit_seeds,
+                covisit_candidates: self.covisit_candidates,
+                trending_candidates: self.trending_candidates,
+                ..Default::default()
+            },
+            decay,
+            batch_size: self.batch_size,
+            snapshot_interval: Duration::from_secs(self.snapshot_interval_secs),
+            impression_retention: Duration::from_secs(self.impression_retention_days * 86_400),
+            log_retention: shelf_stream::Retention {
+                keep_bytes: Some(self.log_retention_bytes),
+                max_age: (self.log_retention_hours > 0)
+                    .then(|| Duration::from_secs(self.log_retention_hours * 3600)),
+            },
+            train_interval: (self.train_interval_secs > 0)
+                .then(|| Duration::from_secs(self.train_interval_secs)),
+            train_min_new_examples: self.train_min_new_examples.max(1),
+            index_backend: self.index_backend,
+        };
+        Ok(ServeConfig {
+            node,
+            limits: Limits {
+                max_body_bytes: self.max_body_bytes,
+                max_batch: self.max_batch,
+                max_query_bytes: self.max_query_bytes,
+                max_concurrent_searches: self.max_concurrent_searches,
+            },
+            api_keys: ApiKeys {
+                search: keys(&self.api_keys_search),
+                read: keys(&self.api_keys_read),
+                write: keys(&self.api_keys_write),
+            },
+        })
+    }
+}
+
+/// Where `shelf serve` reads items and events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceKind {
+    Embedded,
+    Fluvio,
+}
+
+/// The streams `args` ask for.
+fn open_streams(args: &ServeArgs) -> anyhow::Result<Streams> {
+    match args.source {
+        SourceKind::Embedded => Ok(Streams::Embedded {
+            items: args.data.open_log(Topic::Items)?,
+            events: args.data.open_log(Topic::Events)?,
+        }),
+        #[cfg(feature = "fluvio")]
+        SourceKind::Fluvio => {
+            let cluster = shelf_stream::FluvioCluster::connect_within(
+                &args.fluvio_endpoint,
+                Duration::from_secs(120),
+            )?;
+            eprintln!("shelf: connected to Fluvio at {}", args.fluvio_endpoint);
+            Ok(Streams::Fluvio(shelf_node::FluvioTopics {
+                cluster,
+                item_topic: args.item_topic.clone(),
+                partitions: args.fluvio_partitions.clone(),
+            }))
+        }
+        #[cfg(not(feature = "fluvio"))]
+        SourceKind::Fluvio => anyhow::bail!(
+            "--source fluvio needs a shelf built with the `fluvio` feature \
+             (cargo build --release -p shelf --features fluvio)"
+        ),
+    }
+}
+
+/// Opens the data directory and the model and builds the node and its HTTP state (not
+/// started yet).
+pub fn open_app(args: &ServeArgs) -> anyhow::Result<Arc<App>> {
+    let config = args.config()?;
+    let store = args.data.open_store()?;
+    let streams = open_streams(args)?;
+    // Queries get their own model worker so that catalog embedding never delays them.
+    let query_wait = std::time::Duration::from_millis(args.query_batch_wait_ms);
+    let query_embedder = args.model.start_waiting(32, query_wait)?;
+    let item_embedder = args.model.start(32)?;
+    let node = Node::open(config.node, store, streams, query_embedder, item_embedder)?;
+    Ok(App::new(node, config.limits, config.api_keys))
+}
+
+/// Serves until Ctrl-C or SIGTERM, then drains the jobs and writes an index snapshot.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    run_with(args, None)
+}
+
+/// [`run`], with `companion` started once the node is ready.
+pub fn run_with(args: ServeArgs, companion: Option<Companion>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let app = open_app(&args)?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        let base_url = format!("http://{address}");
+        eprintln!(
+            "shelf: listening on {base_url} (data in {})",
+            args.data.data_dir.display()
+        );
+
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let server_app = Arc::clone(&app);
+        let mut server_stop = stop_rx.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, shelf_api::router(server_app))
+                .with_graceful_shutdown(async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+
+        let tasks = tokio::select! {
+            tasks = app.node.start(Arc::new(PriorRanker::default())) => tasks?,
+            _ = stop_rx.wait_for(|s| *s) => {
+                app.node.shutdown();
+                server.await??;
+                return Ok(());
+            }
+        };
+        eprintln!("shelf: ready; POST {base_url}/v1/search (API: {base_url}/openapi.json)");
+        let companion = companion
+            .map(|start| tokio::spawn(start(Arc::clone(&app), base_url.clone(), stop_rx.clone())));
+
+        let served = server.await;
+        eprintln!(
+            "shelf: shutting down: finishing the current batches and writing an index snapshot"
+        );
+        app.node.shutdown();
+        let companion = match companion {
+            Some(companion) => companion.await.map_err(anyhow::Error::from).and_then(|r| r),
+            None => Ok(()),
+        };
+        // Every job and task is waited for and the logs are synced even when something
+        // failed; the first failure is reported after.
+        let jobs = tasks.join().await;
+        let synced = app.node.sync_logs();
+        served??;
+        companion?;
+        jobs?;
+        synced?;
+        eprintln!("shelf: stopped cleanly");
+        Ok(())
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,94 @@
+//! `shelf train`: train a CTR model on the logged impressions and promote it when it is
+//! not worse than the live one (a running `shelf serve` swaps it in within seconds).
+
+use crate::data::DataArgs;
+use clap::{Args, ValueEnum};
+use shelf_rank::{ModelKind, TrainConfig};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Kind {
+    Logistic,
+    Mlp,
+}
+
+/// Flags of `shelf train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Model to train.
+    #[arg(long, value_enum, default_value = "logistic")]
+    pub model: Kind,
+    /// Hidden units of the MLP.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub hidden: u32,
+    /// Most passes over the training examples (early stopping usually ends sooner).
+    #[arg(long, default_value_t = 60)]
+    pub max_epochs: usize,
+    /// Epochs without a better position-matched validation AUC before stopping.
+    #[arg(long, default_value_t = 15)]
+    pub patience: usize,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 0.02)]
+    pub learning_rate: f64,
+    /// Newest share of examples held out for validation.
+    #[arg(long, default_value_t = 0.2)]
+    pub validation_share: f64,
+    /// Fewest examples (shown items) to train on.
+    #[arg(long, default_value_t = 1000)]
+    pub min_examples: usize,
+    /// Seed of initialisation and shuffling.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.validation_share > 0.0 && args.validation_share < 1.0,
+        "--validation-share must be between 0 and 1"
+    );
+    let store = args.data.open_store_read_only()?;
+    let config = TrainConfig {
+        kind: match args.model {
+            Kind::Logistic => ModelKind::Logistic,
+            Kind::Mlp => ModelKind::Mlp {
+                hidden: args.hidden as usize,
+            },
+        },
+        max_epochs: args.max_epochs.max(1),
+        patience: args.patience.max(1),
+        learning_rate: args.learning_rate,
+        validation_share: args.validation_share,
+        seed: args.seed,
+        ..TrainConfig::default()
+    };
+    eprintln!(
+        "training on the impressions in {}",
+        args.data.data_dir.display()
+    );
+    let outcome = shelf_node::models::train_and_promote(
+        &args.data.data_dir,
+        &store,
+        &config,
+        args.min_examples,
+    )?;
+    let r = &outcome.model.report;
+    eprintln!(
+        "{}: position-matched validation AUC {:.4} (prior {:.4}, live before: {} {:.4}), plain AUC {:.4} (prior {:.4}), log-loss {:.4}, {} train / {} validation examples, best epoch {} of {}; {}",
+        outcome.model.version,
+        r.validation_position_matched_auc,
+        r.prior_validation_position_matched_auc,
+        outcome.incumbent,
+        outcome.incumbent_position_matched_auc,
+        r.validation_auc,
+        r.prior_validation_auc,
+        r.validation_log_loss,
+        r.train_examples,
+        r.validation_examples,
+        r.best_epoch,
+        r.epochs_run,
+        if outcome.promoted { "promoted to live" } else { "not promoted (worse than the live model)" }
+    );
+    println!("{}", serde_json::to_string(&outcome)?);
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! Candidate lists merged into one, and the re-rank's per-item features that need more than
+//! a lookup: the query/profile blend, category affinity, lexical overlap.
+
+use super::*;
+
+/// The profile's interest vector as a unit vector, when it has one.
+pub(super) fn interest_direction(profile: &Profile) -> Option<Vec<f32>> {
+    unit_vector(&profile.interest)
+}
+
+/// `(1 - w) * query + w * profile`, normalised.
+pub(super) fn blend(query: &[f32], profile: &[f32], w: f32) -> Vec<f32> {
+    let mixed: Vec<f32> = query
+        .iter()
+        .zip(profile)
+        .map(|(q, p)| (1.0 - w) * q + w * p)
+        .collect();
+    unit_vector(&mixed).unwrap_or_else(|| query.to_vec())
+}
+
+/// Union of ranked lists, each id once at its best rank with every source that proposed
+/// it, ordered by that rank.
+pub(super) fn union(lists: Vec<(Source, Vec<ItemId>)>) -> Vec<Candidate> {
+    let mut best: HashMap<ItemId, (usize, Sources)> = HashMap::new();
+    for (source, list) in lists {
+        for (rank, id) in list.into_iter().enumerate() {
+            let entry = best.entry(id).or_insert((rank, Sources::default()));
+            entry.0 = entry.0.min(rank);
+            entry.1.insert(source);
+        }
+    }
+    let mut out: Vec<Candidate> = best
+        .into_iter()
+        .map(|(id, (stage1_rank, sources))| Candidate {
+            id,
+            stage1_rank,
+            sources,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        a.stage1_rank
+            .cmp(&b.stage1_rank)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    out
+}
+
+/// Share of the profile's category weight on the item's category or its ancestors (a
+/// category path `A/B/C` counts affinity to `A/B/C` fully, to `A/B` by 2/3, to `A` by 1/3).
+pub(super) fn category_affinity(profile: &Profile, category: Option<&str>) -> f64 {
+    let Some(category) = category else {
+        return 0.0;
+    };
+    let total: f64 = profile.categories.iter().map(|(_, w)| w).sum();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let depth = category.split('/').count() as f64;
+    let matched: f64 = profile
+        .categories
+        .iter()
+        .map(|(c, w)| {
+            let shared = c
+                .split('/')
+                .zip(category.split('/'))
+                .take_while(|(a, b)| a.trim() == b.trim())
+                .count() as f64;
+            w * shared / depth.max(c.split('/').count() as f64)
+        })
+        .sum();
+    matched / total
+}
+
+/// Lowercase alphanumeric words.
+pub(super) fn terms(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Share of query words found in the item's title, brand or category.
+pub(super) fn lexical_overlap(query_terms: &[String], item: &Item) -> f32 {
+    if query_terms.is_empty() {
+        return 0.0;
+    }
+    let mut words = terms(&item.title);
+    for field in [&item.brand, &item.category].into_iter().flatten() {
+        words.extend(terms(field));
+    }
+    let found = query_terms.iter().filter(|t| words.contains(t)).count();
+    found as f32 / query_terms.len() as f32
+}

@@ -1,0 +1,594 @@
+//! Two-stage retrieval: candidates from the query and profile vectors (ANN), from the items
+//! co-visited with the user's recent ones and from trending items, then features per
+//! candidate and a re-rank through the [`Ranker`] trait, logged as an impression.
+
+use crate::explore::Explorer;
+use crate::query_cache::QueryCache;
+use crate::EngineError;
+use shelf_store::{DecayConfig, Impression, ImpressionItem, ItemStats, Profile, Store, TopList};
+use shelf_types::vector::{dot, unit_vector};
+use shelf_types::{
+    Contribution, Features, Item, ItemAttributes, ItemId, Ranker, SearchFilter, TextEmbedder,
+    UserId, VectorIndex,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use time::OffsetDateTime;
+
+mod features;
+mod request;
+
+use features::*;
+pub use request::{
+    RankedItem, RetrievalConfig, SearchRequest, SearchResponse, Source, Sources, Timings,
+};
+
+/// Retrieval over an embedder, an index, the store and a ranker.
+pub struct Retriever<E, I> {
+    store: Arc<Store>,
+    embedder: E,
+    index: I,
+    ranker: std::sync::RwLock<Arc<dyn Ranker>>,
+    cache: QueryCache,
+    explorer: Explorer,
+    config: RetrievalConfig,
+}
+
+impl<E, I> std::fmt::Debug for Retriever<E, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retriever")
+            .field(
+                "ranker",
+                &self
+                    .ranker
+                    .read()
+                    .map(|r| r.name().to_string())
+                    .unwrap_or_default(),
+            )
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// A candidate after stage 1: its best rank over the candidate lists, and which proposed it.
+struct Candidate {
+    id: ItemId,
+    stage1_rank: usize,
+    sources: Sources,
+}
+
+/// What the user's behaviour says about candidates: co-visitation with their recent items
+/// and the overall trending list.
+#[derive(Default)]
+struct Behaviour {
+    /// Per item, `sum_j w_j * s_j(item) / max s_j` over the seeds `j` (weights
+    /// `1/sqrt(1+j)`, newest first) divided by `sum_j w_j`: in `[0, 1]`.
+    covisit: HashMap<String, f64>,
+    trending: TopList,
+    /// Each trending item's rank, so a candidate's feature is one lookup.
+    trending_rank: HashMap<String, usize>,
+}
+
+impl Behaviour {
+    /// The `covisit` feature of `id`.
+    fn covisit(&self, id: &str) -> f32 {
+        self.covisit.get(id).copied().unwrap_or(0.0) as f32
+    }
+
+    /// The `trending` feature of `id`: `1 - rank / len` in the overall list, 0 when absent.
+    fn trending(&self, id: &str) -> f32 {
+        let len = self.trending.entries.len();
+        self.trending_rank
+            .get(id)
+            .map_or(0.0, |&rank| 1.0 - rank as f32 / len as f32)
+    }
+
+    /// The `n` items of the highest co-visit score, strongest first.
+    fn covisit_top(&self, n: usize) -> Vec<String> {
+        let mut all: Vec<(&String, f64)> = self.covisit.iter().map(|(k, v)| (k, *v)).collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        all.into_iter().take(n).map(|(id, _)| id.clone()).collect()
+    }
+}
+
+impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
+    pub fn new(
+        store: Arc<Store>,
+        embedder: E,
+        index: I,
+        ranker: Arc<dyn Ranker>,
+        config: RetrievalConfig,
+    ) -> Self {
+        let cache = QueryCache::new(config.query_cache_capacity);
+        let seed = config.exploration_seed.unwrap_or_else(|| {
+            OffsetDateTime::now_utc().unix_timestamp_nanos() as u64 ^ u64::from(std::process::id())
+        });
+        let explorer = Explorer::new(seed, config.decay.prior_ctr, config.decay.prior_strength);
+        Self {
+            explorer,
+            store,
+            embedder,
+            index,
+            ranker: std::sync::RwLock::new(ranker),
+            cache,
+            config,
+        }
+    }
+
+    /// The ranker now in use.
+    pub fn ranker(&self) -> Arc<dyn Ranker> {
+        Arc::clone(&self.ranker.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Swaps in another ranker; searches in flight finish with the one they started with.
+    pub fn set_ranker(&self, ranker: Arc<dyn Ranker>) {
+        *self.ranker.write().unwrap_or_else(|e| e.into_inner()) = ranker;
+    }
+
+    pub fn index(&self) -> &I {
+        &self.index
+    }
+
+    /// Query-embedding cache hits and misses so far.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        self.cache.counts()
+    }
+
+    /// Runs both stages. Without a query and without a profile, the candidates are the
+    /// trending items (none before any event: the response is empty).
+    pub async fn search(&self, request: &SearchRequest) -> Result<SearchResponse, EngineError> {
+        let started = Instant::now();
+        let request_id = new_request_id();
+        let query = request
+            .query
+            .as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty());
+        let query_vector = match query {
+            Some(q) => Some(self.embed_query(q).await?),
+            None => None,
+        };
+        let embed_ms = ms_since(started);
+
+        let ann_started = Instant::now();
+        let profile = match &request.user_id {
+            Some(user) => self.store.profile(user.as_str())?,
+            None => None,
+        };
+        let profile_vector = profile.as_ref().and_then(interest_direction);
+        let behaviour = self.behaviour(profile.as_ref())?;
+        let lists = self.candidate_lists(
+            query_vector.as_ref().map(|v| v.as_slice()),
+            profile_vector.as_deref(),
+            &behaviour,
+            request,
+        )?;
+        let candidates = union(lists);
+        let ann_ms = ms_since(ann_started);
+
+        let rerank_started = Instant::now();
+        let now_ms = unix_ms(OffsetDateTime::now_utc());
+        let query_terms = query.map(terms).unwrap_or_default();
+        let ranker = self.ranker();
+        let mut ranked = Vec::with_capacity(candidates.len());
+        let ids: Vec<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
+        let rows = self.store.candidates(&ids)?;
+        let vectors = self
+            .index
+            .vectors(&candidates.iter().map(|c| &c.id).collect::<Vec<_>>());
+        for ((candidate, row), vector) in candidates.into_iter().zip(rows).zip(vectors) {
+            let (Some(shelf_store::Candidate { item, stats }), Some(vector)) = (row, vector) else {
+                // Deleted since the index answered (or since it was co-visited), or not
+                // (yet) in the index.
+                continue;
+            };
+            let from_ann = candidate.sources.contains(Source::Query)
+                || candidate.sources.contains(Source::Profile);
+            if !from_ann && !request.filter.matches(&ItemAttributes::of(&item)) {
+                continue; // the ANN searches filter; the other sources are filtered here
+            }
+            let (features, clicks_impressions) = self.features(
+                &item,
+                &vector,
+                stats.as_ref(),
+                query_vector.as_ref().map(|v| v.as_slice()),
+                &query_terms,
+                profile.as_ref(),
+                profile_vector.as_deref(),
+                candidate.stage1_rank,
+                &behaviour,
+                now_ms,
+            );
+            let score = ranker.score(&features);
+            ranked.push(RankedItem {
+                id: candidate.id,
+                score,
+                title: item.title,
+                category: item.category,
+                price: item.price,
+                features,
+                explanation: None,
+                explored: false,
+                on_topic: true,
+                clicks_impressions,
+                sources: candidate.sources,
+            });
+        }
+        if query_vector.is_some() {
+            let best = ranked
+                .iter()
+                .map(|r| r.features[0])
+                .fold(f32::MIN, f32::max);
+            for r in &mut ranked {
+                r.on_topic = r.features[0] >= best - self.config.relevance_gap;
+            }
+        }
+        ranked.sort_by(|a, b| {
+            b.on_topic
+                .cmp(&a.on_topic)
+                .then_with(|| b.score.total_cmp(&a.score))
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let ranked = self.explore(ranked, request);
+        let mut ranked = ranked;
+        if request.explain {
+            for item in &mut ranked {
+                item.explanation = Some(ranker.explain(&item.features));
+            }
+        }
+        let rerank_ms = ms_since(rerank_started);
+
+        let impression = Impression {
+            request_id: request_id.clone(),
+            user_id: request.user_id.as_ref().map(|u| u.as_str().to_string()),
+            ts_ms: now_ms,
+            query: query.map(str::to_string),
+            items: ranked
+                .iter()
+                .enumerate()
+                .map(|(position, item)| ImpressionItem {
+                    item_id: item.id.as_str().to_string(),
+                    position: position as u32,
+                    features: item.features.to_vec(),
+                    clicked: false,
+                })
+                .collect(),
+        };
+        Ok(SearchResponse {
+            model: ranker.name().to_string(),
+            request_id,
+            items: ranked,
+            timings: Timings {
+                embed_ms,
+                ann_ms,
+                rerank_ms,
+                total_ms: ms_since(started),
+            },
+            personalized: profile_vector.is_some(),
+            impression,
+        })
+    }
+
+    /// The top `k` by score, except that the last `round(k * share)` slots go to the
+    /// candidates below them with the highest Thompson draws of their CTR.
+    fn explore(&self, mut ranked: Vec<RankedItem>, request: &SearchRequest) -> Vec<RankedItem> {
+        let k = request.k.min(ranked.len());
+        let slots = (request.k as f64 * self.config.exploration_share).round() as usize;
+        if !request.explore || slots == 0 || ranked.len() <= k {
+            ranked.truncate(k);
+            return ranked;
+        }
+        let slots = slots.min(k);
+        let exploit = k - slots;
+        let posteriors: Vec<(f64, f64)> = ranked.iter().map(|r| r.clicks_impressions).collect();
+        let mut sampled = self.explorer.sample(&posteriors);
+        // Only candidates that match the query may be explored.
+        for (s, r) in sampled.iter_mut().zip(&ranked) {
+            if !r.on_topic {
+                *s = f64::NEG_INFINITY;
+            }
+        }
+        let picks = crate::explore::pick(&sampled, exploit, slots);
+        let mut taken: Vec<Option<RankedItem>> = ranked.into_iter().map(Some).collect();
+        let mut out: Vec<RankedItem> = taken[..exploit]
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        for i in picks {
+            if sampled[i] == f64::NEG_INFINITY {
+                continue;
+            }
+            if let Some(mut item) = taken[i].take() {
+                item.explored = true;
+                out.push(item);
+            }
+        }
+        // Slots exploration could not fill (too few matching candidates) go by score.
+        let missing = k - out.len();
+        out.extend(taken.into_iter().flatten().take(missing));
+        out
+    }
+
+    /// Stage 1: each source's candidates, best first. With a query, the query's ANN list
+    /// and the query/profile blend's; without, the profile's ANN list, the co-visited and
+    /// the trending items (with a query, behaviour only re-ranks: the query decides what
+    /// is relevant).
+    fn candidate_lists(
+        &self,
+        query_vector: Option<&[f32]>,
+        profile_vector: Option<&[f32]>,
+        behaviour: &Behaviour,
+        request: &SearchRequest,
+    ) -> Result<Vec<(Source, Vec<ItemId>)>, EngineError> {
+        let fetch = self.config.candidates.max(request.k);
+        let ann = |v: &[f32]| -> Result<Vec<ItemId>, EngineError> {
+            Ok(self
+                .index
+                .search(v, fetch, self.config.ef, &request.filter)
+                .map_err(|e| EngineError::Index(e.to_string()))?
+                .into_iter()
+                .map(|hit| hit.id)
+                .collect())
+        };
+        let mut lists = Vec::new();
+        if let Some(q) = query_vector {
+            lists.push((Source::Query, ann(q)?));
+        }
+        if let Some(p) = profile_vector {
+            let v = match query_vector {
+                Some(q) => blend(q, p, self.config.profile_blend),
+                None => p.to_vec(),
+            };
+            lists.push((Source::Profile, ann(&v)?));
+        }
+        if query_vector.is_none() {
+            let covisited = behaviour.covisit_top(self.config.covisit_candidates);
+            lists.push((
+                Source::Covisit,
+                covisited.into_iter().map(ItemId::from).collect(),
+            ));
+            let trending = behaviour.trending.entries.iter();
+            lists.push((
+                Source::Trending,
+                trending
+                    .take(self.config.trending_candidates)
+                    .map(|(id, _)| ItemId::from(id.as_str()))
+                    .collect(),
+            ));
+        }
+        Ok(lists)
+    }
+
+    /// Stage 1 of a recommendation for `user_id` (no query, no filter): each source's
+    /// candidates as [`Retriever::search`] would merge them, for offline evaluation.
+    pub fn recommendation_sources(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(Source, Vec<ItemId>)>, EngineError> {
+        let profile = self.store.profile(user_id)?;
+        let profile_vector = profile.as_ref().and_then(interest_direction);
+        let behaviour = self.behaviour(profile.as_ref())?;
+        self.candidate_lists(
+            None,
+            profile_vector.as_deref(),
+            &behaviour,
+            &SearchRequest::default(),
+        )
+    }
+
+    /// Co-visit scores from the profile's most recent distinct items, and the overall
+    /// trending list.
+    fn behaviour(&self, profile: Option<&Profile>) -> Result<Behaviour, EngineError> {
+        let trending = self
+            .store
+            .trending(shelf_store::TRENDING_OVERALL)?
+            .unwrap_or_default();
+        let mut behaviour = Behaviour {
+            trending_rank: (trending.entries.iter().enumerate())
+                .map(|(rank, (id, _))| (id.clone(), rank))
+                .collect(),
+            trending,
+            ..Default::default()
+        };
+        let Some(profile) = profile else {
+            return Ok(behaviour);
+        };
+        let mut seeds: Vec<&str> = Vec::with_capacity(self.config.covisit_seeds);
+        for recent in &profile.recent {
+            if seeds.len() == self.config.covisit_seeds {
+                break;
+            }
+            if !seeds.contains(&recent.item_id.as_str()) {
+                seeds.push(&recent.item_id);
+            }
+        }
+        let mut total_weight = 0.0;
+        for (j, seed) in seeds.iter().enumerate() {
+            let w = 1.0 / ((1 + j) as f64).sqrt();
+            total_weight += w;
+            let Some(list) = self.store.covisits(seed)? else {
+                continue;
+            };
+            let top = list.top();
+            if top <= 0.0 {
+                continue;
+            }
+            for (id, score) in &list.entries {
+                *behaviour.covisit.entry(id.clone()).or_default() += w * score / top;
+            }
+        }
+        if total_weight > 0.0 {
+            behaviour
+                .covisit
+                .values_mut()
+                .for_each(|v| *v /= total_weight);
+        }
+        Ok(behaviour)
+    }
+
+    async fn embed_query(&self, query: &str) -> Result<Arc<Vec<f32>>, EngineError> {
+        if let Some(v) = self.cache.get(query) {
+            return Ok(v);
+        }
+        let mut vectors = self
+            .embedder
+            .embed(vec![query.to_string()])
+            .await
+            .map_err(|e| EngineError::Embed(e.to_string()))?;
+        let vector = Arc::new(vectors.pop().map(|v| v.0).unwrap_or_default());
+        self.cache.insert(query, Arc::clone(&vector));
+        Ok(vector)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn features(
+        &self,
+        item: &Item,
+        vector: &[f32],
+        stats: Option<&ItemStats>,
+        query: Option<&[f32]>,
+        query_terms: &[String],
+        profile: Option<&Profile>,
+        profile_vector: Option<&[f32]>,
+        stage1_rank: usize,
+        behaviour: &Behaviour,
+        now_ms: i64,
+    ) -> (Features, (f64, f64)) {
+        let counts = stats.map_or((0.0, 0.0), |s| (s.clicks, s.impressions));
+        let decay = &self.config.decay;
+        let ctr = stats.map_or(decay.prior_ctr, |s| s.ctr(decay));
+        let engagement = stats.map_or(0.0, |s| {
+            let w = &decay.weights;
+            s.views * w.view
+                + s.clicks * w.click
+                + s.carts * w.add_to_cart
+                + s.purchases * w.purchase
+        });
+        let popularity = (engagement.ln_1p() / self.config.popularity_saturation.ln_1p()).min(1.0);
+        let freshness = item.updated_at.map_or(0.0, |t| {
+            let age_days = ((now_ms - unix_ms(t)) as f64 / 86_400_000.0).max(0.0);
+            0.5f64.powf(age_days / self.config.freshness_half_life_days)
+        });
+        let price_fit = match (item.price, profile.and_then(Profile::price_preference)) {
+            (Some(price), Some(preferred)) if price > 0.0 && preferred > 0.0 => {
+                (-(price / preferred).ln().abs()).exp()
+            }
+            _ => 0.0,
+        };
+        (
+            [
+                query.map_or(0.0, |q| dot(q, vector)),
+                profile_vector.map_or(0.0, |p| dot(p, vector)),
+                profile.map_or(0.0, |p| category_affinity(p, item.category.as_deref())) as f32,
+                ctr as f32,
+                popularity as f32,
+                price_fit as f32,
+                freshness as f32,
+                lexical_overlap(query_terms, item),
+                1.0 / (1.0 + stage1_rank as f32),
+                behaviour.covisit(item.id.as_str()),
+                behaviour.trending(item.id.as_str()),
+            ],
+            counts,
+        )
+    }
+}
+
+fn unix_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// A request id that sorts by creation time: 12 hex digits of Unix milliseconds, `-`,
+/// 16 hex digits unique within the process (and random across processes).
+pub fn new_request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+        shelf_types::SplitMix(nanos ^ u64::from(std::process::id()) << 32).next_u64()
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let ms = unix_ms(OffsetDateTime::now_utc()).max(0) as u64;
+    format!(
+        "{ms:012x}-{:016x}",
+        shelf_types::SplitMix(seed.wrapping_add(n)).next_u64()
+    )
+}
+
+/// The smallest request id of time `ts_ms` (for expiring older impressions).
+pub fn request_id_floor(ts_ms: i64) -> String {
+    format!("{:012x}-", ts_ms.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn union_keeps_each_id_once_at_its_best_rank() {
+        let ids = |ids: &[&str]| ids.iter().map(|id| ItemId::from(*id)).collect();
+        let merged = union(vec![
+            (Source::Query, ids(&["a", "b", "c"])),
+            (Source::Covisit, ids(&["c", "d"])),
+        ]);
+        let got: Vec<(&str, usize, Vec<&str>)> = merged
+            .iter()
+            .map(|c| (c.id.as_str(), c.stage1_rank, c.sources.names()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", 0, vec!["query_ann"]),
+                ("c", 0, vec!["query_ann", "covisit"]),
+                ("b", 1, vec!["query_ann"]),
+                ("d", 1, vec!["covisit"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn category_affinity_credits_ancestors() {
+        let mut p = Profile::new("u", 2);
+        p.categories = vec![("A/B/C".into(), 3.0), ("X".into(), 1.0)];
+        assert!((category_affinity(&p, Some("A/B/C")) - 0.75).abs() < 1e-9);
+        // Shares A/B with A/B/C: 2 of 3 levels of the weight 3, over a total of 4.
+        assert!((category_affinity(&p, Some("A/B/D")) - 0.5).abs() < 1e-9);
+        assert_eq!(category_affinity(&p, Some("Y")), 0.0);
+        assert_eq!(category_affinity(&p, None), 0.0);
+    }
+
+    #[test]
+    fn lexical_overlap_counts_query_words_in_title_brand_category() {
+        let item: Item = serde_json::from_str(
+            r#"{"id":"1","title":"Red leather sofa","brand":"Nord","category":"Furniture/Sofas"}"#,
+        )
+        .unwrap();
+        let q = terms("red SOFA, nord velvet");
+        assert_eq!(lexical_overlap(&q, &item), 0.75);
+        assert_eq!(lexical_overlap(&[], &item), 0.0);
+    }
+
+    #[test]
+    fn blend_is_unit_and_between_its_inputs() {
+        let v = blend(&[1.0, 0.0], &[0.0, 1.0], 0.25);
+        assert!((v[0] * v[0] + v[1] * v[1] - 1.0).abs() < 1e-6);
+        assert!(v[0] > v[1] && v[1] > 0.0);
+    }
+
+    #[test]
+    fn request_ids_sort_by_time_and_are_unique() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 29);
+        let floor = request_id_floor(unix_ms(OffsetDateTime::now_utc()) + 1000);
+        assert!(a < floor && b < floor);
+        assert!(request_id_floor(0) < a);
+    }
+}

@@ -1,0 +1,171 @@
+//! What a search asks for and gets back, and the retriever's configuration.
+
+use super::*;
+
+/// Tunables of retrieval.
+#[derive(Clone, Debug)]
+pub struct RetrievalConfig {
+    /// Candidates fetched from each ANN search (at least `k`).
+    pub candidates: usize,
+    /// Weight of the profile vector in the query/profile blend (0 = query only).
+    pub profile_blend: f32,
+    /// With a query, candidates whose query cosine is more than this below the best
+    /// candidate's rank after all the others, whatever their score: personal signals
+    /// re-rank what matches the query, they never pull in what does not (2 turns it off).
+    pub relevance_gap: f32,
+    /// ANN search breadth; `None` uses the index default.
+    pub ef: Option<usize>,
+    /// Query embeddings kept in memory.
+    pub query_cache_capacity: usize,
+    /// Age at which an item's freshness feature halves, in days.
+    pub freshness_half_life_days: f64,
+    /// Decayed engagement at which the popularity feature reaches 1.
+    pub popularity_saturation: f64,
+    /// CTR prior and decay, as the event job uses them.
+    pub decay: DecayConfig,
+    /// Share of each response's slots filled by Thompson sampling over item CTR posteriors
+    /// (0 turns exploration off).
+    pub exploration_share: f64,
+    /// Seed of the exploration sampler (fixed in tests; from the clock otherwise).
+    pub exploration_seed: Option<u64>,
+    /// The user's most recent distinct items whose co-visit lists are read (for the
+    /// co-visit candidates and the `covisit` feature; 0 turns both off).
+    pub covisit_seeds: usize,
+    /// Co-visited candidates added to a recommendation (no query; 0: none).
+    pub covisit_candidates: usize,
+    /// Trending candidates added to a recommendation (no query; 0: none). They are all a
+    /// user without history gets.
+    pub trending_candidates: usize,
+}
+
+impl Default for RetrievalConfig {
+    fn default() -> Self {
+        Self {
+            candidates: 100,
+            profile_blend: 0.35,
+            relevance_gap: 0.2,
+            ef: None,
+            query_cache_capacity: 10_000,
+            freshness_half_life_days: 30.0,
+            popularity_saturation: 1000.0,
+            decay: DecayConfig::default(),
+            exploration_share: 0.1,
+            exploration_seed: None,
+            covisit_seeds: 20,
+            covisit_candidates: 100,
+            trending_candidates: 50,
+        }
+    }
+}
+
+/// One search or recommendation request.
+#[derive(Clone, Debug, Default)]
+pub struct SearchRequest {
+    pub query: Option<String>,
+    pub user_id: Option<UserId>,
+    pub k: usize,
+    pub filter: SearchFilter,
+    pub explain: bool,
+    /// Let exploration fill its share of the slots.
+    pub explore: bool,
+}
+
+/// One ranked item of a response.
+#[derive(Clone, Debug)]
+pub struct RankedItem {
+    pub id: ItemId,
+    pub score: f32,
+    pub title: String,
+    pub category: Option<String>,
+    pub price: Option<f64>,
+    pub features: Features,
+    pub explanation: Option<Vec<Contribution>>,
+    /// Placed by exploration rather than by score.
+    pub explored: bool,
+    /// Within `relevance_gap` of the best query match (always true without a query).
+    pub on_topic: bool,
+    /// Decayed clicks and impressions (the CTR posterior's counts).
+    pub clicks_impressions: (f64, f64),
+    /// The candidate sources that proposed it.
+    pub sources: Sources,
+}
+
+/// Where candidates come from (stage 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// ANN search with the query's vector.
+    Query,
+    /// ANN search with the user's interest vector (blended with the query's, with one).
+    Profile,
+    /// Items co-visited with the user's recent items (recommendations only).
+    Covisit,
+    /// Trending items (recommendations only).
+    Trending,
+}
+
+impl Source {
+    const ALL: [Source; 4] = [
+        Source::Query,
+        Source::Profile,
+        Source::Covisit,
+        Source::Trending,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Query => "query_ann",
+            Source::Profile => "profile_ann",
+            Source::Covisit => "covisit",
+            Source::Trending => "trending",
+        }
+    }
+
+    pub(super) fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of [`Source`]s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sources(u8);
+
+impl Sources {
+    pub fn contains(self, source: Source) -> bool {
+        self.0 & source.bit() != 0
+    }
+
+    pub(super) fn insert(&mut self, source: Source) {
+        self.0 |= source.bit();
+    }
+
+    /// The names of the sources in the set, in a fixed order.
+    pub fn names(self) -> Vec<&'static str> {
+        Source::ALL
+            .into_iter()
+            .filter(|s| self.contains(*s))
+            .map(Source::name)
+            .collect()
+    }
+}
+
+/// Milliseconds spent per stage.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timings {
+    pub embed_ms: f64,
+    pub ann_ms: f64,
+    pub rerank_ms: f64,
+    pub total_ms: f64,
+}
+
+/// A response plus the impression to log for it.
+#[derive(Clone, Debug)]
+pub struct SearchResponse {
+    pub request_id: String,
+    /// The ranker that scored the items.
+    pub model: String,
+    pub items: Vec<RankedItem>,
+    pub timings: Timings,
+    /// Whether the user's profile took part.
+    pub personalized: bool,
+    pub impression: Impression,
+}

@@ -1,0 +1,265 @@
+//! `shelf bench search`: a load generator against a running server, closed loops then an
+//! open loop at a fixed rate.
+
+use super::*;
+
+#[derive(Debug, Args)]
+pub struct SearchBenchArgs {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API key (search scope is enough).
+    #[arg(long, env = "SHELF_API_KEY")]
+    pub api_key: Option<String>,
+    /// Concurrent clients of the closed-loop runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub concurrency: Vec<usize>,
+    /// Requests per second of the open-loop run (0 skips it).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Share of requests that carry a demo user id (personalised).
+    #[arg(long, default_value_t = 0.5)]
+    pub personalized_share: f64,
+    /// Results per search.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Queries to send, one per line, in order (shared by all clients, starting over at
+    /// the end), instead of generated demo-shop queries: with distinct lines and fewer
+    /// requests than lines, no response comes from the query cache.
+    #[arg(long)]
+    pub queries: Option<std::path::PathBuf>,
+}
+
+/// Where the load's query texts come from.
+pub(super) enum Queries {
+    /// Generated demo-shop queries.
+    Demo,
+    /// The lines of `--queries`, taken in turn.
+    File {
+        lines: Vec<String>,
+        next: std::sync::atomic::AtomicUsize,
+    },
+}
+
+impl Queries {
+    pub(super) fn load(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::Demo);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let lines: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        anyhow::ensure!(!lines.is_empty(), "{} holds no query", path.display());
+        Ok(Self::File {
+            lines,
+            next: 0.into(),
+        })
+    }
+}
+
+/// The server's query-cache hits and misses so far (from `/metrics`).
+pub(super) async fn cache_counts(api: &HttpTransport) -> anyhow::Result<(u64, u64)> {
+    let text = api.get_text("/metrics").await?;
+    let counter = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    Ok((
+        counter("shelf_query_cache_hits_total "),
+        counter("shelf_query_cache_misses_total "),
+    ))
+}
+
+/// A demo-shop query: a random leaf category, with a colour three times in ten.
+pub(super) fn demo_query(rng: &mut SmallRng) -> String {
+    let leaf = rng.random_range(0..Shop::leaves());
+    let color =
+        (rng.random::<f64>() < 0.3).then(|| rng.random_range(0..crate::demo::shop::COLORS.len()));
+    Shop::query_for(leaf, color, rng)
+}
+
+/// One request body of the load: a demo-shop query, sometimes with a demo user.
+pub(super) fn search_body(
+    rng: &mut SmallRng,
+    users: &[users::SimUser],
+    args: &SearchBenchArgs,
+    queries: &Queries,
+) -> serde_json::Value {
+    let query = match queries {
+        Queries::Demo => demo_query(rng),
+        Queries::File { lines, next } => {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            lines[i % lines.len()].clone()
+        }
+    };
+    let mut body = serde_json::json!({ "query": query, "k": args.k });
+    if rng.random::<f64>() < args.personalized_share {
+        body["user_id"] = serde_json::json!(users[rng.random_range(0..users.len())].id);
+    }
+    body
+}
+
+#[derive(Default)]
+pub(super) struct Tally {
+    pub(super) latencies: Vec<f64>,
+    /// The server's own stage timings of each answer (`timings`: embed, ann, rerank), ms.
+    pub(super) stages: [Vec<f64>; 3],
+    pub(super) errors: u64,
+}
+
+impl Tally {
+    /// Counts one answer: its latency as the client saw it and the server's stage timings.
+    pub(super) fn answered(&mut self, ms: f64, body: &serde_json::Value) {
+        self.latencies.push(ms);
+        for (stage, name) in self.stages.iter_mut().zip(["embed", "ann", "rerank"]) {
+            if let Some(t) = body["timings"][name].as_f64() {
+                stage.push(t);
+            }
+        }
+    }
+
+    pub(super) fn extend(&mut self, other: Tally) {
+        self.latencies.extend(other.latencies);
+        for (mine, theirs) in self.stages.iter_mut().zip(other.stages) {
+            mine.extend(theirs);
+        }
+        self.errors += other.errors;
+    }
+}
+
+pub(super) fn report(
+    mode: &str,
+    label: serde_json::Value,
+    mut tally: Tally,
+    seconds: f64,
+    cache: ((u64, u64), (u64, u64)),
+) {
+    tally.latencies.sort_by(f64::total_cmp);
+    for stage in &mut tally.stages {
+        stage.sort_by(f64::total_cmp);
+    }
+    let [embed, ann, rerank] = &tally.stages;
+    let l = &tally.latencies;
+    let mut line = serde_json::json!({
+        "bench": "search", "mode": mode,
+        "requests": l.len(), "errors": tally.errors,
+        "qps": round(l.len() as f64 / seconds),
+        "p50_ms": round(percentile(l, 0.5)), "p90_ms": round(percentile(l, 0.9)),
+        "p99_ms": round(percentile(l, 0.99)), "max_ms": round(l.last().copied().unwrap_or(f64::NAN)),
+        "query_cache_hits": cache.1 .0.saturating_sub(cache.0 .0),
+        "query_cache_misses": cache.1 .1.saturating_sub(cache.0 .1),
+        "server_embed_p50_ms": round(percentile(embed, 0.5)),
+        "server_embed_p99_ms": round(percentile(embed, 0.99)),
+        "server_ann_p50_ms": round(percentile(ann, 0.5)),
+        "server_ann_p99_ms": round(percentile(ann, 0.99)),
+        "server_rerank_p50_ms": round(percentile(rerank, 0.5)),
+        "server_rerank_p99_ms": round(percentile(rerank, 0.99)),
+    });
+    if let (Some(obj), Some(extra)) = (line.as_object_mut(), label.as_object()) {
+        obj.extend(extra.clone());
+    }
+    println!("{line}");
+}
+
+pub(super) async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
+    let api = Arc::new(HttpTransport::new(&args.url, args.api_key.clone()));
+    let (status, body) = api.call(Method::GET, "/ready", None).await?;
+    anyhow::ensure!(
+        status == StatusCode::OK,
+        "{} is not ready: {status} {body}",
+        args.url
+    );
+    let users = Arc::new(users::users(500, 42 ^ 0x5eed));
+    let queries = Arc::new(Queries::load(args.queries.as_deref())?);
+    let args = Arc::new(args);
+    // No warm-up: each distinct query is embedded on first sight (then cached), as in
+    // production, where shop queries repeat heavily too.
+    for &concurrency in &args.concurrency {
+        let cache_before = cache_counts(&api).await?;
+        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for w in 0..concurrency {
+            let (api, users, args) = (Arc::clone(&api), Arc::clone(&users), Arc::clone(&args));
+            let queries = Arc::clone(&queries);
+            workers.push(tokio::spawn(async move {
+                let mut rng = SmallRng::seed_from_u64(w as u64);
+                let mut tally = Tally::default();
+                while Instant::now() < deadline {
+                    let body = search_body(&mut rng, &users, &args, &queries);
+                    let t = Instant::now();
+                    match api.call(Method::POST, "/v1/search", Some(body)).await {
+                        Ok((StatusCode::OK, body)) => {
+                            tally.answered(t.elapsed().as_secs_f64() * 1e3, &body)
+                        }
+                        _ => tally.errors += 1,
+                    }
+                }
+                tally
+            }));
+        }
+        let mut total = Tally::default();
+        for w in workers {
+            total.extend(w.await?);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let cache = (cache_before, cache_counts(&api).await?);
+        report(
+            "closed_loop",
+            serde_json::json!({ "concurrency": concurrency }),
+            total,
+            seconds,
+            cache,
+        );
+    }
+    if args.rate > 0.0 {
+        // Open loop: requests start on schedule whether or not earlier ones finished, and
+        // latency counts from the scheduled start (no coordinated omission).
+        let interval = Duration::from_secs_f64(1.0 / args.rate);
+        let n = (args.rate * args.seconds as f64) as usize;
+        let cache_before = cache_counts(&api).await?;
+        let started = Instant::now();
+        let mut rng = SmallRng::seed_from_u64(99);
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n {
+            let scheduled = started + interval.mul_f64(i as f64);
+            tokio::time::sleep_until(scheduled.into()).await;
+            let body = search_body(&mut rng, &users, &args, &queries);
+            let api = Arc::clone(&api);
+            handles.push(tokio::spawn(async move {
+                match api.call(Method::POST, "/v1/search", Some(body)).await {
+                    Ok((StatusCode::OK, body)) => {
+                        Some((scheduled.elapsed().as_secs_f64() * 1e3, body))
+                    }
+                    _ => None,
+                }
+            }));
+        }
+        let mut tally = Tally::default();
+        for h in handles {
+            match h.await? {
+                Some((ms, body)) => tally.answered(ms, &body),
+                None => tally.errors += 1,
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let cache = (cache_before, cache_counts(&api).await?);
+        report(
+            "open_loop",
+            serde_json::json!({ "rate": args.rate }),
+            tally,
+            seconds,
+            cache,
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,512 @@
+//! `shelf eval interactions`: leave-last-out recommendation on an interaction log (e.g.
+//! MovieLens), shelf beside popularity, item-kNN and EASE.
+
+use super::*;
+
+#[derive(Debug, Args)]
+pub struct InteractionsArgs {
+    /// Items, JSON lines (as for `relevance`).
+    #[arg(long)]
+    pub items: PathBuf,
+    /// Interactions in time order (sorted here anyway, stably): JSON lines
+    /// `{"user_id","item_id","kind","ts"}`, or TSV/CSV lines `user_id,item_id,kind,ts` (a
+    /// header line is skipped). `kind`: view, click, add_to_cart or purchase (a missing
+    /// kind column means --default-kind); `ts`: RFC 3339, or Unix seconds or milliseconds.
+    #[arg(long)]
+    pub interactions: PathBuf,
+    /// Kind of interactions whose file has no kind column.
+    #[arg(long, default_value = "view")]
+    pub default_kind: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Cut-off of Recall and NDCG.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Users with fewer interactions than this are not evaluated (their events still shape
+    /// popularity and the others' history).
+    #[arg(long, default_value_t = 3)]
+    pub min_interactions: usize,
+    /// Evaluate at most this many users (the first in id order; 0: all).
+    #[arg(long, default_value_t = 0)]
+    pub max_users: usize,
+    /// A trained model (`DATA/models/*.json`) to re-rank with instead of the prior.
+    #[arg(long)]
+    pub ranker: Option<PathBuf>,
+    /// Neighbours kept per item by the item-kNN baseline.
+    #[arg(long, default_value_t = 100)]
+    pub knn_neighbours: usize,
+    /// L2 regularisation λ of the EASE baseline.
+    #[arg(long, default_value_t = 500.0)]
+    pub ease_lambda: f64,
+    /// EASE is skipped (with a message) above this many interacted items: its dense
+    /// inverse takes 8 n² bytes and O(n³) time.
+    #[arg(long, default_value_t = crate::baselines::Ease::DEFAULT_MAX_ITEMS)]
+    pub ease_max_items: usize,
+    /// Depth at which each candidate source's recall is reported (does the held-out item
+    /// reach stage 2 at all).
+    #[arg(long, default_value_t = 100)]
+    pub source_depth: usize,
+    /// Also train a logistic ranker here and score the recommendation path with it: each
+    /// evaluated user's last --train-rounds interactions before the held-out one are held
+    /// back too; before each, the user's recommendation (100 candidates, ranked by the
+    /// prior) becomes a training response with that item as the click, then it is
+    /// replayed; a model is trained on those responses and the last interactions predicted
+    /// as usual.
+    #[arg(long)]
+    pub train_ranker: bool,
+    /// With --train-ranker: how many of each user's interactions before the held-out one
+    /// become training responses.
+    #[arg(long, default_value_t = 5)]
+    pub train_rounds: usize,
+}
+
+/// Applies `interactions` (in order) through the event job as records from `*offset` on.
+pub(super) async fn replay_events(
+    job: &mut shelf_engine::EventJob,
+    interactions: &[&Interaction],
+    offset: &mut u64,
+) -> anyhow::Result<()> {
+    use shelf_engine::Job;
+    for chunk in interactions.chunks(1024) {
+        let records = chunk
+            .iter()
+            .map(|x| {
+                let ts = time::OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(x.ts_ms) * 1_000_000,
+                )?;
+                let event = shelf_types::Event {
+                    user_id: x.user.clone().into(),
+                    kind: x.kind,
+                    item_id: Some(x.item.clone().into()),
+                    query: None,
+                    request_id: None,
+                    position: None,
+                    ts,
+                };
+                *offset += 1;
+                Ok(shelf_stream::Record {
+                    partition: 0,
+                    offset: *offset - 1,
+                    payload: serde_json::to_vec(&event)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        job.apply(records).await?;
+    }
+    Ok(())
+}
+
+/// One interaction of the log.
+#[derive(Clone, Debug)]
+pub(super) struct Interaction {
+    pub(super) user: String,
+    pub(super) item: String,
+    pub(super) kind: shelf_types::EventKind,
+    pub(super) ts_ms: i64,
+}
+
+/// A timestamp: RFC 3339, or Unix seconds (below 10^11) or milliseconds.
+pub(super) fn parse_ts(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<f64>() {
+        return n
+            .is_finite()
+            .then(|| if n.abs() < 1e11 { n * 1000.0 } else { n } as i64);
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+pub(super) fn parse_kind(text: &str) -> Option<shelf_types::EventKind> {
+    serde_json::from_value(serde_json::Value::String(text.trim().to_lowercase())).ok()
+}
+
+pub(super) fn read_interactions(
+    path: &Path,
+    default_kind: &str,
+) -> anyhow::Result<Vec<Interaction>> {
+    let default_kind = parse_kind(default_kind)
+        .filter(|k| *k != shelf_types::EventKind::Search)
+        .ok_or_else(|| {
+            anyhow::anyhow!("--default-kind {default_kind:?} is not an item event kind")
+        })?;
+    let mut out = Vec::new();
+    for (n, line) in lines(path)? {
+        let at = || format!("{}: line {n}", path.display());
+        let (user, item, kind, ts) = if line.trim_start().starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(&line).with_context(at)?;
+            let field = |name: &str| match &v[name] {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(x) => Some(x.to_string()),
+                _ => None,
+            };
+            (
+                field("user_id"),
+                field("item_id"),
+                field("kind"),
+                field("ts"),
+            )
+        } else {
+            let fields: Vec<String> = line
+                .split(['\t', ','])
+                .map(|f| f.trim().to_string())
+                .collect();
+            match fields.as_slice() {
+                [u, i, k, t] => (
+                    Some(u.clone()),
+                    Some(i.clone()),
+                    Some(k.clone()),
+                    Some(t.clone()),
+                ),
+                [u, i, t] => (Some(u.clone()), Some(i.clone()), None, Some(t.clone())),
+                _ => anyhow::bail!("{}: expected user_id, item_id, kind, ts", at()),
+            }
+        };
+        let ts_ms = ts.as_deref().and_then(parse_ts);
+        if ts_ms.is_none() && n == 1 && !line.trim_start().starts_with('{') {
+            continue; // a header
+        }
+        let (Some(user), Some(item), Some(ts_ms)) = (user, item, ts_ms) else {
+            anyhow::bail!(
+                "{}: needs user_id, item_id and a timestamp (RFC 3339 or Unix time)",
+                at()
+            );
+        };
+        let kind = match kind {
+            Some(k) => parse_kind(&k)
+                .filter(|k| *k != shelf_types::EventKind::Search)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: kind {k:?} is not view, click, add_to_cart or purchase",
+                        at()
+                    )
+                })?,
+            None => default_kind,
+        };
+        anyhow::ensure!(!user.is_empty() && !item.is_empty(), "{}: empty id", at());
+        out.push(Interaction {
+            user,
+            item,
+            kind,
+            ts_ms,
+        });
+    }
+    anyhow::ensure!(!out.is_empty(), "{}: no interactions", path.display());
+    out.sort_by_key(|i| i.ts_ms);
+    Ok(out)
+}
+
+pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
+    use shelf_engine::EventJob;
+    use shelf_store::DecayConfig;
+    use std::collections::{BTreeMap, HashSet};
+
+    anyhow::ensure!(args.k > 0, "--k must be positive");
+    let items = read_items(&args.items)?;
+    let known: HashSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    let all = read_interactions(&args.interactions, &args.default_kind)?;
+    let total = all.len();
+    let log: Vec<Interaction> = all
+        .into_iter()
+        .filter(|i| known.contains(i.item.as_str()))
+        .collect();
+    let unknown = total - log.len();
+    anyhow::ensure!(
+        !log.is_empty(),
+        "no interaction names an item of {}",
+        args.items.display()
+    );
+
+    // Each user's last interaction (in time) is held out; everything else is replayed.
+    let mut per_user: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, x) in log.iter().enumerate() {
+        per_user.entry(x.user.as_str()).or_default().push(i);
+    }
+    let mut held_out: BTreeMap<&str, usize> = per_user
+        .iter()
+        .filter(|(_, seen)| seen.len() >= args.min_interactions.max(2))
+        .map(|(user, seen)| (*user, *seen.last().expect("non-empty")))
+        .collect();
+    if args.max_users > 0 {
+        let keep: HashSet<&str> = held_out.keys().take(args.max_users).copied().collect();
+        held_out.retain(|u, _| keep.contains(u));
+    }
+    anyhow::ensure!(
+        !held_out.is_empty(),
+        "no user has {} or more interactions with known items",
+        args.min_interactions.max(2)
+    );
+    let held: HashSet<usize> = held_out.values().copied().collect();
+    let ranker = load_ranker(args.ranker.as_deref())?;
+
+    let scratch = std::env::temp_dir().join(format!("shelf-eval-{}", std::process::id()));
+    let result = async {
+        let (store, embedder, index) = scratch_catalog(&items, &args.model, &scratch).await?;
+
+        // Replay through the event job, as the stream would deliver it.
+        let mut job = EventJob::new(Arc::clone(&store), DecayConfig::default(), embedder.dim());
+        let mut popularity: HashMap<&str, f64> = HashMap::new();
+        let mut history: HashMap<&str, HashSet<&str>> = HashMap::new();
+        let replay: Vec<&Interaction> = log
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !held.contains(i))
+            .map(|(_, x)| x)
+            .collect();
+        // With --train-ranker, each evaluated user's last --train-rounds interactions before
+        // the held-out one are held back: round r asks for every such user's
+        // recommendation before their r-th held-back interaction (a training response whose
+        // click is that item), then replays those interactions.
+        let held_back: BTreeMap<&str, Vec<usize>> = if args.train_ranker {
+            held_out
+                .keys()
+                .map(|user| {
+                    let seen = &per_user[user];
+                    let before = &seen[..seen.len() - 1];
+                    let keep = before.len().saturating_sub(args.train_rounds).max(1);
+                    (*user, before[keep.min(before.len())..].to_vec())
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let held_back_all: HashSet<usize> = held_back.values().flatten().copied().collect();
+        let first: Vec<&Interaction> = log
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !held.contains(i) && !held_back_all.contains(i))
+            .map(|(_, x)| x)
+            .collect();
+        let mut offset = 0u64;
+        replay_events(&mut job, &first, &mut offset).await?;
+        let trained: Option<Arc<dyn Ranker>> = if args.train_ranker {
+            let retriever = Retriever::new(
+                Arc::clone(&store),
+                embedder.clone(),
+                index.clone(),
+                Arc::clone(&ranker),
+                RetrievalConfig {
+                    exploration_share: 0.0,
+                    ..Default::default()
+                },
+            );
+            let mut examples = Vec::new();
+            let mut requests = 0u64;
+            for round in 0..args.train_rounds {
+                let mut targets: Vec<(&str, usize)> = held_back
+                    .iter()
+                    .filter_map(|(user, backs)| backs.get(round).map(|&i| (*user, i)))
+                    .collect();
+                for &(user, target) in &targets {
+                    let target = &log[target];
+                    let response = retriever
+                        .search(&SearchRequest {
+                            user_id: Some(user.to_string().into()),
+                            k: 100,
+                            ..Default::default()
+                        })
+                        .await?;
+                    requests += 1;
+                    // Nobody saw these lists, so there is no position bias to learn: every
+                    // candidate gets the serving position.
+                    for item in &response.items {
+                        examples.push(shelf_rank::Example {
+                            features: item.features,
+                            position: shelf_rank::SERVING_POSITION,
+                            clicked: item.id.as_str() == target.item,
+                            ts_ms: target.ts_ms,
+                            request: requests,
+                        });
+                    }
+                }
+                targets.sort_by_key(|&(_, i)| i);
+                let round_events: Vec<&Interaction> = targets.iter().map(|&(_, i)| &log[i]).collect();
+                replay_events(&mut job, &round_events, &mut offset).await?;
+            }
+            let clicks = examples.iter().filter(|e| e.clicked).count();
+            eprintln!(
+                "training a logistic ranker on {requests} responses ({} candidates, {clicks} of them the next item)",
+                examples.len()
+            );
+            let model = shelf_rank::train(
+                &examples,
+                &shelf_rank::TrainConfig::default(),
+                "logistic-eval",
+            )?;
+            eprintln!(
+                "trained: validation position-matched AUC {:.4} (prior {:.4})",
+                model.report.validation_position_matched_auc,
+                model.report.prior_validation_position_matched_auc
+            );
+            Some(Arc::new(model))
+        } else {
+            None
+        };
+        for x in &replay {
+            *popularity.entry(x.item.as_str()).or_default() += 1.0;
+            history.entry(x.user.as_str()).or_default().insert(x.item.as_str());
+        }
+        let mut by_popularity: Vec<(&str, f64)> = popularity.into_iter().collect();
+        by_popularity.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+
+        // The collaborative baselines see the same training interactions.
+        let matrix = Interactions::new(replay.iter().map(|x| (x.user.as_str(), x.item.as_str())));
+        let knn = ItemKnn::fit(&matrix, args.knn_neighbours);
+        let ease = match Ease::fit(&matrix, args.ease_lambda, args.ease_max_items) {
+            Ok(ease) => Some(ease),
+            Err(e) => {
+                eprintln!("ease skipped: {e}");
+                None
+            }
+        };
+
+        let retriever = Retriever::new(
+            Arc::clone(&store),
+            embedder.clone(),
+            index.clone(),
+            ranker,
+            RetrievalConfig {
+                exploration_share: 0.0,
+                ..Default::default()
+            },
+        );
+        let ranker_name = retriever.ranker().name().to_string();
+        let mut systems: Vec<String> = ["popularity", "item-knn"].map(String::from).to_vec();
+        if ease.is_some() {
+            systems.push("ease".into());
+        }
+        systems.extend(["profile-ann".into(), "covisit".into(), format!("recommend:{ranker_name}")]);
+        if let Some(model) = &trained {
+            systems.push(format!("recommend:{}", model.name()));
+        }
+        let mut totals: Vec<Totals> = systems.iter().map(|_| Totals::default()).collect();
+        let sources = [Source::Profile, Source::Covisit, Source::Trending];
+        // Hits at --source-depth per source, then of their union.
+        let mut source_hits = vec![0usize; sources.len() + 1];
+        let (mut evaluated, mut repeats) = (0usize, 0usize);
+        for (user, &target) in &held_out {
+            let target = log[target].item.as_str();
+            let seen = history.get(user).cloned().unwrap_or_default();
+            if seen.contains(target) {
+                repeats += 1; // every system drops seen items, so a repeat cannot be hit
+                continue;
+            }
+            let Some(profile) = store.profile(user)? else {
+                continue;
+            };
+            evaluated += 1;
+            let depth = args.k + seen.len();
+            let unseen = |ids: Vec<String>| -> Vec<String> {
+                ids.into_iter()
+                    .filter(|id| !seen.contains(id.as_str()))
+                    .take(args.k)
+                    .collect()
+            };
+            let mut ranked: Vec<Vec<String>> = Vec::with_capacity(systems.len());
+            ranked.push(unseen(by_popularity.iter().take(depth).map(|(id, _)| id.to_string()).collect()));
+            let row = matrix.row(user);
+            ranked.push(matrix.top_unseen(user, &knn.scores(row), args.k));
+            if let Some(ease) = &ease {
+                ranked.push(matrix.top_unseen(user, &ease.scores(row), args.k));
+            }
+            ranked.push(if let Some(unit) = shelf_types::vector::unit_vector(&profile.interest) {
+                unseen(
+                    index
+                        .search(&unit, depth, None, &Default::default())?
+                        .into_iter()
+                        .map(|h| h.id.0)
+                        .collect(),
+                )
+            } else {
+                Vec::new()
+            });
+            let lists = retriever.recommendation_sources(user)?;
+            let list_of = |source: Source| -> Vec<String> {
+                lists
+                    .iter()
+                    .find(|(s, _)| *s == source)
+                    .map(|(_, ids)| ids.iter().map(|id| id.0.clone()).collect())
+                    .unwrap_or_default()
+            };
+            ranked.push(unseen(list_of(Source::Covisit)));
+            let request = SearchRequest {
+                user_id: Some((*user).to_string().into()),
+                k: depth,
+                ..Default::default()
+            };
+            let recommend = |response: shelf_engine::SearchResponse| {
+                unseen(response.items.into_iter().map(|i| i.id.0).collect())
+            };
+            ranked.push(recommend(retriever.search(&request).await?));
+            if let Some(model) = &trained {
+                let live = retriever.ranker();
+                retriever.set_ranker(Arc::clone(model));
+                ranked.push(recommend(retriever.search(&request).await?));
+                retriever.set_ranker(live);
+            }
+            let mut reached = false;
+            for (hits, source) in source_hits.iter_mut().zip(sources) {
+                let list = list_of(source);
+                if list.iter().take(args.source_depth).any(|id| id == target) {
+                    *hits += 1;
+                    reached = true;
+                }
+            }
+            source_hits[sources.len()] += usize::from(reached);
+            let judgment: Judgments = [(target.to_string(), 1)].into_iter().collect();
+            for (ids, t) in ranked.iter().zip(totals.iter_mut()) {
+                t.ndcg += ndcg_at(args.k, ids, &judgment);
+                t.recall += recall_at(args.k, ids, &judgment);
+                t.mrr += reciprocal_rank(ids, &judgment);
+            }
+        }
+        anyhow::ensure!(evaluated > 0, "no held-out interaction could be evaluated ({repeats} were repeats of seen items)");
+        let n = evaluated as f64;
+        eprintln!(
+            "{:<28} {:>10} {:>8} {:>7}   ({evaluated} users, {} items, {} interactions replayed; skipped: {repeats} repeat targets, {unknown} interactions with unknown items)",
+            "system",
+            format!("Recall@{}", args.k),
+            format!("NDCG@{}", args.k),
+            "MRR",
+            items.len(),
+            replay.len()
+        );
+        for (system, t) in systems.iter().zip(&totals) {
+            eprintln!(
+                "{system:<28} {:>10.4} {:>8.4} {:>7.4}",
+                t.recall / n,
+                t.ndcg / n,
+                t.mrr / n
+            );
+            println!(
+                "{}",
+                serde_json::json!({
+                    "system": system, "users": evaluated, "items": items.len(),
+                    "replayed": replay.len(), "skipped_repeats": repeats,
+                    "skipped_unknown_items": unknown,
+                    format!("recall_at_{}", args.k): t.recall / n,
+                    format!("ndcg_at_{}", args.k): t.ndcg / n,
+                    "mrr": t.mrr / n,
+                })
+            );
+        }
+        eprintln!("candidate source    Recall@{} (the held-out item reaches stage 2)", args.source_depth);
+        let names = sources.iter().map(|s| s.name()).chain(["all sources"]);
+        for (name, hits) in names.zip(&source_hits) {
+            let recall = *hits as f64 / n;
+            eprintln!("{name:<19} {recall:.4}");
+            println!(
+                "{}",
+                serde_json::json!({
+                    "source": name, "users": evaluated,
+                    format!("recall_at_{}", args.source_depth): recall,
+                })
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}

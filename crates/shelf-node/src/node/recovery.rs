@@ -1,0 +1,160 @@
+//! Index recovery: the snapshot, a rebuild from the store, catching up from the log, and
+//! repair after a failed batch.
+
+use super::*;
+
+impl Node {
+    pub(super) fn snapshot_dir(&self) -> PathBuf {
+        self.config.data_dir.join("index")
+    }
+
+    pub(super) fn index_config(&self) -> IndexConfig {
+        IndexConfig {
+            backend: self.config.index_backend,
+            ..IndexConfig::new(self.dim)
+        }
+    }
+
+    /// The index as of the item job's committed offset.
+    pub(super) fn load_index(&self) -> anyhow::Result<HnswIndex> {
+        let committed = self.item_position()?;
+        let dir = self.snapshot_dir();
+        if dir.exists() {
+            match HnswIndex::restore(&dir, self.index_config()) {
+                // From Fluvio the index is restored only when nothing changed since.
+                Ok((index, info))
+                    if info.position == committed
+                        || (info.position < committed && self.is_embedded()) =>
+                {
+                    let replayed = self.catch_up_index(&index, info.position, committed)?;
+                    tracing::info!(
+                        position = info.position,
+                        replayed,
+                        "index restored from its snapshot"
+                    );
+                    self.snapshot_position
+                        .store(info.position, Ordering::Release);
+                    return Ok(index);
+                }
+                Ok((_, info)) => tracing::warn!(
+                    snapshot = info.position,
+                    committed,
+                    "index snapshot is ahead of the store; rebuilding from the store"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "index snapshot unusable; rebuilding from the store")
+                }
+            }
+        }
+        let index = self.build_index()?;
+        self.snapshot_position.store(committed, Ordering::Release);
+        Ok(index)
+    }
+
+    /// A new index of every vector in the store.
+    pub(super) fn build_index(&self) -> anyhow::Result<HnswIndex> {
+        let mut rows = Vec::new();
+        self.store.for_each_item_vector(|item, vector| {
+            let attrs = ItemAttributes::of(&item);
+            rows.push((item.id, vector.vector, attrs));
+        })?;
+        tracing::info!(items = rows.len(), "building the index from the store");
+        Ok(HnswIndex::build(
+            self.index_config(),
+            rows.iter().map(|(id, v, a)| (id, &v[..], a.clone())),
+        )?)
+    }
+
+    /// Brings a restored index from `from` to `to` on the item log: every item touched in
+    /// between gets the store's current state (the store is already at `to`).
+    pub(super) fn catch_up_index(
+        &self,
+        index: &HnswIndex,
+        from: u64,
+        to: u64,
+    ) -> anyhow::Result<u64> {
+        if from >= to {
+            return Ok(0);
+        }
+        let mut reader = LogReader::open(
+            &streams::log_dir(&self.config.data_dir, "shelf-items"),
+            streams::max_record_bytes(),
+        )?;
+        reader.seek(0, from)?;
+        let mut replayed = 0;
+        let mut offset = from;
+        while offset < to {
+            let records = reader.poll(1024, Duration::ZERO)?;
+            if records.is_empty() {
+                break;
+            }
+            for record in records {
+                offset = record.offset + 1;
+                if record.offset >= to {
+                    break;
+                }
+                let Ok(parsed) = serde_json::from_slice::<ItemRecord>(&record.payload) else {
+                    continue; // a dead letter: it never reached the store
+                };
+                let id = parsed.id();
+                match (
+                    self.store.item(id.as_str())?,
+                    self.store.vector(id.as_str())?,
+                ) {
+                    (Some(item), Some(vector)) => {
+                        index.upsert(id, &vector.vector, ItemAttributes::of(&item))?;
+                    }
+                    _ => {
+                        index.delete(id);
+                    }
+                }
+                replayed += 1;
+            }
+        }
+        Ok(replayed)
+    }
+
+    /// After the item job failed or panicked, its last batch may be committed in the
+    /// store but not (wholly) applied to the index. On the embedded log the items touched
+    /// since the last snapshot are replayed from the store into the index. On Fluvio (no
+    /// replayable log here) every stored vector is written to the index again.
+    pub(super) fn repair_index_after_failure(&self, index: &HnswIndex) -> anyhow::Result<()> {
+        let committed = self.item_position()?;
+        if self.is_embedded() {
+            let from = self.snapshot_position.load(Ordering::Acquire);
+            let replayed = self.catch_up_index(index, from, committed)?;
+            tracing::info!(
+                from,
+                to = committed,
+                replayed,
+                "index repaired from the log"
+            );
+        } else {
+            let mut rewritten = 0u64;
+            self.store.for_each_item_vector(|item, vector| {
+                let attrs = ItemAttributes::of(&item);
+                if index.upsert(&item.id, &vector.vector, attrs).is_ok() {
+                    rewritten += 1;
+                }
+            })?;
+            tracing::info!(rewritten, "index repaired from the store");
+        }
+        Ok(())
+    }
+
+    pub(super) fn snapshot(&self, index: &HnswIndex, position: u64) {
+        let started = Instant::now();
+        match index.snapshot(&self.snapshot_dir(), position) {
+            Ok(info) => {
+                self.snapshot_position.store(position, Ordering::Release);
+                tracing::info!(
+                    position,
+                    live = info.live,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "index snapshot written"
+                )
+            }
+            Err(e) => tracing::error!(error = %e, "index snapshot failed"),
+        }
+    }
+}

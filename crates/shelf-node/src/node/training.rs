@@ -1,0 +1,89 @@
+//! Training on a schedule and swapping in newly promoted models.
+
+use super::*;
+
+impl Node {
+    /// Retrains on the logged impressions every `interval` when enough new ones arrived;
+    /// promotion (and the swap, by the watcher) happens only when the new model's validation
+    /// AUC is not below the live one's.
+    pub(super) async fn run_trainer(self: Arc<Self>, interval: Duration) -> anyhow::Result<()> {
+        let mut stop = self.stop.subscribe();
+        let mut trained_on = 0usize;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            let node = Arc::clone(&self);
+            let min_new = self.config.train_min_new_examples;
+            let result = tokio::task::spawn_blocking(
+                move || -> anyhow::Result<Option<(usize, crate::models::TrainOutcome)>> {
+                    let examples = crate::models::count_examples(&node.store)?;
+                    if examples < trained_on + min_new {
+                        return Ok(None);
+                    }
+                    let config = shelf_rank::TrainConfig::default();
+                    let outcome = crate::models::train_and_promote(
+                        &node.config.data_dir,
+                        &node.store,
+                        &config,
+                        min_new,
+                    )?;
+                    Ok(Some((examples, outcome)))
+                },
+            )
+            .await?;
+            match result {
+                Ok(None) => {}
+                Ok(Some((examples, outcome))) => {
+                    trained_on = examples;
+                    tracing::info!(
+                        version = %outcome.model.version,
+                        matched_auc = outcome.model.report.validation_position_matched_auc,
+                        incumbent_matched_auc = outcome.incumbent_position_matched_auc,
+                        promoted = outcome.promoted,
+                        "ranker retrained"
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "retraining failed"),
+            }
+        }
+    }
+
+    /// Swaps in `live.json` whenever it changes (promoted by `shelf train`), without
+    /// stopping searches: each search uses the ranker it started with.
+    pub(super) async fn run_model_watcher(self: Arc<Self>) -> anyhow::Result<()> {
+        let path = crate::models::dir(&self.config.data_dir).join(crate::models::LIVE);
+        let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mut seen = modified(&path);
+        let mut stop = self.stop.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(MODEL_POLL) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            let now = modified(&path);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            let data_dir = self.config.data_dir.clone();
+            let loaded = tokio::task::spawn_blocking(move || crate::models::load_live(&data_dir))
+                .await
+                .context("loading the live model panicked")?;
+            match loaded {
+                Ok(Some(model)) => {
+                    tracing::info!(version = %model.version, auc = model.report.validation_auc, "live model swapped in");
+                    *self.live_report.lock().expect("not poisoned") = Some(model.report.clone());
+                    if let Some(r) = self.retriever() {
+                        r.set_ranker(Arc::new(model));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "the new live model is unusable; keeping the current one")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The playground page in headless Chromium (WebDriver, driven with shelf's own HTTP client)
+//! against a running `shelf serve --demo`: type a query, see results, open an explanation,
+//! compare a shopper with anonymous results, check the phone layout; screenshots are saved
+//! under the test's target temp dir. Needs Debian's `chromium` and `chromium-driver`
+//! (`.ci/run` installs them).
+
+use axum::http::{Method, StatusCode};
+use base64::Engine as _;
+use serde_json::{json, Value};
+use shelf_api::client::{HttpTransport, Transport};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed with its whole process group when dropped (also on a failed
+/// assertion), so no browser outlives the test.
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn own_group(command: &mut Command) -> &mut Command {
+    std::os::unix::process::CommandExt::process_group(command, 0)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A WebDriver session.
+struct Browser {
+    driver: HttpTransport,
+    session: String,
+}
+
+impl Browser {
+    async fn cmd(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, value) = self
+            .driver
+            .call(
+                method.clone(),
+                &format!("/session/{}{path}", self.session),
+                body,
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{method} {path}: {value}");
+        value["value"].clone()
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, value) = self
+                .driver
+                .call(
+                    Method::POST,
+                    &format!("/session/{}/element", self.session),
+                    Some(json!({"using": "css selector", "value": css})),
+                )
+                .await
+                .unwrap();
+            if status == StatusCode::OK {
+                return value["value"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .next()
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+            }
+            assert!(Instant::now() < deadline, "no element {css}: {value}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn script(&self, js: &str) -> Value {
+        self.cmd(
+            Method::POST,
+            "/execute/sync",
+            Some(json!({"script": js, "args": []})),
+        )
+        .await
+    }
+
+    async fn set(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.cmd(
+            Method::POST,
+            &format!("/element/{id}/clear"),
+            Some(json!({})),
+        )
+        .await;
+        self.cmd(
+            Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.cmd(
+            Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    /// The result ids of a column once they differ from `before` (a new search landed).
+    async fn results(&self, column: &str, before: &[String]) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ids: Vec<String> = serde_json::from_value(
+                self.script(&format!(
+                    "return Array.from(document.querySelectorAll('#{column} li[data-id]')).map(li => li.dataset.id);"
+                ))
+                .await,
+            )
+            .unwrap();
+            if !ids.is_empty() && ids != before {
+                return ids;
+            }
+            let error = self
+                .script("return document.getElementById('error').textContent;")
+                .await;
+            assert_eq!(error, "", "the page shows an error");
+            assert!(Instant::now() < deadline, "no results in {column}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.cmd(Method::GET, "/screenshot", None).await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::write(&path, bytes).unwrap();
+        eprintln!("screenshot: {}", path.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_playground_searches_explains_and_compares_in_chromium() {
+    let chromedriver = ["chromedriver", "/usr/bin/chromedriver"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok())
+        .expect(
+            "chromedriver not found: install Debian's chromium and chromium-driver (.ci/run does)",
+        );
+
+    // The demo shop, small, with four busy shoppers so their profiles fill quickly.
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = own_group(&mut Command::new(env!("CARGO_BIN_EXE_shelf")))
+        .args([
+            "serve",
+            "--demo",
+            "--demo-items",
+            "620",
+            "--demo-users",
+            "4",
+            "--demo-rate",
+            "25",
+        ])
+        .args([
+            "--fsync",
+            "never",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = server.stderr.take().unwrap();
+    let server = Killed(server);
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("shelf exited before the shop was ready")
+            .unwrap();
+        if line.contains("the shop is ready") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let base = format!("http://127.0.0.1:{port}");
+    // Let the shoppers shop, then wait until their events are applied.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let api = HttpTransport::new(&base, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = api
+            .call(Method::GET, "/v1/users/user-00000/profile", None)
+            .await
+            .unwrap();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "user-00000 never got a profile");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let driver_port = free_port();
+    let _driver = Killed(
+        own_group(&mut Command::new(chromedriver))
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let driver = HttpTransport::new(&format!("http://127.0.0.1:{driver_port}"), None);
+    let capabilities = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"]
+    }}}});
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let session = loop {
+        match driver
+            .call(Method::POST, "/session", Some(capabilities.clone()))
+            .await
+        {
+            Ok((StatusCode::OK, v)) => break v["value"]["sessionId"].as_str().unwrap().to_string(),
+            other => {
+                assert!(Instant::now() < deadline, "no WebDriver session: {other:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let browser = Browser { driver, session };
+    browser
+        .cmd(
+            Method::POST,
+            "/url",
+            Some(json!({"url": format!("{base}/")})),
+        )
+        .await;
+
+    // Type a query, see results.
+    browser.set("#query", "jacket").await;
+    browser.click("#go").await;
+    let anonymous = browser.results("col-a", &[]).await;
+    assert!(anonymous.len() >= 5, "{anonymous:?}");
+    let title = browser
+        .script("return document.querySelector('#col-a li .title').textContent;")
+        .await;
+    assert!(
+        title.as_str().unwrap().to_lowercase().contains("jacket"),
+        "{title}"
+    );
+
+    // Open an explanation: one row per feature.
+    browser.click("#col-a li details summary").await;
+    let rows = browser
+        .script("const d = document.querySelector('#col-a li details'); return d.open ? d.querySelectorAll('tr').length : 0;")
+        .await;
+    assert_eq!(
+        rows.as_u64(),
+        Some(shelf_types::FEATURE_COUNT as u64),
+        "{rows}"
+    );
+    browser.screenshot("playground-explanation.png").await;
+
+    // Switch to a shopper and compare with anonymous results: the ranking changes.
+    browser.set("#user", "user-00000").await;
+    browser
+        .script("const s = document.getElementById('compare'); s.value = 'anonymous'; s.dispatchEvent(new Event('change'));")
+        .await;
+    browser.click("#go").await;
+    let personal = browser.results("col-a", &anonymous).await;
+    let side = browser.results("col-b", &[]).await;
+    assert_ne!(
+        personal, side,
+        "personalised and anonymous results are identical"
+    );
+    // The profile re-ranks; it does not override what was asked for.
+    let title = browser
+        .script("return document.querySelector('#col-a li .title').textContent;")
+        .await;
+    assert!(
+        title.as_str().unwrap().to_lowercase().contains("jacket"),
+        "{title}"
+    );
+    let profile = browser
+        .script("return document.querySelector('#col-a .profile').textContent;")
+        .await;
+    assert!(
+        profile.as_str().unwrap().contains("top categories"),
+        "{profile}"
+    );
+    browser.screenshot("playground-compare.png").await;
+
+    // API errors are shown, not swallowed.
+    browser.set("#price-min", "100").await;
+    browser.set("#price-max", "10").await;
+    browser.click("#go").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let error = browser
+            .script("return document.getElementById('error').textContent;")
+            .await;
+        if error.as_str().unwrap().contains("422") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no error shown for an inverted price range"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Phone width: nothing overflows sideways.
+    browser
+        .cmd(
+            Method::POST,
+            "/window/rect",
+            Some(json!({"width": 390, "height": 844})),
+        )
+        .await;
+    let overflow = browser
+        .script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+        )
+        .await;
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "horizontal overflow of {overflow}px at phone width"
+    );
+    browser.screenshot("playground-phone.png").await;
+    browser.cmd(Method::DELETE, "", None).await;
+    drop(server);
+}

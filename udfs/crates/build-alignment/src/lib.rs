@@ -1,1 +1,0 @@
-//! Intentionally empty: see this crate's Cargo.toml.
