@@ -1,0 +1,385 @@
+//! The lexical index: BM25 over each item's text fields with tantivy, exact id lookups,
+//! typo-tolerant words and filters, kept by the item job beside the vector index.
+//!
+//! It is derived state, like the vector index: every commit records the item log position
+//! it holds (tantivy's commit payload), so a restart replays only what came after.
+
+mod query;
+mod schema;
+
+pub use query::{FieldBoosts, MAX_QUERY_WORDS};
+pub use schema::TextField;
+
+use query::{filter_clauses, text_query, words};
+use schema::{analyzer, document, schema, Fields, ANALYZER, SCHEMA_VERSION};
+use shelf_types::{ItemId, SearchFilter};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::schema::IndexRecordOption;
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+/// Memory the writer buffers before it writes a segment (tantivy's minimum is 15 MB).
+const WRITER_MEMORY_BYTES: usize = 32 << 20;
+
+/// What can go wrong with the lexical index.
+#[derive(Debug, thiserror::Error)]
+pub enum LexicalError {
+    #[error("lexical index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("lexical index at {path}: {reason}")]
+    Unusable { path: PathBuf, reason: String },
+    #[error("lexical index at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The hits of one lexical search.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LexicalHits {
+    /// Best first, with their scores (BM25 × field boosts, summed over words and fields).
+    pub hits: Vec<(ItemId, f32)>,
+    /// How many items match at least one word (and the filter).
+    pub matched: usize,
+    /// The item whose id is the whole query text, when it passes the filter.
+    pub exact_id: Option<ItemId>,
+    /// Query words no item holds, looked up again with typos allowed.
+    pub corrected: Vec<String>,
+}
+
+/// A tantivy index of item text over a directory (or in memory).
+pub struct LexicalIndex {
+    fields: Fields,
+    /// `None` when opened read-only.
+    writer: Option<Mutex<Writer>>,
+    reader: IndexReader,
+    boosts: FieldBoosts,
+    dir: Option<PathBuf>,
+}
+
+struct Writer {
+    inner: IndexWriter<TantivyDocument>,
+    /// Documents changed since the last commit.
+    dirty: bool,
+    /// The position of the last commit.
+    position: Option<u64>,
+}
+
+impl std::fmt::Debug for LexicalIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LexicalIndex")
+            .field("dir", &self.dir)
+            .field("boosts", &self.boosts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LexicalIndex {
+    /// Opens the index in `dir` for writing, creating it when the directory holds none. An
+    /// index of another schema version, or one tantivy cannot open, is an error
+    /// ([`LexicalIndex::create`] starts over).
+    pub fn open(dir: &Path) -> Result<Self, LexicalError> {
+        if !dir.join("meta.json").exists() {
+            return Self::create(dir);
+        }
+        let index = Index::open_in_dir(dir).map_err(|e| unusable(dir, e.to_string()))?;
+        let position = read_payload(dir, &index)?;
+        let index = Self::with_index(index, Some(dir.to_path_buf()), true)?;
+        index.writer_mut(|w| w.position = position);
+        Ok(index)
+    }
+
+    /// Opens the index in `dir` for searching and listing only (beside a running writer).
+    pub fn open_read_only(dir: &Path) -> Result<Self, LexicalError> {
+        let index = Index::open_in_dir(dir).map_err(|e| unusable(dir, e.to_string()))?;
+        read_payload(dir, &index)?;
+        Self::with_index(index, Some(dir.to_path_buf()), false)
+    }
+
+    /// An empty index in `dir`, replacing whatever the directory held.
+    pub fn create(dir: &Path) -> Result<Self, LexicalError> {
+        let io = |source| LexicalError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io)?;
+        }
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let (schema, _) = schema();
+        let index = Index::create_in_dir(dir, schema)?;
+        Self::with_index(index, Some(dir.to_path_buf()), true)
+    }
+
+    /// An empty index held in memory (evaluation, tests).
+    pub fn in_memory() -> Self {
+        let (schema, _) = schema();
+        Self::with_index(Index::create_in_ram(schema), None, true)
+            .expect("an in-memory index opens")
+    }
+
+    fn with_index(
+        index: Index,
+        dir: Option<PathBuf>,
+        writable: bool,
+    ) -> Result<Self, LexicalError> {
+        index.tokenizers().register(ANALYZER, analyzer());
+        let (_, fields) = schema();
+        let writer = if writable {
+            Some(Mutex::new(Writer {
+                inner: index.writer_with_num_threads(1, WRITER_MEMORY_BYTES)?,
+                dirty: false,
+                position: None,
+            }))
+        } else {
+            None
+        };
+        let reader = index
+            .reader_builder()
+            .reload_policy(if writable {
+                ReloadPolicy::Manual
+            } else {
+                ReloadPolicy::OnCommitWithDelay
+            })
+            .try_into()?;
+        Ok(Self {
+            fields,
+            writer,
+            reader,
+            boosts: FieldBoosts::default(),
+            dir,
+        })
+    }
+
+    /// Searches weigh words by these boosts from now on.
+    pub fn set_boosts(&mut self, boosts: FieldBoosts) {
+        self.boosts = boosts;
+    }
+
+    pub fn boosts(&self) -> &FieldBoosts {
+        &self.boosts
+    }
+
+    fn writer_mut<T>(&self, f: impl FnOnce(&mut Writer) -> T) -> T {
+        let writer = self
+            .writer
+            .as_ref()
+            .expect("a write to a lexical index opened read-only");
+        f(&mut writer.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The item log position of the last commit (`None` before the first).
+    pub fn position(&self) -> Option<u64> {
+        self.writer_mut(|w| w.position)
+    }
+
+    /// Replaces the document of `item.id` (searchable after the next commit).
+    pub fn upsert(&self, item: &shelf_types::Item) -> Result<(), LexicalError> {
+        let doc = document(&self.fields, item);
+        let id = Term::from_field_text(self.fields.id, item.id.as_str());
+        self.writer_mut(|w| {
+            w.inner.delete_term(id);
+            w.inner.add_document(doc)?;
+            w.dirty = true;
+            Ok(())
+        })
+    }
+
+    /// Removes the document of `id` (at the next commit).
+    pub fn delete(&self, id: &ItemId) {
+        let id = Term::from_field_text(self.fields.id, id.as_str());
+        self.writer_mut(|w| {
+            w.inner.delete_term(id);
+            w.dirty = true;
+        })
+    }
+
+    /// Removes every document (at the next commit): the start of a rebuild.
+    pub fn clear(&self) -> Result<(), LexicalError> {
+        self.writer_mut(|w| {
+            w.inner.delete_all_documents()?;
+            w.dirty = true;
+            Ok(())
+        })
+    }
+
+    /// Makes every change so far durable and searchable, recording `position` with them.
+    /// Does nothing when neither the documents nor the position changed.
+    pub fn commit(&self, position: u64) -> Result<(), LexicalError> {
+        let committed = self.writer_mut(|w| -> Result<bool, LexicalError> {
+            if !w.dirty && w.position == Some(position) {
+                return Ok(false);
+            }
+            let mut prepared = w.inner.prepare_commit()?;
+            prepared.set_payload(&payload(position));
+            prepared.commit()?;
+            w.dirty = false;
+            w.position = Some(position);
+            Ok(true)
+        })?;
+        if committed {
+            self.reader.reload()?;
+        }
+        Ok(())
+    }
+
+    /// Documents in the last committed state.
+    pub fn len(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every committed document as (id, digest of what was indexed), sorted by id: two
+    /// indexes hold the same documents exactly when these lists are equal.
+    pub fn documents(&self) -> Result<Vec<(String, u64)>, LexicalError> {
+        let searcher = self.reader.searcher();
+        let mut out = Vec::new();
+        for segment in searcher.segment_readers() {
+            let ids = segment.fast_fields().str("id")?;
+            let digests = segment.fast_fields().u64("digest")?;
+            let Some(ids) = ids else { continue };
+            let mut id = String::new();
+            for doc in segment.doc_ids_alive() {
+                let Some(ord) = ids.term_ords(doc).next() else {
+                    continue;
+                };
+                id.clear();
+                ids.ord_to_str(ord, &mut id)
+                    .map_err(|e| LexicalError::Tantivy(e.into()))?;
+                out.push((id.clone(), digests.first(doc).unwrap_or(0)));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Bytes the index's files take on disk (0 in memory).
+    pub fn size_on_disk(&self) -> u64 {
+        let Some(dir) = &self.dir else { return 0 };
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The `limit` best items for `text` that pass `filter`. Any text is a valid query:
+    /// text without a word (punctuation, emoji) matches nothing.
+    pub fn search(
+        &self,
+        text: &str,
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> Result<LexicalHits, LexicalError> {
+        let searcher = self.reader.searcher();
+        let mut analyzer = analyzer();
+        let words = words(&mut analyzer, text);
+        let filters = filter_clauses(&self.fields, filter);
+        let mut out = LexicalHits::default();
+
+        let raw = text.trim();
+        if !raw.is_empty() && raw.len() <= shelf_types::MAX_ID_BYTES {
+            let mut clauses = filter_clauses(&self.fields, filter);
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(self.fields.id, raw),
+                    IndexRecordOption::Basic,
+                )),
+            ));
+            let found = searcher.search(&BooleanQuery::new(clauses), &Count)?;
+            if found > 0 {
+                out.exact_id = Some(ItemId::from(raw));
+            }
+        }
+        if words.is_empty() || limit == 0 {
+            return Ok(out);
+        }
+        let (text_query, corrected) = text_query(&searcher, &self.fields, &self.boosts, &words)?;
+        out.corrected = corrected;
+        let mut clauses = filters;
+        clauses.push((Occur::Must, text_query));
+        let query: Box<dyn Query> = Box::new(BooleanQuery::new(clauses));
+        let (top, matched) = searcher.search(
+            &query,
+            &(TopDocs::with_limit(limit).order_by_score(), Count),
+        )?;
+        out.matched = matched;
+        out.hits = self.ids(&searcher, top)?;
+        Ok(out)
+    }
+
+    /// The ids of `top`'s documents, in order.
+    fn ids(
+        &self,
+        searcher: &tantivy::Searcher,
+        top: Vec<(f32, tantivy::DocAddress)>,
+    ) -> Result<Vec<(ItemId, f32)>, LexicalError> {
+        let mut columns: Vec<Option<tantivy::columnar::StrColumn>> = Vec::new();
+        let mut out = Vec::with_capacity(top.len());
+        let mut id = String::new();
+        for (score, address) in top {
+            let segment = address.segment_ord as usize;
+            if columns.len() <= segment {
+                columns.resize_with(searcher.segment_readers().len(), || None);
+            }
+            if columns[segment].is_none() {
+                columns[segment] = searcher
+                    .segment_reader(address.segment_ord)
+                    .fast_fields()
+                    .str("id")?;
+            }
+            let Some(ids) = &columns[segment] else {
+                continue;
+            };
+            let Some(ord) = ids.term_ords(address.doc_id).next() else {
+                continue;
+            };
+            id.clear();
+            ids.ord_to_str(ord, &mut id)
+                .map_err(|e| LexicalError::Tantivy(e.into()))?;
+            out.push((ItemId::from(id.as_str()), score));
+        }
+        Ok(out)
+    }
+}
+
+fn unusable(dir: &Path, reason: String) -> LexicalError {
+    LexicalError::Unusable {
+        path: dir.to_path_buf(),
+        reason,
+    }
+}
+
+fn payload(position: u64) -> String {
+    serde_json::json!({"schema": SCHEMA_VERSION, "position": position}).to_string()
+}
+
+/// The position of the index's last commit; an index of another schema is unusable.
+fn read_payload(dir: &Path, index: &Index) -> Result<Option<u64>, LexicalError> {
+    let metas = index.load_metas()?;
+    let Some(payload) = metas.payload else {
+        return Ok(None);
+    };
+    let value: serde_json::Value = serde_json::from_str(&payload)
+        .map_err(|e| unusable(dir, format!("commit payload `{payload}`: {e}")))?;
+    let schema = value.get("schema").and_then(|v| v.as_u64());
+    if schema != Some(u64::from(SCHEMA_VERSION)) {
+        return Err(unusable(
+            dir,
+            format!("schema {schema:?}, this build writes {SCHEMA_VERSION}"),
+        ));
+    }
+    Ok(value.get("position").and_then(|v| v.as_u64()))
+}

@@ -1,0 +1,178 @@
+//! A shopper's text and a [`SearchFilter`] as a tantivy query, built term by term: the text
+//! is never parsed as a query language, so quotes, colons, `AND` or brackets are just words.
+
+use crate::schema::{category_facet, Fields, TextField};
+use shelf_types::SearchFilter;
+use std::ops::Bound;
+use tantivy::query::{
+    BooleanQuery, BoostQuery, EmptyQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery,
+};
+use tantivy::schema::IndexRecordOption;
+use tantivy::tokenizer::TextAnalyzer;
+use tantivy::{Searcher, Term};
+
+/// Words of a query beyond this many are ignored (a pasted paragraph is not a product query).
+pub const MAX_QUERY_WORDS: usize = 32;
+
+/// How much a word found in each field counts (BM25 of the field times its boost).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FieldBoosts {
+    pub title: f32,
+    pub brand: f32,
+    pub category: f32,
+    pub tags: f32,
+    pub attributes: f32,
+    pub description: f32,
+}
+
+impl Default for FieldBoosts {
+    fn default() -> Self {
+        Self {
+            title: 2.0,
+            brand: 1.5,
+            category: 1.0,
+            tags: 1.0,
+            attributes: 1.0,
+            description: 1.0,
+        }
+    }
+}
+
+impl FieldBoosts {
+    pub fn of(&self, field: TextField) -> f32 {
+        match field {
+            TextField::Title => self.title,
+            TextField::Brand => self.brand,
+            TextField::Category => self.category,
+            TextField::Tags => self.tags,
+            TextField::Attributes => self.attributes,
+            TextField::Description => self.description,
+        }
+    }
+}
+
+/// The analysed words of `text`, each once, in order, at most [`MAX_QUERY_WORDS`].
+pub(crate) fn words(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut stream = analyzer.token_stream(text);
+    while let Some(token) = stream.next() {
+        if out.len() == MAX_QUERY_WORDS {
+            break;
+        }
+        if !out.contains(&token.text) {
+            out.push(token.text.clone());
+        }
+    }
+    out
+}
+
+/// Edit distance a misspelt word is looked up with: none under 4 characters (too many
+/// words are one edit from a short one), 1 up to 7, 2 from 8, as Typesense and Algolia do.
+pub(crate) fn typo_distance(word: &str) -> u8 {
+    match word.chars().count() {
+        0..=3 => 0,
+        4..=7 => 1,
+        _ => 2,
+    }
+}
+
+/// The text part of a query: every word in every text field (BM25 × the field's boost),
+/// summed over fields and words. A word no field holds is looked up with typos allowed
+/// (and returned in the second list); such matches score a constant per field.
+pub(crate) fn text_query(
+    searcher: &Searcher,
+    fields: &Fields,
+    boosts: &FieldBoosts,
+    words: &[String],
+) -> tantivy::Result<(Box<dyn Query>, Vec<String>)> {
+    let mut corrected = Vec::new();
+    let mut per_word: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(words.len());
+    for word in words {
+        let mut found = false;
+        for field in TextField::ALL {
+            let term = Term::from_field_text(fields.text(field), word);
+            if searcher.doc_freq(&term)? > 0 {
+                found = true;
+                break;
+            }
+        }
+        let distance = typo_distance(word);
+        let fuzzy = !found && distance > 0;
+        if fuzzy {
+            corrected.push(word.clone());
+        }
+        let mut per_field: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for field in TextField::ALL {
+            let boost = boosts.of(field);
+            if boost <= 0.0 {
+                continue;
+            }
+            let term = Term::from_field_text(fields.text(field), word);
+            let query: Box<dyn Query> = if fuzzy {
+                Box::new(FuzzyTermQuery::new(term, distance, true))
+            } else {
+                Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs))
+            };
+            per_field.push((Occur::Should, Box::new(BoostQuery::new(query, boost))));
+        }
+        per_word.push((Occur::Should, Box::new(BooleanQuery::new(per_field))));
+    }
+    if per_word.is_empty() {
+        return Ok((Box::new(EmptyQuery), corrected));
+    }
+    Ok((Box::new(BooleanQuery::new(per_word)), corrected))
+}
+
+/// The filter's conditions, each a clause every hit must satisfy.
+pub(crate) fn filter_clauses(
+    fields: &Fields,
+    filter: &SearchFilter,
+) -> Vec<(Occur, Box<dyn Query>)> {
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    let exact = |field, value: &str| -> Box<dyn Query> {
+        Box::new(TermQuery::new(
+            Term::from_field_text(field, value),
+            IndexRecordOption::Basic,
+        ))
+    };
+    if let Some(category) = &filter.category {
+        clauses.push((Occur::Must, exact(fields.category_exact, category)));
+    }
+    if let Some(prefix) = &filter.category_prefix {
+        // A facet term matches its own path and every path below it.
+        if let Some(facet) = category_facet(prefix) {
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_facet(fields.category_facet, &facet),
+                    IndexRecordOption::Basic,
+                )),
+            ));
+        }
+    }
+    if filter.price_min.is_some() || filter.price_max.is_some() {
+        let bound = |value: Option<f64>| match value {
+            Some(v) => Bound::Included(Term::from_field_f64(fields.price, v)),
+            // Unbounded on one side still requires a price, as `SearchFilter::matches` does.
+            None => Bound::Unbounded,
+        };
+        let lower = match filter.price_min {
+            Some(_) => bound(filter.price_min),
+            None => Bound::Included(Term::from_field_f64(fields.price, f64::MIN)),
+        };
+        clauses.push((
+            Occur::Must,
+            Box::new(RangeQuery::new(lower, bound(filter.price_max))),
+        ));
+    }
+    if let Some(in_stock) = filter.in_stock {
+        clauses.push((
+            Occur::Must,
+            Box::new(TermQuery::new(
+                Term::from_field_bool(fields.in_stock, in_stock),
+                IndexRecordOption::Basic,
+            )),
+        ));
+    }
+    clauses
+}

@@ -1,0 +1,256 @@
+//! The lexical index against brute force: exact ids, typos, filters, hostile text, and its
+//! commit position across a reopen.
+
+use shelf_lexical::LexicalIndex;
+use shelf_types::{Item, ItemId, SearchFilter, SplitMix};
+use std::collections::BTreeSet;
+
+fn item(id: &str, title: &str, category: &str, brand: &str, price: Option<f64>) -> Item {
+    serde_json::from_value(serde_json::json!({
+        "id": id, "title": title, "category": category, "brand": brand,
+        "price": price, "tags": ["tag-" .to_string() + brand],
+        "attributes": {"colour": if id.len() % 2 == 0 { "red" } else { "blue" }},
+    }))
+    .unwrap()
+}
+
+fn ids(hits: &[(ItemId, f32)]) -> Vec<String> {
+    hits.iter().map(|(id, _)| id.0.clone()).collect()
+}
+
+fn small_index() -> LexicalIndex {
+    let index = LexicalIndex::in_memory();
+    for it in [
+        item(
+            "sku-006417",
+            "Velvet sofa",
+            "Furniture/Sofas",
+            "Nord",
+            Some(499.0),
+        ),
+        item(
+            "sku-000001",
+            "Leather sofa with chaise",
+            "Furniture/Sofas",
+            "Nord",
+            Some(899.0),
+        ),
+        item(
+            "sku-000002",
+            "Oak dining table",
+            "Furniture/Tables",
+            "Eik",
+            Some(350.0),
+        ),
+        item(
+            "sku-000003",
+            "Espresso machine",
+            "Kitchen/Coffee",
+            "Brio",
+            None,
+        ),
+    ] {
+        index.upsert(&it).unwrap();
+    }
+    index.commit(4).unwrap();
+    index
+}
+
+#[test]
+fn an_items_id_is_an_exact_match() {
+    let index = small_index();
+    let hits = index
+        .search("sku-006417", &SearchFilter::default(), 10)
+        .unwrap();
+    assert_eq!(hits.exact_id, Some(ItemId::from("sku-006417")));
+    // Its words are in no text field: the sku is found by id only.
+    let hits = index
+        .search("  sku-000002 ", &SearchFilter::default(), 10)
+        .unwrap();
+    assert_eq!(hits.exact_id, Some(ItemId::from("sku-000002")));
+    let hits = index.search("sku-9", &SearchFilter::default(), 10).unwrap();
+    assert_eq!(hits.exact_id, None);
+    // The exact match obeys the filter too.
+    let kitchen = SearchFilter {
+        category_prefix: Some("Kitchen".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        index.search("sku-006417", &kitchen, 10).unwrap().exact_id,
+        None
+    );
+}
+
+#[test]
+fn words_match_stemmed_in_any_field_with_title_first() {
+    let index = small_index();
+    let hits = index.search("Sofas", &SearchFilter::default(), 10).unwrap();
+    assert_eq!(hits.matched, 2);
+    assert!(hits.corrected.is_empty());
+    let hits = index
+        .search("nord table", &SearchFilter::default(), 10)
+        .unwrap();
+    assert_eq!(hits.matched, 3, "brand words match as well as title words");
+    // A word in the title outweighs the same word in the brand's tag.
+    let hits = index
+        .search("espresso brio", &SearchFilter::default(), 10)
+        .unwrap();
+    assert_eq!(ids(&hits.hits), ["sku-000003"]);
+}
+
+#[test]
+fn a_misspelt_word_is_found_with_a_typo_and_reported() {
+    let index = small_index();
+    let hits = index
+        .search("expresso", &SearchFilter::default(), 10)
+        .unwrap();
+    assert_eq!(ids(&hits.hits), ["sku-000003"]);
+    assert_eq!(hits.corrected, ["expresso"]);
+    // Two edits in a long word.
+    let hits = index
+        .search("lether", &SearchFilter::default(), 10)
+        .unwrap();
+    assert_eq!(ids(&hits.hits), ["sku-000001"]);
+    // Short words are not corrected: too many words are one edit away.
+    let hits = index.search("oax", &SearchFilter::default(), 10).unwrap();
+    assert!(hits.hits.is_empty() && hits.corrected.is_empty());
+}
+
+#[test]
+fn any_text_is_a_query() {
+    let index = small_index();
+    let long = "🛋".repeat(512);
+    let chinese = "灰色沙发".repeat(170);
+    for text in [
+        "\"sofa",
+        "title:sofa",
+        "(sofa",
+        "sofa AND OR NOT",
+        "*",
+        "~2",
+        "[a TO z]",
+        "\\",
+        "",
+        "   ",
+        "sofa^10",
+        "+-&&||!(){}[]^\"~*?:\\/",
+        &long,
+        &chinese,
+        "\u{0}",
+    ] {
+        let hits = index.search(text, &SearchFilter::default(), 10).unwrap();
+        assert!(hits.hits.len() <= 2, "{text}: {hits:?}");
+    }
+    let hits = index
+        .search("title:sofa", &SearchFilter::default(), 10)
+        .unwrap();
+    assert_eq!(hits.matched, 2, "`title:` is a word, not a field");
+}
+
+/// Random items and filters: the hits equal a brute-force scan of the items.
+#[test]
+fn filters_equal_brute_force() {
+    let mut rng = SplitMix(7);
+    let categories = ["A/B", "A/C", "A/B/D", "E", "A"];
+    let words = ["red", "sofa", "lamp", "table", "oak", "velvet"];
+    let index = LexicalIndex::in_memory();
+    let mut items = Vec::new();
+    for n in 0..400 {
+        let title: Vec<&str> = (0..3).map(|_| words[rng.below(words.len())]).collect();
+        let mut it = item(
+            &format!("i{n}"),
+            &title.join(" "),
+            categories[rng.below(categories.len())],
+            "b",
+            (rng.below(4) > 0).then(|| rng.below(1000) as f64),
+        );
+        it.in_stock = [None, Some(true), Some(false)][rng.below(3)];
+        it.attributes.clear();
+        it.tags.clear();
+        index.upsert(&it).unwrap();
+        items.push(it);
+    }
+    // Replace some, delete some: only the last state counts.
+    for n in (0..400).step_by(7) {
+        items[n].title = "oak lamp".into();
+        index.upsert(&items[n]).unwrap();
+    }
+    let mut deleted = BTreeSet::new();
+    for n in (3..400).step_by(11) {
+        index.delete(&items[n].id);
+        deleted.insert(n);
+    }
+    index.commit(1).unwrap();
+    assert_eq!(index.len(), 400 - deleted.len() as u64);
+    for trial in 0..200 {
+        let filter = SearchFilter {
+            category: (trial % 5 == 0).then(|| categories[rng.below(5)].to_string()),
+            category_prefix: (trial % 3 == 0).then(|| categories[rng.below(5)].to_string()),
+            price_min: (trial % 2 == 0).then(|| rng.below(500) as f64),
+            price_max: (trial % 4 == 1).then(|| 500.0 + rng.below(500) as f64),
+            in_stock: [None, Some(true), Some(false)][rng.below(3)],
+        };
+        let word = words[rng.below(words.len())];
+        let got: BTreeSet<String> = ids(&index.search(word, &filter, 1000).unwrap().hits)
+            .into_iter()
+            .collect();
+        let want: BTreeSet<String> = items
+            .iter()
+            .enumerate()
+            .filter(|(n, it)| {
+                !deleted.contains(n)
+                    && it.title.split(' ').any(|w| w == word)
+                    && filter.matches(&shelf_types::ItemAttributes::of(it))
+            })
+            .map(|(_, it)| it.id.0.clone())
+            .collect();
+        assert_eq!(got, want, "{word} with {filter:?}");
+    }
+}
+
+#[test]
+fn a_commit_records_its_position_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lexical");
+    let index = LexicalIndex::open(&path).unwrap();
+    assert_eq!(index.position(), None);
+    index
+        .upsert(&item("a", "Red lamp", "Lights", "Lumo", Some(20.0)))
+        .unwrap();
+    index
+        .upsert(&item("b", "Blue lamp", "Lights", "Lumo", None))
+        .unwrap();
+    // Not committed: not searchable yet.
+    assert_eq!(
+        index
+            .search("lamp", &SearchFilter::default(), 10)
+            .unwrap()
+            .matched,
+        0
+    );
+    index.commit(2).unwrap();
+    assert_eq!(
+        index
+            .search("lamp", &SearchFilter::default(), 10)
+            .unwrap()
+            .matched,
+        2
+    );
+    let before = index.documents().unwrap();
+    index
+        .upsert(&item("c", "Green lamp", "Lights", "Lumo", None))
+        .unwrap();
+    drop(index); // uncommitted: lost, as a crash would lose it
+
+    let index = LexicalIndex::open(&path).unwrap();
+    assert_eq!(index.position(), Some(2));
+    assert_eq!(index.documents().unwrap(), before);
+    // The same upsert again leaves the same document: replays are harmless.
+    index
+        .upsert(&item("b", "Blue lamp", "Lights", "Lumo", None))
+        .unwrap();
+    index.commit(3).unwrap();
+    assert_eq!(index.documents().unwrap(), before);
+    let reader = LexicalIndex::open_read_only(&path).unwrap();
+    assert_eq!(reader.documents().unwrap(), before);
+}
