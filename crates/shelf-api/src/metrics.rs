@@ -19,6 +19,7 @@ pub struct Metrics {
     http_latency: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
     /// Search stages.
     pub search_embed: Histogram,
+    pub search_lexical: Histogram,
     pub search_ann: Histogram,
     pub search_rerank: Histogram,
     pub search_total: Histogram,
@@ -89,11 +90,12 @@ impl Metrics {
         header(
             &mut out,
             "shelf_search_stage_duration_seconds",
-            "Search latency per stage (embed, ann, rerank, total).",
+            "Search latency per stage (embed, lexical, ann, rerank, total).",
             "histogram",
         );
         for (stage, h) in [
             ("embed", &self.search_embed),
+            ("lexical", &self.search_lexical),
             ("ann", &self.search_ann),
             ("rerank", &self.search_rerank),
             ("total", &self.search_total),
@@ -107,7 +109,7 @@ impl Metrics {
         header(
             &mut out,
             "shelf_item_freshness_seconds",
-            "Time from an item's append through the API to its vector being searchable.",
+            "Time from an item's append through the API to its being searchable (vector index updated, lexical index committed).",
             "histogram",
         );
         node_metrics

@@ -1,12 +1,13 @@
 //! The item job: item records -> embed new or changed text -> items, vectors and tombstones
-//! in the store (with the offset, one write) -> the vector index.
+//! in the store (with the offset, one write) -> the vector index and the lexical index.
 
 use crate::consumer::{Applied, Job};
 use crate::EngineError;
+use shelf_lexical::LexicalIndex;
 use shelf_store::{text_hash, DeadLetter, Store, StoredVector};
 use shelf_stream::Record;
 use shelf_types::{
-    ItemAttributes, ItemId, ItemRecord, ItemVectorRecord, TextEmbedder, VectorIndex,
+    Item, ItemAttributes, ItemId, ItemRecord, ItemVectorRecord, TextEmbedder, VectorIndex,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,19 +21,22 @@ pub struct ItemJob<E, I> {
     store: Arc<Store>,
     embedder: E,
     index: Option<I>,
+    /// The lexical index, kept beside the vector index (its commits are the caller's: they
+    /// record the log position, which spans partitions).
+    lexical: Option<Arc<LexicalIndex>>,
     embedded: u64,
     reused: u64,
     /// Records carry vectors computed upstream (`shelf-item-vectors`); nothing is embedded.
     upstream_vectors: bool,
-    /// Items whose index update failed after their batch committed. Each is retried from
-    /// the store's state before the next batch; the index is in step with the committed
-    /// offset only when none is left ([`ItemJob::index_in_step`]).
+    /// Items whose index update (vector or lexical) failed after their batch committed.
+    /// Each is retried from the store's state before the next batch; the indexes are in
+    /// step with the committed offset only when none is left ([`ItemJob::index_in_step`]).
     index_backlog: Vec<ItemId>,
 }
 
-/// What the index must do for one item after the batch commits: upsert (vector and
-/// attributes) or delete (`None`).
-type IndexOp = Option<(Vec<f32>, ItemAttributes)>;
+/// What the indexes must do for one item after the batch commits: upsert (vector and
+/// item) or delete (`None`).
+type IndexOp = Option<(Vec<f32>, Box<Item>)>;
 
 enum Parsed {
     /// The item, its embedding text, the text's hash and the upstream vector, if any.
@@ -56,6 +60,7 @@ impl<E: TextEmbedder, I: VectorIndex> ItemJob<E, I> {
             store,
             embedder,
             index,
+            lexical: None,
             embedded: 0,
             reused: 0,
             upstream_vectors: false,
@@ -76,6 +81,12 @@ impl<E: TextEmbedder, I: VectorIndex> ItemJob<E, I> {
         Ok(job)
     }
 
+    /// Keeps `lexical` in step too: the same upserts and deletes, after the same commits.
+    pub fn with_lexical(mut self, lexical: Arc<LexicalIndex>) -> Self {
+        self.lexical = Some(lexical);
+        self
+    }
+
     /// Whether the index holds every change committed so far (no failed index update is
     /// waiting for its retry). An index snapshot is only consistent with the committed
     /// offset when this holds.
@@ -86,27 +97,47 @@ impl<E: TextEmbedder, I: VectorIndex> ItemJob<E, I> {
     /// Retries the index updates that failed, each from the store's current state of its
     /// item (upsert when it is there, delete when not). Those that fail again stay queued.
     pub fn retry_index_backlog(&mut self) -> Result<(), EngineError> {
-        let Some(index) = &self.index else {
-            self.index_backlog.clear();
-            return Ok(());
-        };
         let mut still_failing = Vec::new();
         for id in std::mem::take(&mut self.index_backlog) {
-            let result = match (
+            let op = match (
                 self.store.item(id.as_str())?,
                 self.store.vector(id.as_str())?,
             ) {
-                (Some(item), Some(vector)) => {
-                    index.upsert(&id, &vector.vector, ItemAttributes::of(&item))
-                }
-                _ => index.delete(&id).map(|_| ()),
+                (Some(item), Some(vector)) => Some((vector.vector, Box::new(item))),
+                _ => None,
             };
-            if let Err(e) = result {
+            if let Err(e) = self.apply_to_indexes(&id, op) {
                 tracing::error!(item = %id, error = %e, "index update failed again");
                 still_failing.push(id);
             }
         }
         self.index_backlog = still_failing;
+        Ok(())
+    }
+
+    /// One item's upsert or delete in the vector and the lexical index.
+    fn apply_to_indexes(&self, id: &ItemId, op: IndexOp) -> Result<(), String> {
+        match op {
+            Some((vector, item)) => {
+                if let Some(index) = &self.index {
+                    let attrs = ItemAttributes::of(&item);
+                    index
+                        .upsert(id, &vector, attrs)
+                        .map_err(|e| e.to_string())?;
+                }
+                if let Some(lexical) = &self.lexical {
+                    lexical.upsert(&item).map_err(|e| e.to_string())?;
+                }
+            }
+            None => {
+                if let Some(index) = &self.index {
+                    index.delete(id).map_err(|e| e.to_string())?;
+                }
+                if let Some(lexical) = &self.lexical {
+                    lexical.delete(id);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -281,10 +312,7 @@ impl<E: TextEmbedder, I: VectorIndex> Job for ItemJob<E, I> {
                                 vector,
                             };
                             batch.put_item(&item, &stored);
-                            index_ops.push((
-                                item.id.clone(),
-                                Some((stored.vector, ItemAttributes::of(&item))),
-                            ));
+                            index_ops.push((item.id.clone(), Some((stored.vector, item))));
                             continue;
                         }
                         Err(e) => format!("embedding failed: {e}"),
@@ -311,13 +339,9 @@ impl<E: TextEmbedder, I: VectorIndex> Job for ItemJob<E, I> {
         batch.put_partition_offset(ITEM_JOB, last.partition, next_offset);
         self.store.commit(batch)?;
 
-        if let Some(index) = &self.index {
+        if self.index.is_some() || self.lexical.is_some() {
             for (id, op) in index_ops {
-                let result = match op {
-                    Some((vector, attrs)) => index.upsert(&id, &vector, attrs),
-                    None => index.delete(&id).map(|_| ()),
-                };
-                if let Err(e) = result {
+                if let Err(e) = self.apply_to_indexes(&id, op) {
                     // The store holds the item: retried from it before the next batch.
                     tracing::error!(item = %id, error = %e, "index update failed; will retry");
                     self.index_backlog.push(id);

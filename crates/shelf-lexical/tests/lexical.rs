@@ -9,7 +9,7 @@ fn item(id: &str, title: &str, category: &str, brand: &str, price: Option<f64>) 
     serde_json::from_value(serde_json::json!({
         "id": id, "title": title, "category": category, "brand": brand,
         "price": price, "tags": ["tag-" .to_string() + brand],
-        "attributes": {"colour": if id.len() % 2 == 0 { "red" } else { "blue" }},
+        "attributes": {"colour": if id.len().is_multiple_of(2) { "red" } else { "blue" }},
     }))
     .unwrap()
 }

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use shelf_engine::SearchRequest;
+use shelf_engine::{SearchMode, SearchRequest};
 use shelf_types::{SearchFilter, UserId};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,8 +27,12 @@ pub(crate) fn default_k() -> usize {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchBody {
-    /// Free-text query.
+    /// Free-text query. Any text is valid: it is never parsed as a query language.
     pub query: Option<String>,
+    /// Where a query's candidates come from: `hybrid` (words and meaning, fused),
+    /// `semantic` (the embedding only) or `lexical` (the words only; nothing is embedded).
+    #[serde(default)]
+    pub mode: Mode,
     /// The user; their profile personalises the results when they have one.
     pub user_id: Option<UserId>,
     /// Number of results, 1..=1000.
@@ -47,6 +51,36 @@ pub struct SearchBody {
     pub explore: bool,
 }
 
+/// Retrieval mode of a search.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Hybrid,
+    Semantic,
+    Lexical,
+}
+
+impl From<Mode> for SearchMode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Hybrid => SearchMode::Hybrid,
+            Mode::Semantic => SearchMode::Semantic,
+            Mode::Lexical => SearchMode::Lexical,
+        }
+    }
+}
+
+impl From<SearchMode> for Mode {
+    fn from(mode: SearchMode) -> Self {
+        match mode {
+            SearchMode::Hybrid => Mode::Hybrid,
+            SearchMode::Semantic => Mode::Semantic,
+            SearchMode::Lexical => Mode::Lexical,
+        }
+    }
+}
+
 pub(crate) fn yes() -> bool {
     true
 }
@@ -59,6 +93,12 @@ pub struct SearchResult {
     pub model: String,
     /// Whether the user's profile took part.
     pub personalized: bool,
+    /// The mode the search ran in.
+    pub mode: Mode,
+    /// Query words no item holds, which were looked up again allowing typos (one edit in
+    /// words of 4 to 7 characters, two from 8).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub corrected: Vec<String>,
     pub items: Vec<ResultItem>,
     pub timings: TimingsMs,
 }
@@ -75,7 +115,7 @@ pub struct ResultItem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explanation: Option<Vec<ExplanationEntry>>,
     /// With `explain`: the candidate sources that proposed the item (`query_ann`,
-    /// `profile_ann`, `covisit`, `trending`).
+    /// `profile_ann`, `lexical`, `exact_id`, `covisit`, `trending`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<&'static str>>,
     /// Placed by exploration (Thompson sampling over CTR posteriors), not by score.
@@ -95,6 +135,7 @@ pub struct ExplanationEntry {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TimingsMs {
     pub embed: f64,
+    pub lexical: f64,
     pub ann: f64,
     pub rerank: f64,
     pub total: f64,
@@ -146,6 +187,7 @@ pub(crate) async fn search(
     let t = response.timings;
     let m = &app.metrics;
     m.search_embed.observe_ms(t.embed_ms);
+    m.search_lexical.observe_ms(t.lexical_ms);
     m.search_ann.observe_ms(t.ann_ms);
     m.search_rerank.observe_ms(t.rerank_ms);
     m.search_total.observe_ms(t.total_ms);
@@ -156,6 +198,8 @@ pub(crate) async fn search(
         request_id: response.request_id,
         model: response.model,
         personalized: response.personalized,
+        mode: response.mode.into(),
+        corrected: response.corrected,
         items: response
             .items
             .into_iter()
@@ -180,6 +224,7 @@ pub(crate) async fn search(
             .collect(),
         timings: TimingsMs {
             embed: round3(t.embed_ms),
+            lexical: round3(t.lexical_ms),
             ann: round3(t.ann_ms),
             rerank: round3(t.rerank_ms),
             total: round3(t.total_ms),
@@ -223,6 +268,7 @@ pub(crate) fn validate_search(app: &App, body: SearchBody) -> ApiResult<SearchRe
         .map_err(|e| ApiError::invalid(format!("filters: {e}")))?;
     Ok(SearchRequest {
         query: query.filter(|q| !q.is_empty()),
+        mode: body.mode.into(),
         user_id: body.user_id,
         k: body.k,
         filter,

@@ -45,6 +45,59 @@ pub(super) fn union(lists: Vec<(Source, Vec<ItemId>)>) -> Vec<Candidate> {
     out
 }
 
+/// Reciprocal rank fusion: each id scores `sum over lists of weight / (k + rank)` (rank
+/// from 1; a list's weight is 1 unless `weights` names it), ordered by that score; an id's
+/// stage-1 rank is its place in the fused order.
+pub(super) fn fuse(
+    lists: Vec<(Source, Vec<ItemId>)>,
+    k: f64,
+    weights: &[(Source, f64)],
+) -> Vec<Candidate> {
+    let mut fused: HashMap<ItemId, (f64, Sources)> = HashMap::new();
+    for (source, list) in lists {
+        let weight = weights
+            .iter()
+            .find(|(s, _)| *s == source)
+            .map_or(1.0, |(_, w)| *w);
+        for (rank, id) in list.into_iter().enumerate() {
+            let entry = fused.entry(id).or_insert((0.0, Sources::default()));
+            entry.0 += weight / (k + rank as f64 + 1.0);
+            entry.1.insert(source);
+        }
+    }
+    let mut out: Vec<(ItemId, f64, Sources)> = fused
+        .into_iter()
+        .map(|(id, (s, src))| (id, s, src))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out.into_iter()
+        .enumerate()
+        .map(|(stage1_rank, (id, _, sources))| Candidate {
+            id,
+            stage1_rank,
+            sources,
+        })
+        .collect()
+}
+
+/// Reciprocal rank fusion of weighted ranked lists (`sum of weight / (k + rank)`, rank
+/// from 1), best first: what a hybrid search's stage 1 does, for evaluation.
+pub fn reciprocal_rank_fusion(lists: &[(Vec<ItemId>, f64)], k: f64) -> Vec<ItemId> {
+    let sources = [Source::Query, Source::Lexical];
+    assert!(lists.len() <= sources.len(), "at most two lists");
+    let weights: Vec<(Source, f64)> = sources
+        .iter()
+        .zip(lists)
+        .map(|(s, (_, w))| (*s, *w))
+        .collect();
+    let lists = sources
+        .iter()
+        .zip(lists)
+        .map(|(s, (list, _))| (*s, list.clone()))
+        .collect();
+    fuse(lists, k, &weights).into_iter().map(|c| c.id).collect()
+}
+
 /// Share of the profile's category weight on the item's category or its ancestors (a
 /// category path `A/B/C` counts affinity to `A/B/C` fully, to `A/B` by 2/3, to `A` by 1/3).
 pub(super) fn category_affinity(profile: &Profile, category: Option<&str>) -> f64 {

@@ -1,10 +1,12 @@
-//! Two-stage retrieval: candidates from the query and profile vectors (ANN), from the items
-//! co-visited with the user's recent ones and from trending items, then features per
-//! candidate and a re-rank through the [`Ranker`] trait, logged as an impression.
+//! Two-stage retrieval: candidates from the query's words (BM25) and the query and profile
+//! vectors (ANN), fused by reciprocal rank, or without a query from the profile, the items
+//! co-visited with the user's recent ones and trending items; then features per candidate
+//! and a re-rank through the [`Ranker`] trait, logged as an impression.
 
 use crate::explore::Explorer;
 use crate::query_cache::QueryCache;
 use crate::EngineError;
+use shelf_lexical::{LexicalHits, LexicalIndex};
 use shelf_store::{DecayConfig, Impression, ImpressionItem, ItemStats, Profile, Store, TopList};
 use shelf_types::vector::{dot, unit_vector};
 use shelf_types::{
@@ -20,9 +22,11 @@ use time::OffsetDateTime;
 mod features;
 mod request;
 
+pub use features::reciprocal_rank_fusion;
 use features::*;
 pub use request::{
-    RankedItem, RetrievalConfig, SearchRequest, SearchResponse, Source, Sources, Timings,
+    RankedItem, RetrievalConfig, SearchMode, SearchRequest, SearchResponse, Source, Sources,
+    Timings,
 };
 
 /// Retrieval over an embedder, an index, the store and a ranker.
@@ -30,6 +34,8 @@ pub struct Retriever<E, I> {
     store: Arc<Store>,
     embedder: E,
     index: I,
+    /// Without one, every search is semantic.
+    lexical: Option<Arc<LexicalIndex>>,
     ranker: std::sync::RwLock<Arc<dyn Ranker>>,
     cache: QueryCache,
     explorer: Explorer,
@@ -111,10 +117,21 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             store,
             embedder,
             index,
+            lexical: None,
             ranker: std::sync::RwLock::new(ranker),
             cache,
             config,
         }
+    }
+
+    /// Searches take lexical candidates from `lexical` too (modes `hybrid` and `lexical`).
+    pub fn with_lexical(mut self, lexical: Arc<LexicalIndex>) -> Self {
+        self.lexical = Some(lexical);
+        self
+    }
+
+    pub fn lexical(&self) -> Option<&Arc<LexicalIndex>> {
+        self.lexical.as_ref()
     }
 
     /// The ranker now in use.
@@ -146,11 +163,31 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             .as_deref()
             .map(str::trim)
             .filter(|q| !q.is_empty());
+        let mode = match self.lexical {
+            Some(_) => request.mode,
+            None => SearchMode::Semantic,
+        };
         let query_vector = match query {
-            Some(q) => Some(self.embed_query(q).await?),
-            None => None,
+            Some(q) if mode != SearchMode::Lexical => Some(self.embed_query(q).await?),
+            _ => None,
         };
         let embed_ms = ms_since(started);
+
+        let lexical_started = Instant::now();
+        let lexical = match (query, &self.lexical) {
+            (Some(q), Some(index)) if mode != SearchMode::Semantic => index
+                .search(q, &request.filter, self.config.candidates.max(request.k))
+                .map_err(|e| EngineError::Index(e.to_string()))?,
+            _ => LexicalHits::default(),
+        };
+        let lexical_ms = ms_since(lexical_started);
+        // Each lexical hit's score as a share of the best one's.
+        let best_lexical = lexical.hits.first().map_or(0.0, |h| h.1);
+        let lexical_share: HashMap<&ItemId, f32> = lexical
+            .hits
+            .iter()
+            .map(|(id, score)| (id, score / best_lexical))
+            .collect();
 
         let ann_started = Instant::now();
         let profile = match &request.user_id {
@@ -159,13 +196,36 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         };
         let profile_vector = profile.as_ref().and_then(interest_direction);
         let behaviour = self.behaviour(profile.as_ref())?;
-        let lists = self.candidate_lists(
+        let mut lists = self.candidate_lists(
+            query.is_some(),
             query_vector.as_ref().map(|v| v.as_slice()),
             profile_vector.as_deref(),
             &behaviour,
             request,
         )?;
-        let candidates = union(lists);
+        if !lexical.hits.is_empty() {
+            let ids = lexical.hits.iter().map(|(id, _)| id.clone()).collect();
+            lists.push((Source::Lexical, ids));
+        }
+        let mut candidates = match (query, mode) {
+            (Some(_), SearchMode::Hybrid) => fuse(
+                lists,
+                self.config.rrf_k,
+                &[(Source::Lexical, self.config.lexical_weight)],
+            ),
+            _ => union(lists),
+        };
+        if let Some(exact) = &lexical.exact_id {
+            candidates.retain(|c| &c.id != exact);
+            candidates.insert(
+                0,
+                Candidate {
+                    id: exact.clone(),
+                    stage1_rank: 0,
+                    sources: Sources::of(Source::ExactId),
+                },
+            );
+        }
         let ann_ms = ms_since(ann_started);
 
         let rerank_started = Instant::now();
@@ -184,10 +244,12 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 // (yet) in the index.
                 continue;
             };
-            let from_ann = candidate.sources.contains(Source::Query)
-                || candidate.sources.contains(Source::Profile);
-            if !from_ann && !request.filter.matches(&ItemAttributes::of(&item)) {
-                continue; // the ANN searches filter; the other sources are filtered here
+            let filtered = candidate.sources.contains(Source::Query)
+                || candidate.sources.contains(Source::Profile)
+                || candidate.sources.contains(Source::Lexical)
+                || candidate.sources.contains(Source::ExactId);
+            if !filtered && !request.filter.matches(&ItemAttributes::of(&item)) {
+                continue; // the indexes filter; the behaviour lists are filtered here
             }
             let (features, clicks_impressions) = self.features(
                 &item,
@@ -216,18 +278,25 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 sources: candidate.sources,
             });
         }
-        if query_vector.is_some() {
+        if query.is_some() {
             let best = ranked
                 .iter()
                 .map(|r| r.features[0])
                 .fold(f32::MIN, f32::max);
             for r in &mut ranked {
-                r.on_topic = r.features[0] >= best - self.config.relevance_gap;
+                let semantic =
+                    query_vector.is_some() && r.features[0] >= best - self.config.relevance_gap;
+                let lexical = lexical_share.get(&r.id).is_some_and(|share| {
+                    mode == SearchMode::Lexical || *share >= self.config.lexical_on_topic
+                });
+                r.on_topic = semantic || lexical || r.sources.contains(Source::ExactId);
             }
         }
         ranked.sort_by(|a, b| {
-            b.on_topic
-                .cmp(&a.on_topic)
+            let exact = |r: &RankedItem| r.sources.contains(Source::ExactId);
+            exact(b)
+                .cmp(&exact(a))
+                .then_with(|| b.on_topic.cmp(&a.on_topic))
                 .then_with(|| b.score.total_cmp(&a.score))
                 .then_with(|| a.id.cmp(&b.id))
         });
@@ -262,11 +331,14 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             items: ranked,
             timings: Timings {
                 embed_ms,
+                lexical_ms,
                 ann_ms,
                 rerank_ms,
                 total_ms: ms_since(started),
             },
             personalized: profile_vector.is_some(),
+            mode,
+            corrected: lexical.corrected,
             impression,
         })
     }
@@ -311,12 +383,13 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         out
     }
 
-    /// Stage 1: each source's candidates, best first. With a query, the query's ANN list
-    /// and the query/profile blend's; without, the profile's ANN list, the co-visited and
-    /// the trending items (with a query, behaviour only re-ranks: the query decides what
-    /// is relevant).
+    /// Stage 1's vector and behaviour lists, best first. With a query, the query's ANN
+    /// list and the query/profile blend's (none in lexical mode, where the query has no
+    /// vector); without, the profile's ANN list, the co-visited and the trending items
+    /// (with a query, behaviour only re-ranks: the query decides what is relevant).
     fn candidate_lists(
         &self,
+        has_query: bool,
         query_vector: Option<&[f32]>,
         profile_vector: Option<&[f32]>,
         behaviour: &Behaviour,
@@ -337,13 +410,16 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             lists.push((Source::Query, ann(q)?));
         }
         if let Some(p) = profile_vector {
-            let v = match query_vector {
-                Some(q) => blend(q, p, self.config.profile_blend),
-                None => p.to_vec(),
-            };
-            lists.push((Source::Profile, ann(&v)?));
+            match query_vector {
+                Some(q) => {
+                    let v = blend(q, p, self.config.profile_blend);
+                    lists.push((Source::Profile, ann(&v)?));
+                }
+                None if !has_query => lists.push((Source::Profile, ann(p)?)),
+                None => {}
+            }
         }
-        if query_vector.is_none() {
+        if !has_query {
             let covisited = behaviour.covisit_top(self.config.covisit_candidates);
             lists.push((
                 Source::Covisit,
@@ -371,6 +447,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         let profile_vector = profile.as_ref().and_then(interest_direction);
         let behaviour = self.behaviour(profile.as_ref())?;
         self.candidate_lists(
+            false,
             None,
             profile_vector.as_deref(),
             &behaviour,

@@ -36,6 +36,15 @@ pub struct RetrievalConfig {
     /// Trending candidates added to a recommendation (no query; 0: none). They are all a
     /// user without history gets.
     pub trending_candidates: usize,
+    /// Reciprocal rank fusion of a hybrid search: a candidate's stage-1 score is the sum
+    /// over lists of `weight / (rrf_k + rank)`, rank from 1.
+    pub rrf_k: f64,
+    /// Weight of the lexical list in the fusion (the vector lists weigh 1).
+    pub lexical_weight: f64,
+    /// With a query, a lexical hit scoring at least this share of the best lexical score
+    /// counts as on topic whatever its query cosine (a SKU, a brand, a rare word the model
+    /// does not know).
+    pub lexical_on_topic: f32,
 }
 
 impl Default for RetrievalConfig {
@@ -54,6 +63,31 @@ impl Default for RetrievalConfig {
             covisit_seeds: 20,
             covisit_candidates: 100,
             trending_candidates: 50,
+            rrf_k: 60.0,
+            lexical_weight: 1.0,
+            lexical_on_topic: 0.5,
+        }
+    }
+}
+
+/// Where a query's candidates come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SearchMode {
+    /// Lexical and vector candidates, fused by reciprocal rank.
+    #[default]
+    Hybrid,
+    /// Vector candidates only (the query's and the query/profile blend's).
+    Semantic,
+    /// Lexical candidates only; the query is not embedded.
+    Lexical,
+}
+
+impl SearchMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SearchMode::Hybrid => "hybrid",
+            SearchMode::Semantic => "semantic",
+            SearchMode::Lexical => "lexical",
         }
     }
 }
@@ -62,6 +96,7 @@ impl Default for RetrievalConfig {
 #[derive(Clone, Debug, Default)]
 pub struct SearchRequest {
     pub query: Option<String>,
+    pub mode: SearchMode,
     pub user_id: Option<UserId>,
     pub k: usize,
     pub filter: SearchFilter,
@@ -97,6 +132,10 @@ pub enum Source {
     Query,
     /// ANN search with the user's interest vector (blended with the query's, with one).
     Profile,
+    /// BM25 over the item's text fields.
+    Lexical,
+    /// The item whose id is the query text.
+    ExactId,
     /// Items co-visited with the user's recent items (recommendations only).
     Covisit,
     /// Trending items (recommendations only).
@@ -104,9 +143,11 @@ pub enum Source {
 }
 
 impl Source {
-    const ALL: [Source; 4] = [
+    const ALL: [Source; 6] = [
         Source::Query,
         Source::Profile,
+        Source::Lexical,
+        Source::ExactId,
         Source::Covisit,
         Source::Trending,
     ];
@@ -115,6 +156,8 @@ impl Source {
         match self {
             Source::Query => "query_ann",
             Source::Profile => "profile_ann",
+            Source::Lexical => "lexical",
+            Source::ExactId => "exact_id",
             Source::Covisit => "covisit",
             Source::Trending => "trending",
         }
@@ -130,6 +173,11 @@ impl Source {
 pub struct Sources(u8);
 
 impl Sources {
+    /// The set of `source` alone.
+    pub fn of(source: Source) -> Self {
+        Self(source.bit())
+    }
+
     pub fn contains(self, source: Source) -> bool {
         self.0 & source.bit() != 0
     }
@@ -152,6 +200,7 @@ impl Sources {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Timings {
     pub embed_ms: f64,
+    pub lexical_ms: f64,
     pub ann_ms: f64,
     pub rerank_ms: f64,
     pub total_ms: f64,
@@ -167,5 +216,9 @@ pub struct SearchResponse {
     pub timings: Timings,
     /// Whether the user's profile took part.
     pub personalized: bool,
+    /// The mode the search ran in (semantic when the node has no lexical index).
+    pub mode: SearchMode,
+    /// Query words no item holds, looked up again with typos allowed.
+    pub corrected: Vec<String>,
     pub impression: Impression,
 }

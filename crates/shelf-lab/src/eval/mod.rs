@@ -8,11 +8,14 @@ use crate::baselines::{Ease, Interactions, ItemKnn};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use shelf_cli::model::ModelArgs;
-use shelf_engine::{RetrievalConfig, Retriever, SearchRequest, Source};
+use shelf_engine::{
+    reciprocal_rank_fusion, RetrievalConfig, Retriever, SearchMode, SearchRequest, Source,
+};
 use shelf_index::{HnswIndex, IndexConfig};
+use shelf_lexical::LexicalIndex;
 use shelf_rank::{ndcg_at, recall_at, reciprocal_rank, Judgments, PriorRanker};
 use shelf_store::{text_hash, Store, StoreOptions, StoredVector};
-use shelf_types::{Item, ItemAttributes, ItemRecord, Ranker};
+use shelf_types::{Item, ItemAttributes, ItemId, ItemRecord, Ranker, TextEmbedder, VectorIndex};
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! `shelf eval relevance`: graded product-search judgments (items, queries, grades) scored
-//! by NDCG, recall and MRR, with BM25 beside shelf.
+//! by NDCG, recall and MRR for each retrieval mode (lexical, semantic, hybrid), each as
+//! retrieved and re-ranked.
 
 use super::*;
 
@@ -26,6 +27,41 @@ pub struct RelevanceArgs {
     /// A trained model (`DATA/models/*.json`) to re-rank with instead of the prior.
     #[arg(long)]
     pub ranker: Option<PathBuf>,
+    /// Evaluate one mode only (default: lexical, semantic and hybrid).
+    #[arg(long, value_enum)]
+    pub mode: Option<EvalMode>,
+    /// The hybrid fusion's rank constant (see `--rrf-k` of `shelf serve`).
+    #[arg(long)]
+    pub rrf_k: Option<f64>,
+    /// The lexical list's weight in the hybrid fusion (see `shelf serve`).
+    #[arg(long)]
+    pub lexical_weight: Option<f64>,
+    /// Share of the best lexical score that keeps a hit on topic (see `shelf serve`).
+    #[arg(long)]
+    pub lexical_on_topic: Option<f32>,
+    /// Also score hybrid + re-rank over a grid of the three settings above and print each
+    /// row: for tuning on a development set (report the chosen values' figures on a test
+    /// set once).
+    #[arg(long)]
+    pub sweep: bool,
+}
+
+/// A retrieval mode to evaluate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalMode {
+    Lexical,
+    Semantic,
+    Hybrid,
+}
+
+impl EvalMode {
+    fn search_mode(self) -> SearchMode {
+        match self {
+            EvalMode::Lexical => SearchMode::Lexical,
+            EvalMode::Semantic => SearchMode::Semantic,
+            EvalMode::Hybrid => SearchMode::Hybrid,
+        }
+    }
 }
 
 pub(super) fn read_items(path: &Path) -> anyhow::Result<Vec<Item>> {
@@ -108,6 +144,8 @@ pub(super) struct Totals {
     pub(super) ndcg: f64,
     pub(super) recall: f64,
     pub(super) mrr: f64,
+    /// Each query's NDCG, for per-query wins and losses between systems.
+    pub(super) per_query: Vec<(String, f64)>,
 }
 
 pub(super) async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
@@ -118,8 +156,8 @@ pub(super) async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
     let items = read_items(&args.items)?;
     let queries = read_queries(&args.queries)?;
     let judgments = read_judgments(&args.judgments)?;
-    let judged: Vec<&(String, String)> = queries
-        .iter()
+    let judged: Vec<(String, String)> = queries
+        .into_iter()
         .filter(|(id, _)| {
             judgments
                 .get(id)
@@ -131,47 +169,44 @@ pub(super) async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
         "no query has a positive judgment (query ids must match between the files)"
     );
     let ranker = load_ranker(args.ranker.as_deref())?;
+    let mut config = RetrievalConfig {
+        candidates: args.depth,
+        exploration_share: 0.0,
+        ..Default::default()
+    };
+    config.rrf_k = args.rrf_k.unwrap_or(config.rrf_k);
+    config.lexical_weight = args.lexical_weight.unwrap_or(config.lexical_weight);
+    config.lexical_on_topic = args.lexical_on_topic.unwrap_or(config.lexical_on_topic);
 
     // Embed the catalogue into a scratch store and index.
     let scratch = std::env::temp_dir().join(format!("shelf-eval-{}", std::process::id()));
     let result = async {
         let (store, embedder, index) = scratch_catalog(&items, &args.model, &scratch).await?;
-        let retriever = Retriever::new(
-            Arc::clone(&store),
-            embedder.clone(),
-            index.clone(),
-            ranker,
-            RetrievalConfig {
-                candidates: args.depth,
-                exploration_share: 0.0,
-                ..Default::default()
-            },
-        );
-        let (mut ann, mut reranked) = (Totals::default(), Totals::default());
-        for (id, text) in &judged {
-            let j = &judgments[id.as_str()];
-            let query_vector = embedder.embed(vec![text.clone()]).await?.remove(0);
-            let ann_ids: Vec<String> = index
-                .search(&query_vector.0, args.depth, None, &Default::default())?
-                .into_iter()
-                .map(|h| h.id.0)
-                .collect();
-            let response = retriever
-                .search(&SearchRequest {
-                    query: Some(text.clone()),
-                    k: args.depth,
-                    ..Default::default()
-                })
-                .await?;
-            let reranked_ids: Vec<String> = response.items.into_iter().map(|i| i.id.0).collect();
-            for (ids, totals) in [(&ann_ids, &mut ann), (&reranked_ids, &mut reranked)] {
-                totals.ndcg += ndcg_at(args.k, ids, j);
-                totals.recall += recall_at(args.depth, ids, j);
-                totals.mrr += reciprocal_rank(ids, j);
-            }
+        let lexical = Arc::new(LexicalIndex::in_memory());
+        for item in &items {
+            lexical.upsert(item)?;
         }
-        let n = judged.len() as f64;
-        let ranker_name = retriever.ranker().name().to_string();
+        lexical.commit(items.len() as u64)?;
+        let retriever = |config: RetrievalConfig| {
+            Retriever::new(
+                Arc::clone(&store),
+                embedder.clone(),
+                index.clone(),
+                Arc::clone(&ranker),
+                config,
+            )
+            .with_lexical(Arc::clone(&lexical))
+        };
+        let eval = Eval {
+            args: &args,
+            judged: &judged,
+            judgments: &judgments,
+        };
+        let modes = match args.mode {
+            Some(mode) => vec![mode],
+            None => vec![EvalMode::Lexical, EvalMode::Semantic, EvalMode::Hybrid],
+        };
+        let ranker_name = ranker.name().to_string();
         eprintln!(
             "{:<24} {:>9} {:>11} {:>7}   ({} queries, {} items)",
             "system",
@@ -181,29 +216,139 @@ pub(super) async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
             judged.len(),
             items.len()
         );
-        for (system, t) in [
-            ("ann".to_string(), &ann),
-            (format!("ann+rerank:{ranker_name}"), &reranked),
-        ] {
-            eprintln!(
-                "{system:<24} {:>9.4} {:>11.4} {:>7.4}",
-                t.ndcg / n,
-                t.recall / n,
-                t.mrr / n
+        let main = retriever(config.clone());
+        for mode in modes {
+            // Stage 1 alone: the lexical list, the ANN list, or their fusion.
+            let mut stage1 = Totals::default();
+            for (id, text) in &judged {
+                let lexical_ids = || -> anyhow::Result<Vec<ItemId>> {
+                    Ok(lexical
+                        .search(text, &Default::default(), args.depth)?
+                        .hits
+                        .into_iter()
+                        .map(|(id, _)| id)
+                        .collect())
+                };
+                let ann_ids = || async {
+                    let v = embedder.embed(vec![text.clone()]).await?.remove(0);
+                    anyhow::Ok(
+                        index
+                            .search(&v.0, args.depth, None, &Default::default())?
+                            .into_iter()
+                            .map(|h| h.id)
+                            .collect::<Vec<ItemId>>(),
+                    )
+                };
+                let ids = match mode {
+                    EvalMode::Lexical => lexical_ids()?,
+                    EvalMode::Semantic => ann_ids().await?,
+                    EvalMode::Hybrid => reciprocal_rank_fusion(
+                        &[
+                            (ann_ids().await?, 1.0),
+                            (lexical_ids()?, config.lexical_weight),
+                        ],
+                        config.rrf_k,
+                    ),
+                };
+                stage1.add(&eval, id, &ids);
+            }
+            let name = format!("{mode:?}").to_lowercase();
+            eval.report(&name, &stage1, items.len());
+            let reranked = eval.reranked(&main, mode).await?;
+            eval.report(
+                &format!("{name}+rerank:{ranker_name}"),
+                &reranked,
+                items.len(),
             );
-            println!(
-                "{}",
-                serde_json::json!({
-                    "system": system, "queries": judged.len(), "items": items.len(),
-                    format!("ndcg_at_{}", args.k): t.ndcg / n,
-                    format!("recall_at_{}", args.depth): t.recall / n,
-                    "mrr": t.mrr / n,
-                })
-            );
+        }
+        if args.sweep {
+            eprintln!("sweep of hybrid+rerank (rrf_k, lexical_weight, lexical_on_topic):");
+            for rrf_k in [10.0, 30.0, 60.0, 120.0] {
+                for lexical_weight in [0.5, 1.0, 1.5, 2.0] {
+                    for lexical_on_topic in [0.3, 0.5, 0.7, 2.0] {
+                        let r = retriever(RetrievalConfig {
+                            rrf_k,
+                            lexical_weight,
+                            lexical_on_topic,
+                            ..config.clone()
+                        });
+                        let totals = eval.reranked(&r, EvalMode::Hybrid).await?;
+                        eval.report(
+                            &format!("sweep {rrf_k} {lexical_weight} {lexical_on_topic}"),
+                            &totals,
+                            items.len(),
+                        );
+                    }
+                }
+            }
         }
         anyhow::Ok(())
     }
     .await;
     let _ = std::fs::remove_dir_all(&scratch);
     result
+}
+
+/// The judged queries and how they are scored.
+struct Eval<'a> {
+    args: &'a RelevanceArgs,
+    judged: &'a [(String, String)],
+    judgments: &'a HashMap<String, Judgments>,
+}
+
+impl Eval<'_> {
+    /// Every judged query through `retriever` in `mode` (both stages).
+    async fn reranked<E: TextEmbedder, I: VectorIndex>(
+        &self,
+        retriever: &Retriever<E, I>,
+        mode: EvalMode,
+    ) -> anyhow::Result<Totals> {
+        let mut totals = Totals::default();
+        for (id, text) in self.judged {
+            let response = retriever
+                .search(&SearchRequest {
+                    query: Some(text.clone()),
+                    mode: mode.search_mode(),
+                    k: self.args.depth,
+                    ..Default::default()
+                })
+                .await?;
+            let ids: Vec<ItemId> = response.items.into_iter().map(|i| i.id).collect();
+            totals.add(self, id, &ids);
+        }
+        Ok(totals)
+    }
+
+    fn report(&self, system: &str, t: &Totals, items: usize) {
+        let n = self.judged.len() as f64;
+        let (k, depth) = (self.args.k, self.args.depth);
+        eprintln!(
+            "{system:<24} {:>9.4} {:>11.4} {:>7.4}",
+            t.ndcg / n,
+            t.recall / n,
+            t.mrr / n
+        );
+        println!(
+            "{}",
+            serde_json::json!({
+                "system": system, "queries": self.judged.len(), "items": items,
+                format!("ndcg_at_{k}"): t.ndcg / n,
+                format!("recall_at_{depth}"): t.recall / n,
+                "mrr": t.mrr / n,
+                "per_query_ndcg": t.per_query,
+            })
+        );
+    }
+}
+
+impl Totals {
+    fn add(&mut self, eval: &Eval<'_>, query: &str, ids: &[ItemId]) {
+        let ids: Vec<String> = ids.iter().map(|id| id.0.clone()).collect();
+        let j = &eval.judgments[query];
+        let ndcg = ndcg_at(eval.args.k, &ids, j);
+        self.ndcg += ndcg;
+        self.recall += recall_at(eval.args.depth, &ids, j);
+        self.mrr += reciprocal_rank(&ids, j);
+        self.per_query.push((query.to_string(), ndcg));
+    }
 }

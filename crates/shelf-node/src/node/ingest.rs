@@ -33,15 +33,27 @@ impl Node {
     }
 
     /// The item job (on its own thread): applies the item topic to the store and the
-    /// index, and snapshots the index every `snapshot_interval` while items change, only
-    /// when the index holds every committed change.
-    pub(super) async fn run_item_job(self: &Arc<Self>, index: &HnswIndex) -> anyhow::Result<()> {
+    /// indexes; commits the lexical index after every batch (that is what makes an item
+    /// findable by its words) and snapshots the vector index every `snapshot_interval`
+    /// while items change, each only when it holds every committed change.
+    pub(super) async fn run_item_job(
+        self: &Arc<Self>,
+        index: &HnswIndex,
+        lexical: &Arc<LexicalIndex>,
+    ) -> anyhow::Result<()> {
         let store = Arc::clone(&self.store);
         let embedder = self.item_embedder.clone();
-        let mut job = if self.item_topic() == ITEM_VECTORS_TOPIC {
+        let job = if self.item_topic() == ITEM_VECTORS_TOPIC {
             ItemJob::with_upstream_vectors(store, embedder, Some(index.clone()))?
         } else {
             ItemJob::new(store, embedder, Some(index.clone()))?
+        };
+        let mut job = job.with_lexical(Arc::clone(lexical));
+        let commit_lexical = |position: u64| {
+            if let Err(e) = lexical.commit(position) {
+                // Retried after the next batch; a restart replays from the last commit.
+                tracing::error!(error = %e, position, "lexical index commit failed");
+            }
         };
         let mut source = self.source(self.item_topic())?;
         let mut last_snapshot = Instant::now();
@@ -59,6 +71,9 @@ impl Node {
                 if outcome.is_err() {
                     return;
                 }
+                if job.index_in_step() {
+                    commit_lexical(progress.offset);
+                }
                 self.observe_freshness(progress.offset);
                 if last_snapshot.elapsed() >= interval
                     && progress.offset > self.snapshot_position.load(Ordering::Acquire)
@@ -71,6 +86,9 @@ impl Node {
             },
         )
         .await?;
+        if job.index_in_step() {
+            commit_lexical(self.item_position()?);
+        }
         if job.index_in_step()
             && (progress.offset > self.snapshot_position.load(Ordering::Acquire)
                 || !self.snapshot_dir().exists())

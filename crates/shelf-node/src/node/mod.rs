@@ -23,9 +23,10 @@ use shelf_engine::{
     EVENT_JOB, ITEM_JOB, STATS_JOB,
 };
 use shelf_index::{HnswIndex, IndexConfig};
+use shelf_lexical::LexicalIndex;
 use shelf_store::{Impression, Store};
 use shelf_stream::{LogReader, Source};
-use shelf_types::{ItemAttributes, ItemRecord, Ranker};
+use shelf_types::{ItemAttributes, ItemId, ItemRecord, Ranker};
 use std::collections::{HashSet, VecDeque};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -228,16 +229,19 @@ impl Node {
         tasks.spawn("log retention", self.clone().run_log_retention());
 
         let node = Arc::clone(self);
-        let index = tokio::task::spawn_blocking(move || node.load_index())
-            .await
-            .context("index loading panicked")??;
+        let (index, lexical) = tokio::task::spawn_blocking(move || {
+            anyhow::Ok((node.load_index()?, Arc::new(node.load_lexical()?)))
+        })
+        .await
+        .context("index loading panicked")??;
         let retriever = Retriever::new(
             Arc::clone(&self.store),
             self.query_embedder.clone(),
             index.clone(),
             ranker,
             self.config.retrieval.clone(),
-        );
+        )
+        .with_lexical(Arc::clone(&lexical));
         self.retriever
             .set(retriever)
             .map_err(|_| anyhow::anyhow!("the node was started twice"))?;
@@ -249,9 +253,9 @@ impl Node {
             ITEM_JOB,
             self.supervise(ITEM_JOB, move |rt, attempt| {
                 if attempt > 0 {
-                    node.repair_index_after_failure(&index)?;
+                    node.repair_index_after_failure(&index, &lexical)?;
                 }
-                rt.block_on(node.run_item_job(&index))
+                rt.block_on(node.run_item_job(&index, &lexical))
             })?,
         ));
         tasks.spawn("model watcher", self.clone().run_model_watcher());

@@ -1,11 +1,86 @@
-//! Index recovery: the snapshot, a rebuild from the store, catching up from the log, and
-//! repair after a failed batch.
+//! Index recovery, vector and lexical: the snapshot (the lexical index's last commit), a
+//! rebuild from the store, catching up from the log, and repair after a failed batch.
 
 use super::*;
 
 impl Node {
     pub(super) fn snapshot_dir(&self) -> PathBuf {
         self.config.data_dir.join("index")
+    }
+
+    pub(super) fn lexical_dir(&self) -> PathBuf {
+        self.config.data_dir.join("lexical")
+    }
+
+    /// The lexical index as of the item job's committed offset: its last commit, brought
+    /// forward from the log (embedded) or, when that cannot be done, rebuilt from the store.
+    pub(super) fn load_lexical(&self) -> anyhow::Result<LexicalIndex> {
+        let committed = self.item_position()?;
+        let dir = self.lexical_dir();
+        match LexicalIndex::open(&dir) {
+            Ok(index) => match index.position() {
+                Some(position) if position == committed => return Ok(index),
+                Some(position) if position < committed && self.is_embedded() => {
+                    let replayed = self.catch_up_lexical(&index, position, committed)?;
+                    index.commit(committed)?;
+                    tracing::info!(position, replayed, "lexical index caught up from the log");
+                    return Ok(index);
+                }
+                position if index.is_empty() && position.is_none() && committed == 0 => {
+                    return Ok(index)
+                }
+                position => tracing::warn!(
+                    ?position,
+                    committed,
+                    "lexical index is not at the store's position; rebuilding from the store"
+                ),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "lexical index unusable; rebuilding from the store")
+            }
+        }
+        let index = LexicalIndex::create(&dir)?;
+        self.rebuild_lexical(&index, committed)?;
+        Ok(index)
+    }
+
+    /// Every stored item into `index` (emptied first), committed at `position`.
+    fn rebuild_lexical(&self, index: &LexicalIndex, position: u64) -> anyhow::Result<()> {
+        let started = Instant::now();
+        index.clear()?;
+        let mut items = 0u64;
+        let mut failed = None;
+        self.store.for_each_item_vector(|item, _| {
+            if failed.is_none() {
+                match index.upsert(&item) {
+                    Ok(()) => items += 1,
+                    Err(e) => failed = Some(e),
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        index.commit(position)?;
+        tracing::info!(
+            items,
+            seconds = started.elapsed().as_secs_f64(),
+            "lexical index built from the store"
+        );
+        Ok(())
+    }
+
+    /// Brings `index` from `from` to `to` on the item log: every item touched in between
+    /// gets the store's current state (uncommitted: the caller commits).
+    fn catch_up_lexical(&self, index: &LexicalIndex, from: u64, to: u64) -> anyhow::Result<u64> {
+        let touched = self.touched_items(from, to)?;
+        for id in &touched {
+            match self.store.item(id.as_str())? {
+                Some(item) => index.upsert(&item)?,
+                None => index.delete(id),
+            }
+        }
+        Ok(touched.len() as u64)
     }
 
     pub(super) fn index_config(&self) -> IndexConfig {
@@ -73,15 +148,36 @@ impl Node {
         from: u64,
         to: u64,
     ) -> anyhow::Result<u64> {
-        if from >= to {
-            return Ok(0);
+        let touched = self.touched_items(from, to)?;
+        for id in &touched {
+            match (
+                self.store.item(id.as_str())?,
+                self.store.vector(id.as_str())?,
+            ) {
+                (Some(item), Some(vector)) => {
+                    index.upsert(id, &vector.vector, ItemAttributes::of(&item))?;
+                }
+                _ => {
+                    index.delete(id);
+                }
+            }
         }
+        Ok(touched.len() as u64)
+    }
+
+    /// The ids of the item records in `[from, to)` of the embedded item log, each once, in
+    /// the order first seen (dead letters, which never reached the store, left out).
+    fn touched_items(&self, from: u64, to: u64) -> anyhow::Result<Vec<ItemId>> {
+        let mut touched = Vec::new();
+        if from >= to {
+            return Ok(touched);
+        }
+        let mut seen = HashSet::new();
         let mut reader = LogReader::open(
             &streams::log_dir(&self.config.data_dir, "shelf-items"),
             streams::max_record_bytes(),
         )?;
         reader.seek(0, from)?;
-        let mut replayed = 0;
         let mut offset = from;
         while offset < to {
             let records = reader.poll(1024, Duration::ZERO)?;
@@ -97,29 +193,32 @@ impl Node {
                     continue; // a dead letter: it never reached the store
                 };
                 let id = parsed.id();
-                match (
-                    self.store.item(id.as_str())?,
-                    self.store.vector(id.as_str())?,
-                ) {
-                    (Some(item), Some(vector)) => {
-                        index.upsert(id, &vector.vector, ItemAttributes::of(&item))?;
-                    }
-                    _ => {
-                        index.delete(id);
-                    }
+                if seen.insert(id.clone()) {
+                    touched.push(id.clone());
                 }
-                replayed += 1;
             }
         }
-        Ok(replayed)
+        Ok(touched)
     }
 
     /// After the item job failed or panicked, its last batch may be committed in the
     /// store but not (wholly) applied to the index. On the embedded log the items touched
     /// since the last snapshot are replayed from the store into the index. On Fluvio (no
     /// replayable log here) every stored vector is written to the index again.
-    pub(super) fn repair_index_after_failure(&self, index: &HnswIndex) -> anyhow::Result<()> {
+    pub(super) fn repair_index_after_failure(
+        &self,
+        index: &HnswIndex,
+        lexical: &LexicalIndex,
+    ) -> anyhow::Result<()> {
         let committed = self.item_position()?;
+        match lexical.position() {
+            Some(from) if from <= committed && self.is_embedded() => {
+                let replayed = self.catch_up_lexical(lexical, from, committed)?;
+                lexical.commit(committed)?;
+                tracing::info!(from, replayed, "lexical index repaired from the log");
+            }
+            _ => self.rebuild_lexical(lexical, committed)?,
+        }
         if self.is_embedded() {
             let from = self.snapshot_position.load(Ordering::Acquire);
             let replayed = self.catch_up_index(index, from, committed)?;
