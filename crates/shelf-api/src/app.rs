@@ -24,7 +24,7 @@ impl Default for Limits {
         Self {
             max_body_bytes: 8 << 20,
             max_batch: 10_000,
-            max_query_bytes: 1024,
+            max_query_bytes: 2048,
             max_concurrent_searches: 64,
         }
     }

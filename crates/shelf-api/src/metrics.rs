@@ -27,6 +27,48 @@ pub struct Metrics {
     pub events_appended: AtomicU64,
     /// Searches refused because too many were in flight.
     pub searches_rejected: AtomicU64,
+    /// Searches with a query that returned nothing, and the queries.
+    pub zero_results: ZeroResults,
+}
+
+/// The queries that found nothing since the server started, with how often each was
+/// asked: the first report a merchandiser asks for (missing products, missing synonyms).
+/// Queries are counted lowercased and trimmed; at most [`ZeroResults::MAX_QUERIES`]
+/// distinct ones are kept (later new ones count in the total only).
+#[derive(Debug, Default)]
+pub struct ZeroResults {
+    total: AtomicU64,
+    queries: Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl ZeroResults {
+    pub const MAX_QUERIES: usize = 10_000;
+
+    pub fn record(&self, query: &str) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let query = query.trim().to_lowercase();
+        let mut queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = queries.get_mut(&query) {
+            *n += 1;
+        } else if queries.len() < Self::MAX_QUERIES {
+            queries.insert(query, 1);
+        }
+    }
+
+    /// Zero-result searches so far.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// The `limit` most frequent zero-result queries, most frequent first, and how many
+    /// distinct ones are kept.
+    pub fn top(&self, limit: usize) -> (Vec<(String, u64)>, usize) {
+        let queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut top: Vec<(String, u64)> = queries.iter().map(|(q, n)| (q.clone(), *n)).collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(limit);
+        (top, queries.len())
+    }
 }
 
 impl Metrics {
@@ -130,6 +172,11 @@ impl Metrics {
                 "shelf_searches_rejected_total",
                 "Searches refused with 429 because too many were in flight.",
                 &self.searches_rejected,
+            ),
+            (
+                "shelf_search_zero_results_total",
+                "Searches with a query that returned no item (see GET /v1/analytics/zero-results).",
+                &self.zero_results.total,
             ),
         ] {
             header(&mut out, name, help, "counter");

@@ -75,7 +75,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SHELF_MAX_BATCH", default_value_t = 10_000)]
     pub max_batch: usize,
     /// Longest query in bytes.
-    #[arg(long, env = "SHELF_MAX_QUERY_BYTES", default_value_t = 1024)]
+    #[arg(long, env = "SHELF_MAX_QUERY_BYTES", default_value_t = 2048)]
     pub max_query_bytes: usize,
     /// Searches running at once; more are answered 429.
     #[arg(long, env = "SHELF_MAX_CONCURRENT_SEARCHES", default_value_t = 64)]
@@ -114,6 +114,17 @@ pub struct ServeArgs {
     /// Trending candidates added to a recommendation (all a user without history gets).
     #[arg(long, env = "SHELF_TRENDING_CANDIDATES", default_value_t = 50)]
     pub trending_candidates: usize,
+    /// Rank constant of the hybrid search's reciprocal rank fusion: a candidate's stage-1
+    /// score is the sum over its lists of `weight / (rrf_k + rank)`.
+    #[arg(long, env = "SHELF_RRF_K", default_value_t = RetrievalConfig::default().rrf_k)]
+    pub rrf_k: f64,
+    /// Weight of the lexical (BM25) list in the hybrid fusion; the vector lists weigh 1.
+    #[arg(long, env = "SHELF_LEXICAL_WEIGHT", default_value_t = RetrievalConfig::default().lexical_weight)]
+    pub lexical_weight: f64,
+    /// A lexical hit scoring at least this share of the best lexical score stays on topic
+    /// whatever its query cosine (a SKU, a brand, a word the model does not know; 2: never).
+    #[arg(long, env = "SHELF_LEXICAL_ON_TOPIC", default_value_t = RetrievalConfig::default().lexical_on_topic)]
+    pub lexical_on_topic: f32,
     /// Vector index graph: `shelf` (shelf's own HNSW) or `hnsw_rs` (hnsw_rs 0.3.5). A
     /// snapshot written by one is rebuilt into the other at start.
     #[arg(long, env = "SHELF_INDEX_BACKEND", default_value = "shelf")]
@@ -192,6 +203,9 @@ impl ServeArgs {
                 covisit_seeds: self.covisit_seeds,
                 covisit_candidates: self.covisit_candidates,
                 trending_candidates: self.trending_candidates,
+                rrf_k: self.rrf_k,
+                lexical_weight: self.lexical_weight,
+                lexical_on_topic: self.lexical_on_topic,
                 ..Default::default()
             },
             decay,

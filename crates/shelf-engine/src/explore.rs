@@ -4,12 +4,11 @@
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rand_distr::{Beta, Distribution};
-use std::sync::Mutex;
 
 /// Beta-posterior Thompson sampling with a seeded generator.
 #[derive(Debug)]
 pub struct Explorer {
-    rng: Mutex<SmallRng>,
+    seed: u64,
     /// Prior CTR and its strength in pseudo-impressions: Beta(p0 s, (1 - p0) s).
     prior_ctr: f64,
     prior_strength: f64,
@@ -18,23 +17,24 @@ pub struct Explorer {
 impl Explorer {
     pub fn new(seed: u64, prior_ctr: f64, prior_strength: f64) -> Self {
         Self {
-            rng: Mutex::new(SmallRng::seed_from_u64(seed)),
+            seed,
             prior_ctr,
             prior_strength,
         }
     }
 
     /// One draw of each candidate's CTR from Beta(prior + clicks, prior + impressions -
-    /// clicks); counts may be decayed (fractional).
-    pub fn sample(&self, posteriors: &[(f64, f64)]) -> Vec<f64> {
-        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+    /// clicks); counts may be decayed (fractional). The draws are fixed by `seed` (and the
+    /// explorer's own): the same seed gives the same draws.
+    pub fn sample_seeded(&self, posteriors: &[(f64, f64)], seed: u64) -> Vec<f64> {
+        let rng = &mut SmallRng::seed_from_u64(self.seed ^ seed);
         posteriors
             .iter()
             .map(|&(clicks, impressions)| {
                 let a = self.prior_ctr * self.prior_strength + clicks.max(0.0);
                 let b =
                     (1.0 - self.prior_ctr) * self.prior_strength + (impressions - clicks).max(0.0);
-                beta(&mut rng, a, b)
+                beta(rng, a, b)
             })
             .collect()
     }
@@ -82,8 +82,8 @@ mod tests {
         let mut posteriors = vec![(40.0, 1000.0); 8];
         posteriors.extend(vec![(0.0, 0.0); 4]);
         let mut new_picks = 0;
-        for _ in 0..1000 {
-            let sampled = explorer.sample(&posteriors);
+        for seed in 0..1000 {
+            let sampled = explorer.sample_seeded(&posteriors, seed);
             new_picks += pick(&sampled, 4, 2).iter().filter(|&&i| i >= 8).count();
         }
         assert!(

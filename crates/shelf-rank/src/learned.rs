@@ -4,9 +4,10 @@
 use serde::{Deserialize, Serialize};
 use shelf_types::{Contribution, Features, Ranker, FEATURE_COUNT, FEATURE_NAMES};
 
-/// Version of the model inputs below. Version 1 (without `covisit` and `trending`) still
-/// loads: its weights are carried over by input name, the new inputs get weight 0.
-pub const SCHEMA_VERSION: u32 = 2;
+/// Version of the model inputs below. Versions 1 (without `covisit` and `trending`) and 2
+/// (without `lexical_score`) still load: their weights are carried over by input name, the
+/// new inputs get weight 0.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Number of model inputs: the ranking features, then the position.
 pub const INPUT_COUNT: usize = FEATURE_COUNT + 1;
@@ -142,8 +143,8 @@ impl LearnedModel {
     pub fn from_json(text: &str) -> Result<Self, String> {
         let mut model: LearnedModel =
             serde_json::from_str(text).map_err(|e| format!("not a shelf model: {e}"))?;
-        if model.schema_version == 1 {
-            model = model.upgrade_from_v1()?;
+        if model.schema_version < SCHEMA_VERSION {
+            model = model.upgrade()?;
         }
         if model.schema_version != SCHEMA_VERSION {
             return Err(format!(
@@ -162,9 +163,10 @@ impl LearnedModel {
         Ok(model)
     }
 
-    /// A schema-1 model as a schema-2 one that scores every candidate the same: each
-    /// weight moves to its input's new place, `covisit` and `trending` get weight 0.
-    fn upgrade_from_v1(mut self) -> Result<Self, String> {
+    /// A model of an older schema as one of this schema that scores every candidate the
+    /// same: each weight moves to its input's new place, the inputs it did not have get
+    /// weight 0.
+    fn upgrade(mut self) -> Result<Self, String> {
         let names = input_names();
         let from: Vec<Option<usize>> = names
             .iter()
@@ -173,8 +175,8 @@ impl LearnedModel {
         let known = from.iter().flatten().count();
         if known != self.inputs.len() {
             return Err(format!(
-                "schema-1 model inputs {:?} are not a subset of {names:?}",
-                self.inputs
+                "schema-{} model inputs {:?} are not a subset of {names:?}",
+                self.schema_version, self.inputs
             ));
         }
         let remap = |old: &[f32]| -> Vec<f32> {
@@ -312,7 +314,7 @@ mod tests {
 
     #[test]
     fn explanations_sum_to_the_score() {
-        let features = [0.8, 0.5, 0.3, 0.06, 0.2, 0.9, 0.5, 0.5, 0.25, 0.4, 0.7];
+        let features = [0.8, 0.5, 0.3, 0.06, 0.2, 0.9, 0.5, 0.5, 0.25, 0.4, 0.7, 0.6];
         for params in [
             Params::Logistic {
                 weights: (0..INPUT_COUNT).map(|i| i as f32 * 0.1 - 0.2).collect(),

@@ -15,8 +15,8 @@ impl Default for PriorRanker {
         Self {
             // Order of FEATURE_NAMES: query_cosine, profile_cosine, category_affinity,
             // ctr_prior, popularity, price_fit, freshness, lexical_overlap, stage1_rank,
-            // covisit, trending.
-            weights: [4.0, 2.0, 1.5, 4.0, 0.5, 1.0, 0.2, 1.5, 0.3, 16.0, 0.5],
+            // covisit, trending, lexical_score.
+            weights: [4.0, 2.0, 1.5, 4.0, 0.5, 1.0, 0.2, 1.5, 0.3, 16.0, 0.5, 1.0],
         }
     }
 }
@@ -60,7 +60,7 @@ mod tests {
     #[test]
     fn contributions_sum_to_the_score() {
         let ranker = PriorRanker::default();
-        let features = [0.8, 0.5, 0.3, 0.06, 0.2, 0.9, 0.5, 0.5, 0.25, 0.0, 0.0];
+        let features = [0.8, 0.5, 0.3, 0.06, 0.2, 0.9, 0.5, 0.5, 0.25, 0.0, 0.0, 0.0];
         let explained: f32 = ranker
             .explain(&features)
             .iter()
@@ -74,8 +74,8 @@ mod tests {
     #[test]
     fn query_relevance_outranks_small_signals() {
         let ranker = PriorRanker::default();
-        let relevant = [0.9, 0.0, 0.0, 0.05, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
-        let popular = [0.3, 0.0, 0.0, 0.05, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0];
+        let relevant = [0.9, 0.0, 0.0, 0.05, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let popular = [0.3, 0.0, 0.0, 0.05, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0];
         assert!(ranker.score(&relevant) > ranker.score(&popular));
     }
 }

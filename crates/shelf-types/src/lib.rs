@@ -23,7 +23,7 @@ pub use index::{category_has_prefix, ItemAttributes, ScoredItem, SearchFilter, V
 pub use item::{Item, ItemRecord, ItemVectorRecord};
 pub use rank::{
     features_from_logged, Contribution, Features, Ranker, FEATURE_COUNT, FEATURE_COUNT_V1,
-    FEATURE_NAMES,
+    FEATURE_COUNT_V2, FEATURE_NAMES,
 };
 pub use rng::SplitMix;
 pub use traits::{BoxFuture, TextEmbedder};

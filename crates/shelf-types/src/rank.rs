@@ -16,21 +16,26 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "stage1_rank",
     "covisit",
     "trending",
+    "lexical_score",
 ];
 
 /// Number of ranking features.
-pub const FEATURE_COUNT: usize = 11;
+pub const FEATURE_COUNT: usize = 12;
 
 /// Features of schema version 1 (before `covisit` and `trending`): a prefix of
 /// [`FEATURE_NAMES`].
 pub const FEATURE_COUNT_V1: usize = 9;
 
-/// Features logged with an impression, as the current schema: a logged schema-1 vector
-/// (the first [`FEATURE_COUNT_V1`]) gets 0 for the later features; other lengths are `None`.
+/// Features of schema version 2 (before `lexical_score`): a prefix of [`FEATURE_NAMES`].
+pub const FEATURE_COUNT_V2: usize = 11;
+
+/// Features logged with an impression, as the current schema: a vector logged by an older
+/// schema (a prefix of [`FEATURE_NAMES`]) gets 0 for the later features; other lengths are
+/// `None`.
 pub fn features_from_logged(values: &[f32]) -> Option<Features> {
     let mut features = [0.0; FEATURE_COUNT];
     match values.len() {
-        FEATURE_COUNT | FEATURE_COUNT_V1 => {
+        FEATURE_COUNT | FEATURE_COUNT_V2 | FEATURE_COUNT_V1 => {
             features[..values.len()].copy_from_slice(values);
             Some(features)
         }

@@ -785,12 +785,16 @@ async fn exploration_shows_items_the_ranking_alone_never_shows() {
         std::collections::HashSet::new(),
     ];
     for (explore, seen) in [(false, 0), (true, 1)] {
-        for _ in 0..30 {
+        // Draws are fixed per request (so its pages hold still): thirty visitors, thirty draws.
+        for visitor in 0..30 {
             let (status, body) = s
                 .call(
                     Method::POST,
                     "/v1/search",
-                    Some(json!({"query": "wireless headphones", "k": 10, "explore": explore})),
+                    Some(json!({
+                        "query": "wireless headphones", "k": 10, "explore": explore,
+                        "user_id": format!("visitor-{visitor}"),
+                    })),
                 )
                 .await;
             assert_eq!(status, StatusCode::OK, "{body}");

@@ -72,6 +72,12 @@ fn hostile(rng: &mut SmallRng) -> Hostile {
                 json!({"query": "x", "filters": {"price_min": 10, "price_max": 1}}),
                 json!({"query": "x", "user_id": 7}),
                 json!({"query": null, "user_id": "u\u{0}1"}),
+                json!({"query": "x", "facets": ["colour"]}),
+                json!({"query": "x", "sort": "cheapest"}),
+                json!({"query": "x", "mode": "boolean"}),
+                json!({"query": "x", "k": 10, "offset": 991}),
+                json!({"query": "x", "offset": -1}),
+                json!({"query": "x", "facets": ["price"], "price_buckets": [10, 5]}),
                 json!([]),
                 json!("query"),
             ];
@@ -282,5 +288,48 @@ async fn ten_thousand_hostile_requests_get_4xx_and_change_nothing() {
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
     assert!(dump() == before, "the store changed");
+
+    // Shoppers' text is never a query language: whatever it holds, a search answers 200
+    // with results or an empty list.
+    let emoji = "🛋️".repeat(2048 / "🛋️".len());
+    let chinese = "灰色沙发".repeat(2048 / "灰色沙发".len());
+    for query in [
+        "\"lamp",
+        "title:lamp",
+        "lamp AND OR NOT",
+        "(lamp",
+        "[a TO z]",
+        "lamp~2",
+        "lamp^10",
+        "*",
+        "?",
+        "\\",
+        "+-&&||!(){}[]^\"~*?:\\/",
+        "sku-1",
+        "id:sku-1",
+        "NOT lamp",
+        &emoji,
+        &chinese,
+        "\u{200b}",
+        "lamp\u{0301}",
+        "ｌａｍｐ",
+    ] {
+        for mode in ["hybrid", "lexical", "semantic"] {
+            let body = json!({"query": query, "mode": mode, "facets": ["brand", "category"]});
+            let request = Request::post("/v1/search")
+                .header("x-api-key", READ_KEY)
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap();
+            let response = s.api.router.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let text = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{body}: {}",
+                String::from_utf8_lossy(&text)
+            );
+        }
+    }
     s.stop().await;
 }

@@ -4,6 +4,7 @@
 use axum::http::{Method, StatusCode};
 use shelf_api::client::{HttpTransport, Transport};
 use shelf_lab::demo::shop::Shop;
+use shelf_lexical::LexicalIndex;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -144,7 +145,8 @@ fn shelf(args: &[&str], data: &Path) -> String {
 
 /// SIGKILL of `shelf serve` while items arrive, with the index snapshot behind the store:
 /// the restart restores the snapshot, replays the item log from its position, applies the
-/// rest, and ends with every item searchable and a store equal to an uninterrupted run's.
+/// rest, and ends with every item searchable, and a store and a lexical index equal to an
+/// uninterrupted run's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_the_snapshot_behind_the_store_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -200,6 +202,21 @@ async fn sigkill_with_the_snapshot_behind_the_store_loses_nothing() {
     assert!(
         shelf(&["dump"], &data) == shelf(&["dump"], &reference),
         "the store after SIGKILL differs from an uninterrupted run's"
+    );
+    // The lexical index holds the same document for every id as one built without a
+    // crash (whether the kill came before or after its last commit).
+    let lexical = LexicalIndex::open_read_only(&data.join("lexical")).unwrap();
+    let uninterrupted = LexicalIndex::in_memory();
+    for item in &items {
+        let record: shelf_types::ItemRecord = serde_json::from_value(item.clone()).unwrap();
+        if let shelf_types::ItemRecord::Upsert(item) = record {
+            uninterrupted.upsert(&item).unwrap();
+        }
+    }
+    uninterrupted.commit(200).unwrap();
+    assert_eq!(
+        lexical.documents().unwrap(),
+        uninterrupted.documents().unwrap()
     );
     for item in &items {
         let (status, body) = api

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): search, item and event ingestion, profiles, health, metrics and
 //! the OpenAPI document. Errors are mapped to status codes in [`ApiError`] only.
 
+mod analytics;
 mod auth;
 mod error;
 mod models;
@@ -17,6 +18,7 @@ pub use records::Accepted;
 pub use search::{ExplanationEntry, ResultItem, SearchBody, SearchResult, TimingsMs, MAX_K};
 pub use users::{CategoryAffinity, Deleted, ProfileView, RecentView};
 
+use self::analytics::*;
 use self::auth::*;
 use self::models::*;
 use self::openapi::*;
@@ -46,6 +48,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/users/{id}/profile", get(get_profile))
         .route("/v1/users/{id}", delete(delete_user))
         .route("/v1/models", get(list_models))
+        .route("/v1/analytics/zero-results", get(zero_results))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&app),
             require_key,

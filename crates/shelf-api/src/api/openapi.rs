@@ -1,5 +1,6 @@
 //! The OpenAPI document (`GET /openapi.json`), generated from the handlers and types.
 
+use super::analytics::*;
 use super::error::*;
 use super::models::*;
 use super::ops::*;
@@ -26,6 +27,7 @@ use utoipa::OpenApi;
         get_profile,
         delete_user,
         list_models,
+        zero_results,
         health,
         ready,
         metrics

@@ -9,14 +9,28 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use shelf_engine::{SearchMode, SearchRequest};
+use shelf_engine::{FacetField, SearchMode, SearchRequest, SortOrder};
 use shelf_types::{SearchFilter, UserId};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
-/// Largest `k` a search may ask for.
+/// Largest `k` (and `offset + k`) a search may ask for.
 pub const MAX_K: usize = 1000;
+
+/// Most price bucket edges a search may ask for.
+const MAX_PRICE_BUCKETS: usize = 50;
+
+/// `fields` in order, each once.
+fn dedup(fields: impl Iterator<Item = FacetField>) -> Vec<FacetField> {
+    let mut out = Vec::new();
+    for f in fields {
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    out
+}
 
 pub(crate) fn default_k() -> usize {
     10
@@ -39,6 +53,22 @@ pub struct SearchBody {
     #[serde(default = "default_k")]
     #[schema(default = 10, minimum = 1, maximum = 1000)]
     pub k: usize,
+    /// Results to skip: the page is items `offset..offset + k` (`offset + k` at most
+    /// 1000). Pages of the same request are disjoint and in order.
+    #[serde(default)]
+    pub offset: usize,
+    /// `relevance` (the ranker's order), `price_asc`, `price_desc` or `newest`. A sorted
+    /// listing holds the items that match the query only.
+    #[serde(default)]
+    pub sort: Sort,
+    /// Fields to count the matched items by: `category` (every level of the path),
+    /// `brand`, `price` (by `price_buckets`), `in_stock`.
+    #[serde(default)]
+    pub facets: Vec<Facet>,
+    /// Edges of the price facet's buckets, ascending: `[50, 100]` counts prices below 50,
+    /// from 50 to below 100, and from 100. At most 50 edges.
+    #[serde(default)]
+    pub price_buckets: Vec<f64>,
     /// Conditions every result meets.
     #[serde(default)]
     pub filters: Option<SearchFilter>,
@@ -81,6 +111,27 @@ impl From<SearchMode> for Mode {
     }
 }
 
+/// Order of a search's results.
+#[derive(Clone, Copy, Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Sort {
+    #[default]
+    Relevance,
+    PriceAsc,
+    PriceDesc,
+    Newest,
+}
+
+/// A field a search counts its matched items by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Facet {
+    Category,
+    Brand,
+    Price,
+    InStock,
+}
+
 pub(crate) fn yes() -> bool {
     true
 }
@@ -99,8 +150,59 @@ pub struct SearchResult {
     /// words of 4 to 7 characters, two from 8).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub corrected: Vec<String>,
+    /// Items matched: on topic for the query (every candidate for a recommendation), up
+    /// to the depth retrieved (the larger of `--candidates` and `offset + k`).
+    pub total: usize,
+    /// The counts asked for with `facets`, over the matched items (not only this page).
+    #[serde(skip_serializing_if = "FacetCounts::is_empty")]
+    pub facets: FacetCounts,
     pub items: Vec<ResultItem>,
     pub timings: TimingsMs,
+}
+
+/// Facet counts, most frequent first (price buckets in price order).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct FacetCounts {
+    /// Every level of the category path: `Furniture` counts the items of `Furniture/Sofas`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<Vec<ValueCount>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brand: Option<Vec<ValueCount>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<Vec<PriceBucket>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_stock: Option<Vec<StockCount>>,
+}
+
+impl FacetCounts {
+    fn is_empty(&self) -> bool {
+        self.category.is_none()
+            && self.brand.is_none()
+            && self.price.is_none()
+            && self.in_stock.is_none()
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValueCount {
+    pub value: String,
+    pub count: usize,
+}
+
+/// Items priced in `[from, to)`; an open end is absent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PriceBucket {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<f64>,
+    pub count: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockCount {
+    pub value: bool,
+    pub count: usize,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -156,6 +258,7 @@ pub(crate) async fn search(
 ) -> ApiResult<Json<SearchResult>> {
     let request: SearchBody = parse(&body(raw)?)?;
     let request = validate_search(&app, request)?;
+    let query = request.query.clone();
     if app.node.retriever().is_none() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -193,6 +296,8 @@ pub(crate) async fn search(
     m.search_total.observe_ms(t.total_ms);
     if !response.impression.items.is_empty() {
         app.node.log_impression(response.impression);
+    } else if let Some(query) = &query {
+        app.metrics.zero_results.record(query);
     }
     Ok(Json(SearchResult {
         request_id: response.request_id,
@@ -200,6 +305,8 @@ pub(crate) async fn search(
         personalized: response.personalized,
         mode: response.mode.into(),
         corrected: response.corrected,
+        total: response.total,
+        facets: facet_counts(response.facets),
         items: response
             .items
             .into_iter()
@@ -232,6 +339,29 @@ pub(crate) async fn search(
     }))
 }
 
+fn facet_counts(facets: shelf_engine::Facets) -> FacetCounts {
+    let values = |v: Vec<(String, usize)>| {
+        v.into_iter()
+            .map(|(value, count)| ValueCount { value, count })
+            .collect()
+    };
+    FacetCounts {
+        category: facets.category.map(values),
+        brand: facets.brand.map(values),
+        price: facets.price.map(|buckets| {
+            buckets
+                .into_iter()
+                .map(|(from, to, count)| PriceBucket { from, to, count })
+                .collect()
+        }),
+        in_stock: facets.in_stock.map(|v| {
+            v.into_iter()
+                .map(|(value, count)| StockCount { value, count })
+                .collect()
+        }),
+    }
+}
+
 pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -242,6 +372,25 @@ pub(crate) fn validate_search(app: &App, body: SearchBody) -> ApiResult<SearchRe
             "k must be between 1 and {MAX_K}, got {}",
             body.k
         )));
+    }
+    if body.offset.saturating_add(body.k) > MAX_K {
+        return Err(ApiError::invalid(format!(
+            "offset + k must be at most {MAX_K}, got offset {} + k {}",
+            body.offset, body.k
+        )));
+    }
+    if body.price_buckets.len() > MAX_PRICE_BUCKETS
+        || body.price_buckets.iter().any(|p| !p.is_finite())
+        || body.price_buckets.windows(2).any(|w| w[0] >= w[1])
+    {
+        return Err(ApiError::invalid(format!(
+            "price_buckets must be at most {MAX_PRICE_BUCKETS} finite numbers in ascending order"
+        )));
+    }
+    if !body.price_buckets.is_empty() && !body.facets.contains(&Facet::Price) {
+        return Err(ApiError::invalid(
+            "price_buckets is given but facets does not ask for `price`",
+        ));
     }
     let query = body.query.map(|q| q.trim().to_string());
     if let Some(q) = &query {
@@ -269,6 +418,20 @@ pub(crate) fn validate_search(app: &App, body: SearchBody) -> ApiResult<SearchRe
     Ok(SearchRequest {
         query: query.filter(|q| !q.is_empty()),
         mode: body.mode.into(),
+        offset: body.offset,
+        sort: match body.sort {
+            Sort::Relevance => SortOrder::Relevance,
+            Sort::PriceAsc => SortOrder::PriceAsc,
+            Sort::PriceDesc => SortOrder::PriceDesc,
+            Sort::Newest => SortOrder::Newest,
+        },
+        facets: dedup(body.facets.iter().map(|f| match f {
+            Facet::Category => FacetField::Category,
+            Facet::Brand => FacetField::Brand,
+            Facet::Price => FacetField::Price,
+            Facet::InStock => FacetField::InStock,
+        })),
+        price_buckets: body.price_buckets,
         user_id: body.user_id,
         k: body.k,
         filter,

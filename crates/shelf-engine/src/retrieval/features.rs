@@ -98,6 +98,87 @@ pub fn reciprocal_rank_fusion(lists: &[(Vec<ItemId>, f64)], k: f64) -> Vec<ItemI
     fuse(lists, k, &weights).into_iter().map(|c| c.id).collect()
 }
 
+/// Orders a matched set for a listing: by price or by age, ties (and items without the
+/// value, placed last) by relevance.
+pub(super) fn sort_by(ranked: &mut [RankedItem], sort: SortOrder) {
+    let key = |r: &RankedItem| -> Option<f64> {
+        match sort {
+            SortOrder::Relevance => Some(0.0),
+            SortOrder::PriceAsc => r.price,
+            SortOrder::PriceDesc => r.price.map(|p| -p),
+            SortOrder::Newest => r.updated_at.map(|t| -(t.unix_timestamp_nanos() as f64)),
+        }
+    };
+    // Stable: equal keys keep the relevance order.
+    ranked.sort_by(|a, b| match (key(a), key(b)) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+}
+
+/// The requested facets over the on-topic items of `ranked`.
+pub(super) fn facet_counts(ranked: &[RankedItem], request: &SearchRequest) -> Facets {
+    let matched = || ranked.iter().filter(|r| r.on_topic);
+    let by_count = |counts: HashMap<String, usize>| {
+        let mut v: Vec<(String, usize)> = counts.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    };
+    let mut facets = Facets::default();
+    for field in &request.facets {
+        match field {
+            FacetField::Category => {
+                let mut counts: HashMap<String, usize> = HashMap::new();
+                for r in matched() {
+                    let Some(category) = &r.category else {
+                        continue;
+                    };
+                    let mut path = String::new();
+                    for segment in category.split('/').map(str::trim).filter(|s| !s.is_empty()) {
+                        if !path.is_empty() {
+                            path.push('/');
+                        }
+                        path.push_str(segment);
+                        *counts.entry(path.clone()).or_default() += 1;
+                    }
+                }
+                facets.category = Some(by_count(counts));
+            }
+            FacetField::Brand => {
+                let mut counts: HashMap<String, usize> = HashMap::new();
+                for r in matched() {
+                    if let Some(brand) = &r.brand {
+                        *counts.entry(brand.clone()).or_default() += 1;
+                    }
+                }
+                facets.brand = Some(by_count(counts));
+            }
+            FacetField::Price => {
+                let edges = &request.price_buckets;
+                let mut buckets: Vec<(Option<f64>, Option<f64>, usize)> = (0..=edges.len())
+                    .map(|i| {
+                        let from = i.checked_sub(1).map(|j| edges[j]);
+                        (from, edges.get(i).copied(), 0)
+                    })
+                    .collect();
+                for price in matched().filter_map(|r| r.price) {
+                    let bucket = edges.partition_point(|edge| *edge <= price);
+                    buckets[bucket].2 += 1;
+                }
+                facets.price = Some(buckets);
+            }
+            FacetField::InStock => {
+                let in_stock = matched().filter(|r| r.in_stock.unwrap_or(true)).count();
+                let out = matched().count() - in_stock;
+                facets.in_stock = Some(vec![(true, in_stock), (false, out)]);
+            }
+        }
+    }
+    facets
+}
+
 /// Share of the profile's category weight on the item's category or its ancestors (a
 /// category path `A/B/C` counts affinity to `A/B/C` fully, to `A/B` by 2/3, to `A` by 1/3).
 pub(super) fn category_affinity(profile: &Profile, category: Option<&str>) -> f64 {

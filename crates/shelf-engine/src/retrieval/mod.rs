@@ -25,8 +25,8 @@ mod request;
 pub use features::reciprocal_rank_fusion;
 use features::*;
 pub use request::{
-    RankedItem, RetrievalConfig, SearchMode, SearchRequest, SearchResponse, Source, Sources,
-    Timings,
+    FacetField, Facets, RankedItem, RetrievalConfig, SearchMode, SearchRequest, SearchResponse,
+    SortOrder, Source, Sources, Timings,
 };
 
 /// Retrieval over an embedder, an index, the store and a ranker.
@@ -176,7 +176,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         let lexical_started = Instant::now();
         let lexical = match (query, &self.lexical) {
             (Some(q), Some(index)) if mode != SearchMode::Semantic => index
-                .search(q, &request.filter, self.config.candidates.max(request.k))
+                .search(q, &request.filter, self.depth(request))
                 .map_err(|e| EngineError::Index(e.to_string()))?,
             _ => LexicalHits::default(),
         };
@@ -260,6 +260,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 profile.as_ref(),
                 profile_vector.as_deref(),
                 candidate.stage1_rank,
+                lexical_share.get(&candidate.id).copied().unwrap_or(0.0),
                 &behaviour,
                 now_ms,
             );
@@ -269,7 +270,10 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 score,
                 title: item.title,
                 category: item.category,
+                brand: item.brand,
                 price: item.price,
+                in_stock: item.in_stock,
+                updated_at: item.updated_at,
                 features,
                 explanation: None,
                 explored: false,
@@ -300,8 +304,23 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 .then_with(|| b.score.total_cmp(&a.score))
                 .then_with(|| a.id.cmp(&b.id))
         });
-        let ranked = self.explore(ranked, request);
-        let mut ranked = ranked;
+        // The matched set: what facets count and a sorted listing orders.
+        if query.is_some() {
+            ranked.retain(|r| r.on_topic || request.sort == SortOrder::Relevance);
+        }
+        let total = ranked.iter().filter(|r| r.on_topic).count();
+        let facets = facet_counts(&ranked, request);
+        let mut ranked = match request.sort {
+            SortOrder::Relevance => self.pages(ranked, request),
+            sort => {
+                sort_by(&mut ranked, sort);
+                ranked
+                    .into_iter()
+                    .skip(request.offset)
+                    .take(request.k)
+                    .collect()
+            }
+        };
         if request.explain {
             for item in &mut ranked {
                 item.explanation = Some(ranker.explain(&item.features));
@@ -319,7 +338,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 .enumerate()
                 .map(|(position, item)| ImpressionItem {
                     item_id: item.id.as_str().to_string(),
-                    position: position as u32,
+                    position: (request.offset + position) as u32,
                     features: item.features.to_vec(),
                     clicked: false,
                 })
@@ -339,23 +358,83 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             personalized: profile_vector.is_some(),
             mode,
             corrected: lexical.corrected,
+            total,
+            facets,
             impression,
         })
     }
 
-    /// The top `k` by score, except that the last `round(k * share)` slots go to the
-    /// candidates below them with the highest Thompson draws of their CTR.
-    fn explore(&self, mut ranked: Vec<RankedItem>, request: &SearchRequest) -> Vec<RankedItem> {
-        let k = request.k.min(ranked.len());
-        let slots = (request.k as f64 * self.config.exploration_share).round() as usize;
-        if !request.explore || slots == 0 || ranked.len() <= k {
-            ranked.truncate(k);
-            return ranked;
+    /// Candidates to fetch from each list: enough for the page asked for.
+    fn depth(&self, request: &SearchRequest) -> usize {
+        self.config.candidates.max(request.offset + request.k)
+    }
+
+    /// The page `offset..offset + k` of `ranked` (best first), built page by page: each
+    /// page of `k` is the best remaining items by score except that its last
+    /// `round(k * share)` slots go to the remaining on-topic items with the highest Thompson
+    /// draws of their CTR. The draws are seeded by the request (without its offset), so
+    /// asking for page 2 gives the items after page 1's, none twice.
+    fn pages(&self, mut ranked: Vec<RankedItem>, request: &SearchRequest) -> Vec<RankedItem> {
+        let k = request.k.max(1);
+        let slots = (k as f64 * self.config.exploration_share).round() as usize;
+        if !request.explore || slots == 0 {
+            return ranked
+                .into_iter()
+                .skip(request.offset)
+                .take(request.k)
+                .collect();
         }
-        let slots = slots.min(k);
+        let seed = self.page_seed(request);
+        let mut out = Vec::with_capacity(request.offset + k);
+        let mut page = 0u64;
+        while out.len() < request.offset + request.k && !ranked.is_empty() {
+            let (taken, rest) = self.explore_page(ranked, k, slots.min(k), seed ^ page);
+            out.extend(taken);
+            ranked = rest;
+            page += 1;
+        }
+        out.into_iter()
+            .skip(request.offset)
+            .take(request.k)
+            .collect()
+    }
+
+    /// The seed of a request's exploration draws: the same for the same request (page
+    /// aside) within a 10-minute window, so its pages hold still while it is paged through.
+    fn page_seed(&self, request: &SearchRequest) -> u64 {
+        let mut hash = shelf_types::hash::Fnv1a::default();
+        let key = format!(
+            "{:?}|{:?}|{:?}|{}|{:?}|{}",
+            request.query,
+            request.user_id,
+            request.filter,
+            request.k,
+            request.mode,
+            self.config.exploration_seed.is_some()
+        );
+        hash.update(key.as_bytes());
+        let window = match self.config.exploration_seed {
+            Some(_) => 0, // tests: fixed draws
+            None => OffsetDateTime::now_utc().unix_timestamp() as u64 / 600,
+        };
+        hash.finish() ^ window.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    /// One page of `k` from `ranked` with `slots` explored slots, and what is left, in
+    /// order.
+    fn explore_page(
+        &self,
+        ranked: Vec<RankedItem>,
+        k: usize,
+        slots: usize,
+        seed: u64,
+    ) -> (Vec<RankedItem>, Vec<RankedItem>) {
+        if ranked.len() <= k {
+            return (ranked, Vec::new());
+        }
         let exploit = k - slots;
         let posteriors: Vec<(f64, f64)> = ranked.iter().map(|r| r.clicks_impressions).collect();
-        let mut sampled = self.explorer.sample(&posteriors);
+        let mut sampled = self.explorer.sample_seeded(&posteriors, seed);
         // Only candidates that match the query may be explored.
         for (s, r) in sampled.iter_mut().zip(&ranked) {
             if !r.on_topic {
@@ -378,9 +457,10 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             }
         }
         // Slots exploration could not fill (too few matching candidates) go by score.
+        let mut rest = taken.into_iter().flatten();
         let missing = k - out.len();
-        out.extend(taken.into_iter().flatten().take(missing));
-        out
+        out.extend(rest.by_ref().take(missing));
+        (out, rest.collect())
     }
 
     /// Stage 1's vector and behaviour lists, best first. With a query, the query's ANN
@@ -530,6 +610,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         profile: Option<&Profile>,
         profile_vector: Option<&[f32]>,
         stage1_rank: usize,
+        lexical_score: f32,
         behaviour: &Behaviour,
         now_ms: i64,
     ) -> (Features, (f64, f64)) {
@@ -567,6 +648,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 1.0 / (1.0 + stage1_rank as f32),
                 behaviour.covisit(item.id.as_str()),
                 behaviour.trending(item.id.as_str()),
+                lexical_score,
             ],
             counts,
         )

@@ -92,13 +92,56 @@ impl SearchMode {
     }
 }
 
+/// The order of a response's items.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SortOrder {
+    /// By the ranker's score (with exploration).
+    #[default]
+    Relevance,
+    /// Cheapest first; items without a price last.
+    PriceAsc,
+    /// Dearest first; items without a price last.
+    PriceDesc,
+    /// Newest `updated_at` first; items without one last.
+    Newest,
+}
+
+/// A field a response counts its matched items by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FacetField {
+    /// Every level of the category path (`Furniture` counts the items of `Furniture/Sofas`).
+    Category,
+    Brand,
+    /// Items per price bucket (`SearchRequest::price_buckets`).
+    Price,
+    InStock,
+}
+
+/// Counts of the matched items by the requested fields, most frequent first (price
+/// buckets in price order). Fields not asked for are `None`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Facets {
+    pub category: Option<Vec<(String, usize)>>,
+    pub brand: Option<Vec<(String, usize)>>,
+    /// `(from, to, count)`: prices in `[from, to)`, open where `None`.
+    pub price: Option<Vec<(Option<f64>, Option<f64>, usize)>>,
+    pub in_stock: Option<Vec<(bool, usize)>>,
+}
+
 /// One search or recommendation request.
 #[derive(Clone, Debug, Default)]
 pub struct SearchRequest {
     pub query: Option<String>,
     pub mode: SearchMode,
     pub user_id: Option<UserId>,
+    /// The page: items `offset..offset + k` of the ordered results.
     pub k: usize,
+    pub offset: usize,
+    pub sort: SortOrder,
+    pub facets: Vec<FacetField>,
+    /// Bucket edges of the price facet, ascending: `[50, 100]` counts below 50, 50 to
+    /// 100, and 100 and above.
+    pub price_buckets: Vec<f64>,
     pub filter: SearchFilter,
     pub explain: bool,
     /// Let exploration fill its share of the slots.
@@ -112,7 +155,10 @@ pub struct RankedItem {
     pub score: f32,
     pub title: String,
     pub category: Option<String>,
+    pub brand: Option<String>,
     pub price: Option<f64>,
+    pub in_stock: Option<bool>,
+    pub updated_at: Option<time::OffsetDateTime>,
     pub features: Features,
     pub explanation: Option<Vec<Contribution>>,
     /// Placed by exploration rather than by score.
@@ -220,5 +266,9 @@ pub struct SearchResponse {
     pub mode: SearchMode,
     /// Query words no item holds, looked up again with typos allowed.
     pub corrected: Vec<String>,
+    /// How many items match: those on topic for a query (all candidates without one), up
+    /// to the depth retrieved (`max(candidates, offset + k)`).
+    pub total: usize,
+    pub facets: Facets,
     pub impression: Impression,
 }

@@ -15,7 +15,10 @@ use shelf_index::{HnswIndex, IndexConfig};
 use shelf_lexical::LexicalIndex;
 use shelf_rank::{ndcg_at, recall_at, reciprocal_rank, Judgments, PriorRanker};
 use shelf_store::{text_hash, Store, StoreOptions, StoredVector};
-use shelf_types::{Item, ItemAttributes, ItemId, ItemRecord, Ranker, TextEmbedder, VectorIndex};
+use shelf_types::{
+    Item, ItemAttributes, ItemId, ItemRecord, Ranker, TextEmbedder, VectorIndex, FEATURE_COUNT,
+    FEATURE_NAMES,
+};
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};

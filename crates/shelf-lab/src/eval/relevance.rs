@@ -39,7 +39,12 @@ pub struct RelevanceArgs {
     /// Share of the best lexical score that keeps a hit on topic (see `shelf serve`).
     #[arg(long)]
     pub lexical_on_topic: Option<f32>,
-    /// Also score hybrid + re-rank over a grid of the three settings above and print each
+    /// The prior's weights instead of its defaults: twelve numbers, comma-separated, in the
+    /// order of the features (see the README's *Retrieval and ranking*).
+    #[arg(long, value_delimiter = ',', num_args = 12)]
+    pub prior_weights: Option<Vec<f32>>,
+    /// Also score hybrid + re-rank over a grid of the fusion's rank constant and lexical
+    /// weight and the prior's `lexical_score` and `stage1_rank` weights, and print each
     /// row: for tuning on a development set (report the chosen values' figures on a test
     /// set once).
     #[arg(long)]
@@ -168,7 +173,11 @@ pub(super) async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
         !judged.is_empty(),
         "no query has a positive judgment (query ids must match between the files)"
     );
-    let ranker = load_ranker(args.ranker.as_deref())?;
+    let ranker: Arc<dyn Ranker> = match (&args.prior_weights, &args.ranker) {
+        (Some(_), Some(_)) => anyhow::bail!("give --prior-weights or --ranker, not both"),
+        (Some(w), None) => Arc::new(PriorRanker::with_weights(prior_weights(w)?)),
+        (None, path) => load_ranker(path.as_deref())?,
+    };
     let mut config = RetrievalConfig {
         candidates: args.depth,
         exploration_share: 0.0,
@@ -187,16 +196,17 @@ pub(super) async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
             lexical.upsert(item)?;
         }
         lexical.commit(items.len() as u64)?;
-        let retriever = |config: RetrievalConfig| {
+        let retriever_with = |config: RetrievalConfig, ranker: Arc<dyn Ranker>| {
             Retriever::new(
                 Arc::clone(&store),
                 embedder.clone(),
                 index.clone(),
-                Arc::clone(&ranker),
+                ranker,
                 config,
             )
             .with_lexical(Arc::clone(&lexical))
         };
+        let retriever = |config: RetrievalConfig| retriever_with(config, Arc::clone(&ranker));
         let eval = Eval {
             args: &args,
             judged: &judged,
@@ -262,22 +272,41 @@ pub(super) async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
             );
         }
         if args.sweep {
-            eprintln!("sweep of hybrid+rerank (rrf_k, lexical_weight, lexical_on_topic):");
-            for rrf_k in [10.0, 30.0, 60.0, 120.0] {
-                for lexical_weight in [0.5, 1.0, 1.5, 2.0] {
-                    for lexical_on_topic in [0.3, 0.5, 0.7, 2.0] {
-                        let r = retriever(RetrievalConfig {
-                            rrf_k,
-                            lexical_weight,
-                            lexical_on_topic,
-                            ..config.clone()
-                        });
-                        let totals = eval.reranked(&r, EvalMode::Hybrid).await?;
-                        eval.report(
-                            &format!("sweep {rrf_k} {lexical_weight} {lexical_on_topic}"),
-                            &totals,
-                            items.len(),
-                        );
+            let base = match &args.prior_weights {
+                Some(w) => prior_weights(w)?,
+                None => *PriorRanker::default().weights(),
+            };
+            eprintln!(
+                "sweep of hybrid+rerank (rrf_k, lexical_weight, w_lexical_score, w_stage1_rank):"
+            );
+            for rrf_k in [10.0, 30.0, 60.0] {
+                for lexical_weight in [1.0, 2.0, 3.0] {
+                    for w_lexical in [0.0, 1.0, 2.0, 4.0] {
+                        for w_stage1 in [0.3, 1.0, 2.0] {
+                            let mut weights = base;
+                            weights[FEATURE_NAMES
+                                .iter()
+                                .position(|f| *f == "lexical_score")
+                                .unwrap()] = w_lexical;
+                            weights[FEATURE_NAMES
+                                .iter()
+                                .position(|f| *f == "stage1_rank")
+                                .unwrap()] = w_stage1;
+                            let r = retriever_with(
+                                RetrievalConfig {
+                                    rrf_k,
+                                    lexical_weight,
+                                    ..config.clone()
+                                },
+                                Arc::new(PriorRanker::with_weights(weights)),
+                            );
+                            let totals = eval.reranked(&r, EvalMode::Hybrid).await?;
+                            eval.report(
+                                &format!("sweep {rrf_k} {lexical_weight} {w_lexical} {w_stage1}"),
+                                &totals,
+                                items.len(),
+                            );
+                        }
                     }
                 }
             }
@@ -287,6 +316,20 @@ pub(super) async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
     .await;
     let _ = std::fs::remove_dir_all(&scratch);
     result
+}
+
+/// `--prior-weights` as the prior's weights.
+fn prior_weights(w: &[f32]) -> anyhow::Result<shelf_types::Features> {
+    anyhow::ensure!(
+        w.iter().all(|x| x.is_finite()),
+        "--prior-weights must be finite numbers"
+    );
+    w.try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "--prior-weights needs {FEATURE_COUNT} numbers, got {}",
+            w.len()
+        )
+    })
 }
 
 /// The judged queries and how they are scored.

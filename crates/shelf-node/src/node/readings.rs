@@ -16,6 +16,20 @@ impl Node {
             let stats = r.index().stats();
             let (hits, misses) = r.cache_counts();
             let lookups = hits + misses;
+            if let Some(lexical) = r.lexical() {
+                out.extend([
+                    Reading::gauge(
+                        "shelf_lexical_documents",
+                        "Items searchable by their words (the lexical index's last commit).",
+                        lexical.len() as f64,
+                    ),
+                    Reading::gauge(
+                        "shelf_lexical_disk_bytes",
+                        "Bytes of the lexical index's files on disk.",
+                        lexical.size_on_disk() as f64,
+                    ),
+                ]);
+            }
             out.extend([
                 Reading::gauge(
                     "shelf_index_items",

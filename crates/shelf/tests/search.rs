@@ -1,0 +1,257 @@
+//! Product search through the router: hybrid, lexical and semantic modes, exact ids, typos,
+//! facets against a brute-force count, pages, sorting, and the 422s of the new fields.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::server;
+use serde_json::{json, Value};
+use shelf_lab::demo::shop::Shop;
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+fn catalog(n: usize) -> Vec<Value> {
+    Shop::generate(n, 3)
+        .products
+        .into_iter()
+        .map(|p| {
+            let mut v = serde_json::to_value(&p.item).unwrap();
+            v["op"] = json!("upsert");
+            v
+        })
+        .collect()
+}
+
+async fn shop(flags: &[&str], n: usize) -> (common::TestServer, Vec<Value>) {
+    let s = server(flags, true).await;
+    let items = catalog(n);
+    let (status, body) = s.call(Method::POST, "/v1/items", Some(json!(items))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, body) = s.call(Method::GET, "/ready", None).await;
+        if body["items"].as_u64() == Some(n as u64) && body["pending_items"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "items never indexed: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (s, items)
+}
+
+async fn search(s: &common::TestServer, body: Value) -> Value {
+    let (status, response) = s.call(Method::POST, "/v1/search", Some(body.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{body} -> {response}");
+    response
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The word-level match the lexical index makes, for brute force: lowercase alphanumeric
+/// words of the item's text fields.
+fn words_of(item: &Value) -> HashSet<String> {
+    let mut text = String::new();
+    for field in ["title", "brand", "category", "description"] {
+        text.push_str(item[field].as_str().unwrap_or(""));
+        text.push(' ');
+    }
+    for tag in item["tags"].as_array().into_iter().flatten() {
+        text.push_str(tag.as_str().unwrap());
+        text.push(' ');
+    }
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_model_numbers_and_misspelt_words_are_found() {
+    let (s, items) = shop(&["--exploration-share", "0"], 62).await;
+    // A SKU is the first result in every mode that reads words.
+    for mode in ["hybrid", "lexical"] {
+        let body = search(
+            &s,
+            json!({"query": "sku-000041", "mode": mode, "explain": true}),
+        )
+        .await;
+        assert_eq!(ids(&body)[0], "sku-000041", "{body}");
+        assert!(body["items"][0]["sources"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("exact_id")));
+        assert_eq!(body["mode"], mode);
+    }
+    // The model number in a title ("... K512") is a word the embedding model never saw.
+    let title = items[17]["title"].as_str().unwrap();
+    let model = title.rsplit(' ').next().unwrap();
+    let body = search(&s, json!({"query": model})).await;
+    assert_eq!(ids(&body)[0], items[17]["id"], "{model}: {body}");
+    // Semantic mode has no lexical candidates and reports its mode.
+    let body = search(
+        &s,
+        json!({"query": model, "mode": "semantic", "explain": true}),
+    )
+    .await;
+    assert_eq!(body["mode"], "semantic");
+    assert!(body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| !i["sources"].as_array().unwrap().contains(&json!("lexical"))));
+    // A misspelt brand is corrected and said so; lexical mode embeds nothing.
+    let brand = items[5]["brand"].as_str().unwrap().to_lowercase();
+    assert!(brand.len() >= 5, "{brand}");
+    let typo = format!("{}{}", &brand[..2], &brand[3..]); // one letter dropped
+    let body = search(&s, json!({"query": typo, "mode": "lexical", "k": 50})).await;
+    assert_eq!(body["corrected"], json!([typo]), "{body}");
+    assert!(ids(&body).contains(&items[5]["id"].as_str().unwrap().to_string()));
+    assert_eq!(body["timings"]["embed"], 0.0);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn facets_count_the_whole_matched_set_and_pages_do_not_overlap() {
+    let (s, items) = shop(&["--exploration-share", "0.3"], 124).await;
+    let by_id: BTreeMap<&str, &Value> = items
+        .iter()
+        .map(|i| (i["id"].as_str().unwrap(), i))
+        .collect();
+    // Lexical mode: the matched set is every item holding the word, which brute force finds.
+    let word = words_of(&items[3])
+        .into_iter()
+        .filter(|w| w.len() > 3 && !w.chars().all(|c| c.is_ascii_digit()))
+        .max_by_key(|w| items.iter().filter(|i| words_of(i).contains(w)).count())
+        .unwrap();
+    let holding: HashSet<&str> = items
+        .iter()
+        .filter(|i| words_of(i).contains(&word))
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    let request = json!({
+        "query": word, "mode": "lexical", "k": 3,
+        "facets": ["category", "brand", "price", "in_stock"], "price_buckets": [50, 200],
+    });
+    let body = search(&s, request).await;
+    assert_eq!(body["total"], holding.len(), "{word}: {body}");
+    let mut brands: BTreeMap<String, u64> = BTreeMap::new();
+    let mut top_categories: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut cheap, mut mid, mut dear, mut in_stock) = (0, 0, 0, 0);
+    for id in &holding {
+        let item = by_id[id];
+        *brands
+            .entry(item["brand"].as_str().unwrap().into())
+            .or_default() += 1;
+        let top = item["category"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap();
+        *top_categories.entry(top.into()).or_default() += 1;
+        match item["price"].as_f64().unwrap() {
+            p if p < 50.0 => cheap += 1,
+            p if p < 200.0 => mid += 1,
+            _ => dear += 1,
+        }
+        in_stock += u64::from(item["in_stock"] != false);
+    }
+    let facet = |name: &str| -> BTreeMap<String, u64> {
+        body["facets"][name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["value"].as_str().unwrap().to_string(),
+                    v["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(facet("brand"), brands);
+    let categories = facet("category");
+    for (top, n) in &top_categories {
+        assert_eq!(categories[top], *n, "{top}");
+    }
+    assert_eq!(
+        body["facets"]["price"],
+        json!([{"to": 50.0, "count": cheap}, {"from": 50.0, "to": 200.0, "count": mid},
+               {"from": 200.0, "count": dear}])
+    );
+    assert_eq!(
+        body["facets"]["in_stock"],
+        json!([{"value": true, "count": in_stock},
+               {"value": false, "count": holding.len() as u64 - in_stock}])
+    );
+
+    // Pages of a hybrid search with exploration: disjoint, and the same when asked again.
+    let page = |offset: usize| json!({"query": "comfortable sofa", "k": 10, "offset": offset});
+    let mut seen = HashSet::new();
+    let mut pages = Vec::new();
+    for offset in [0, 10, 20] {
+        let got = ids(&search(&s, page(offset)).await);
+        assert_eq!(got.len(), 10);
+        for id in &got {
+            assert!(seen.insert(id.clone()), "{id} on two pages");
+        }
+        pages.push(got);
+    }
+    assert_eq!(ids(&search(&s, page(10)).await), pages[1], "page 2 changed");
+
+    // Cheapest first: ascending prices, matching items only, paged.
+    let sorted = |offset: usize| json!({"query": word, "mode": "lexical", "sort": "price_asc", "k": 5, "offset": offset});
+    let mut prices = Vec::new();
+    for offset in [0, 5] {
+        let body = search(&s, sorted(offset)).await;
+        for item in body["items"].as_array().unwrap() {
+            assert!(holding.contains(item["id"].as_str().unwrap()));
+            prices.push(item["price"].as_f64().unwrap());
+        }
+    }
+    assert!(prices.windows(2).all(|w| w[0] <= w[1]), "{prices:?}");
+    let cheapest = holding
+        .iter()
+        .map(|id| by_id[id]["price"].as_f64().unwrap())
+        .fold(f64::MAX, f64::min);
+    assert_eq!(prices[0], cheapest);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_fields_reject_bad_values_naming_them() {
+    let (s, _) = shop(&[], 31).await;
+    for (body, names) in [
+        (
+            json!({"query": "sofa", "k": 10, "offset": 995}),
+            "offset + k",
+        ),
+        (json!({"query": "sofa", "facets": ["colour"]}), "colour"),
+        (json!({"query": "sofa", "sort": "cheapest"}), "cheapest"),
+        (json!({"query": "sofa", "mode": "fuzzy"}), "fuzzy"),
+        (
+            json!({"query": "sofa", "facets": ["price"], "price_buckets": [100, 50]}),
+            "price_buckets",
+        ),
+        (
+            json!({"query": "sofa", "price_buckets": [50]}),
+            "price_buckets",
+        ),
+    ] {
+        let (status, response) = s.call(Method::POST, "/v1/search", Some(body.clone())).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {response}"
+        );
+        assert!(response.to_string().contains(names), "{body}: {response}");
+    }
+    s.stop().await;
+}
