@@ -56,7 +56,7 @@ pub struct LexicalIndex {
     /// `None` when opened read-only.
     writer: Option<Mutex<Writer>>,
     reader: IndexReader,
-    boosts: FieldBoosts,
+    boosts: std::sync::RwLock<FieldBoosts>,
     dir: Option<PathBuf>,
 }
 
@@ -149,18 +149,21 @@ impl LexicalIndex {
             fields,
             writer,
             reader,
-            boosts: FieldBoosts::default(),
+            boosts: std::sync::RwLock::new(FieldBoosts::default()),
             dir,
         })
     }
 
     /// Searches weigh words by these boosts from now on.
-    pub fn set_boosts(&mut self, boosts: FieldBoosts) {
-        self.boosts = boosts;
+    pub fn set_boosts(&self, boosts: FieldBoosts) {
+        *self.boosts.write().unwrap_or_else(|e| e.into_inner()) = boosts;
     }
 
-    pub fn boosts(&self) -> &FieldBoosts {
-        &self.boosts
+    pub fn boosts(&self) -> FieldBoosts {
+        self.boosts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn writer_mut<T>(&self, f: impl FnOnce(&mut Writer) -> T) -> T {
@@ -171,7 +174,7 @@ impl LexicalIndex {
         f(&mut writer.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The item log position of the last commit (`None` before the first).
+    /// The item log position of the last commit, searchable (`None` before the first).
     pub fn position(&self) -> Option<u64> {
         self.writer_mut(|w| w.position)
     }
@@ -206,24 +209,22 @@ impl LexicalIndex {
         })
     }
 
-    /// Makes every change so far durable and searchable, recording `position` with them.
-    /// Does nothing when neither the documents nor the position changed.
+    /// Makes every change so far durable and searchable, recording `position` with them
+    /// ([`LexicalIndex::position`] says so only once searches see them). Does nothing when
+    /// neither the documents nor the position changed.
     pub fn commit(&self, position: u64) -> Result<(), LexicalError> {
-        let committed = self.writer_mut(|w| -> Result<bool, LexicalError> {
+        self.writer_mut(|w| {
             if !w.dirty && w.position == Some(position) {
-                return Ok(false);
+                return Ok(());
             }
             let mut prepared = w.inner.prepare_commit()?;
             prepared.set_payload(&payload(position));
             prepared.commit()?;
             w.dirty = false;
-            w.position = Some(position);
-            Ok(true)
-        })?;
-        if committed {
             self.reader.reload()?;
-        }
-        Ok(())
+            w.position = Some(position);
+            Ok(())
+        })
     }
 
     /// Documents in the last committed state.
@@ -306,7 +307,8 @@ impl LexicalIndex {
         if words.is_empty() || limit == 0 {
             return Ok(out);
         }
-        let (text_query, corrected) = text_query(&searcher, &self.fields, &self.boosts, &words)?;
+        let boosts = self.boosts();
+        let (text_query, corrected) = text_query(&searcher, &self.fields, &boosts, &words)?;
         out.corrected = corrected;
         let mut clauses = filters;
         clauses.push((Occur::Must, text_query));
@@ -353,6 +355,18 @@ impl LexicalIndex {
         }
         Ok(out)
     }
+}
+
+/// The words the index makes of `text` (split, lowercased, folded, stemmed), in order: what
+/// a query word must equal to match.
+pub fn analyse(text: &str) -> Vec<String> {
+    let mut analyzer = analyzer();
+    let mut stream = analyzer.token_stream(text);
+    let mut out = Vec::new();
+    while let Some(token) = stream.next() {
+        out.push(token.text.clone());
+    }
+    out
 }
 
 fn unusable(dir: &Path, reason: String) -> LexicalError {

@@ -51,16 +51,29 @@ impl FieldBoosts {
     }
 }
 
+/// One word of a query: as analysed (what the index holds) and as the shopper typed it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Word {
+    pub analysed: String,
+    pub typed: String,
+}
+
 /// The analysed words of `text`, each once, in order, at most [`MAX_QUERY_WORDS`].
-pub(crate) fn words(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+pub(crate) fn words(analyzer: &mut TextAnalyzer, text: &str) -> Vec<Word> {
+    let mut out: Vec<Word> = Vec::new();
     let mut stream = analyzer.token_stream(text);
     while let Some(token) = stream.next() {
         if out.len() == MAX_QUERY_WORDS {
             break;
         }
-        if !out.contains(&token.text) {
-            out.push(token.text.clone());
+        if !out.iter().any(|w| w.analysed == token.text) {
+            out.push(Word {
+                analysed: token.text.clone(),
+                typed: text
+                    .get(token.offset_from..token.offset_to)
+                    .unwrap_or(&token.text)
+                    .to_string(),
+            });
         }
     }
     out
@@ -78,16 +91,20 @@ pub(crate) fn typo_distance(word: &str) -> u8 {
 
 /// The text part of a query: every word in every text field (BM25 × the field's boost),
 /// summed over fields and words. A word no field holds is looked up with typos allowed
-/// (and returned in the second list); such matches score a constant per field.
+/// (and returned, as typed, in the second list); such matches score a constant per field.
 pub(crate) fn text_query(
     searcher: &Searcher,
     fields: &Fields,
     boosts: &FieldBoosts,
-    words: &[String],
+    words: &[Word],
 ) -> tantivy::Result<(Box<dyn Query>, Vec<String>)> {
     let mut corrected = Vec::new();
     let mut per_word: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(words.len());
-    for word in words {
+    for Word {
+        analysed: word,
+        typed,
+    } in words
+    {
         let mut found = false;
         for field in TextField::ALL {
             let term = Term::from_field_text(fields.text(field), word);
@@ -99,7 +116,7 @@ pub(crate) fn text_query(
         let distance = typo_distance(word);
         let fuzzy = !found && distance > 0;
         if fuzzy {
-            corrected.push(word.clone());
+            corrected.push(typed.clone());
         }
         let mut per_field: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for field in TextField::ALL {

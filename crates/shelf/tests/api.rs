@@ -501,7 +501,7 @@ async fn every_error_class_has_its_status_and_leaves_state_unchanged() {
         json!({"query": 7}),
         json!({"query": "  "}),
         json!({}),
-        json!({"query": "x".repeat(1025)}),
+        json!({"query": "x".repeat(2049)}),
     ] {
         let (m, p, b) = search(body.clone());
         expect_error(
@@ -932,6 +932,18 @@ async fn log_retention_deletes_only_applied_segments() {
     feed(&s, &items, 200).await;
     s.settle().await;
     wait_for_items(&s, 30).await;
+    // The snapshot is written after the batch that made the items searchable.
+    let manifest = s.dir.path().join("index").join("manifest.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&manifest)
+        .ok()
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+        .and_then(|m| m["position"].as_u64())
+        != Some(30)
+    {
+        assert!(Instant::now() < deadline, "no snapshot at position 30");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let segments = |topic: &str| {
         std::fs::read_dir(s.dir.path().join("log").join(topic))
             .unwrap()

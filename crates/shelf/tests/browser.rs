@@ -309,6 +309,73 @@ async fn the_playground_searches_explains_and_compares_in_chromium() {
     );
     browser.screenshot("playground-compare.png").await;
 
+    // Sorting, paging and the facet sidebar (anonymous, one column again).
+    browser.set("#user", "").await;
+    browser
+        .script("const s = document.getElementById('compare'); s.value = ''; s.dispatchEvent(new Event('change'));")
+        .await;
+    browser
+        .script("document.getElementById('sort').value = 'price_asc';")
+        .await;
+    browser.click("#go").await;
+    let cheapest_first = browser.results("col-a", &personal).await;
+    let prices = |column: &'static str| {
+        let browser = &browser;
+        async move {
+            let v = browser
+                .script(&format!(
+                    "return Array.from(document.querySelectorAll('#{column} li[data-id] .row span:nth-child(2)')).map(s => parseFloat(s.textContent.replace('price ', '')));"
+                ))
+                .await;
+            serde_json::from_value::<Vec<f64>>(v).unwrap()
+        }
+    };
+    let first_page = prices("col-a").await;
+    assert!(
+        first_page.windows(2).all(|w| w[0] <= w[1]),
+        "{first_page:?}"
+    );
+    browser.click("#col-a .pager button.next").await;
+    let second = browser.results("col-a", &cheapest_first).await;
+    assert!(
+        second.iter().all(|id| !cheapest_first.contains(id)),
+        "pages overlap"
+    );
+    let second_page = prices("col-a").await;
+    assert!(
+        first_page.last() <= second_page.first(),
+        "{first_page:?} then {second_page:?}"
+    );
+    let facets = browser
+        .script("return Array.from(document.querySelectorAll('#facets button.facet')).map(b => b.dataset.facet);")
+        .await;
+    for group in ["category", "brand", "price", "availability"] {
+        assert!(
+            facets.as_array().unwrap().contains(&json!(group)),
+            "{facets}"
+        );
+    }
+    // A category count narrows the search to that category.
+    let category = browser
+        .script("const b = document.querySelector('#facets button.facet[data-facet=category]'); return b.firstChild.textContent;")
+        .await;
+    browser
+        .click("#facets button.facet[data-facet=category]")
+        .await;
+    let narrowed = browser.results("col-a", &second).await;
+    assert!(!narrowed.is_empty());
+    let in_category = browser
+        .script(&format!(
+            "return Array.from(document.querySelectorAll('#col-a li[data-id] .row span:first-child')).every(s => s.textContent.startsWith({category}));"
+        ))
+        .await;
+    assert_eq!(in_category, json!(true), "results outside {category}");
+    browser.screenshot("playground-facets.png").await;
+    browser.set("#category", "").await;
+    browser
+        .script("document.getElementById('sort').value = 'relevance';")
+        .await;
+
     // API errors are shown, not swallowed.
     browser.set("#price-min", "100").await;
     browser.set("#price-max", "10").await;

@@ -208,7 +208,9 @@ async fn sigkill_with_the_snapshot_behind_the_store_loses_nothing() {
     let lexical = LexicalIndex::open_read_only(&data.join("lexical")).unwrap();
     let uninterrupted = LexicalIndex::in_memory();
     for item in &items {
-        let record: shelf_types::ItemRecord = serde_json::from_value(item.clone()).unwrap();
+        // Parsed from JSON text, as the server parsed it (serde_json's text parser and its
+        // `from_value` may differ in a price's last bit).
+        let record: shelf_types::ItemRecord = serde_json::from_str(&item.to_string()).unwrap();
         if let shelf_types::ItemRecord::Upsert(item) = record {
             uninterrupted.upsert(&item).unwrap();
         }

@@ -43,10 +43,10 @@ pub struct RelevanceArgs {
     /// order of the features (see the README's *Retrieval and ranking*).
     #[arg(long, value_delimiter = ',', num_args = 12)]
     pub prior_weights: Option<Vec<f32>>,
-    /// Also score hybrid + re-rank over a grid of the fusion's rank constant and lexical
-    /// weight and the prior's `lexical_score` and `stage1_rank` weights, and print each
-    /// row: for tuning on a development set (report the chosen values' figures on a test
-    /// set once).
+    /// Also score hybrid + re-rank over a grid of the title's boost and the prior's
+    /// `query_cosine`, `lexical_overlap` and `lexical_score` weights, and print each row:
+    /// for tuning on a development set (report the chosen values' figures on a test set
+    /// once).
     #[arg(long)]
     pub sweep: bool,
 }
@@ -276,33 +276,29 @@ pub(super) async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
                 Some(w) => prior_weights(w)?,
                 None => *PriorRanker::default().weights(),
             };
+            let at = |name: &str| FEATURE_NAMES.iter().position(|f| *f == name).unwrap();
             eprintln!(
-                "sweep of hybrid+rerank (rrf_k, lexical_weight, w_lexical_score, w_stage1_rank):"
+                "sweep of hybrid+rerank (title boost, w_query_cosine, w_lexical_overlap, w_lexical_score):"
             );
-            for rrf_k in [10.0, 30.0, 60.0] {
-                for lexical_weight in [1.0, 2.0, 3.0] {
-                    for w_lexical in [0.0, 1.0, 2.0, 4.0] {
-                        for w_stage1 in [0.3, 1.0, 2.0] {
+            for title in [1.0, 2.0, 3.0] {
+                lexical.set_boosts(shelf_lexical::FieldBoosts {
+                    title,
+                    ..Default::default()
+                });
+                for w_cosine in [3.0, 4.0, 5.0] {
+                    for w_overlap in [0.75, 1.5, 3.0] {
+                        for w_lexical in [0.5, 1.0, 1.5] {
                             let mut weights = base;
-                            weights[FEATURE_NAMES
-                                .iter()
-                                .position(|f| *f == "lexical_score")
-                                .unwrap()] = w_lexical;
-                            weights[FEATURE_NAMES
-                                .iter()
-                                .position(|f| *f == "stage1_rank")
-                                .unwrap()] = w_stage1;
+                            weights[at("query_cosine")] = w_cosine;
+                            weights[at("lexical_overlap")] = w_overlap;
+                            weights[at("lexical_score")] = w_lexical;
                             let r = retriever_with(
-                                RetrievalConfig {
-                                    rrf_k,
-                                    lexical_weight,
-                                    ..config.clone()
-                                },
+                                config.clone(),
                                 Arc::new(PriorRanker::with_weights(weights)),
                             );
                             let totals = eval.reranked(&r, EvalMode::Hybrid).await?;
                             eval.report(
-                                &format!("sweep {rrf_k} {lexical_weight} {w_lexical} {w_stage1}"),
+                                &format!("sweep {title} {w_cosine} {w_overlap} {w_lexical}"),
                                 &totals,
                                 items.len(),
                             );

@@ -242,15 +242,17 @@ impl Node {
         Ok(true)
     }
 
-    /// Item records in the embedded item log not yet applied (embedded and indexed); `None`
-    /// on Fluvio, whose lag is read from the cluster.
+    /// Item records in the embedded item log not yet applied (embedded, stored, and
+    /// searchable in both indexes); `None` on Fluvio, whose lag is read from the cluster.
     pub fn pending_items(&self) -> Option<u64> {
         match &self.transport {
-            Transport::Embedded { items, .. } => Some(
-                items
-                    .next_offset()
-                    .saturating_sub(self.store.offset(ITEM_JOB).unwrap_or(0)),
-            ),
+            Transport::Embedded { items, .. } => {
+                let mut applied = self.store.offset(ITEM_JOB).unwrap_or(0);
+                if let Some(lexical) = self.retriever().and_then(|r| r.lexical()) {
+                    applied = applied.min(lexical.position().unwrap_or(0));
+                }
+                Some(items.next_offset().saturating_sub(applied))
+            }
             #[cfg(feature = "fluvio")]
             Transport::Fluvio { .. } => None,
         }

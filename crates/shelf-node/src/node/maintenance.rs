@@ -55,10 +55,15 @@ impl Node {
             return Ok(0);
         };
         let retention = &self.config.log_retention;
-        let items_applied = self
+        // A restart replays the item log from the vector snapshot's position and from the
+        // lexical index's last commit: neither may be deleted.
+        let mut items_applied = self
             .store
             .offset(ITEM_JOB)?
             .min(self.snapshot_position.load(Ordering::Acquire));
+        if let Some(lexical) = self.retriever().and_then(|r| r.lexical()) {
+            items_applied = items_applied.min(lexical.position().unwrap_or(0));
+        }
         let events_applied = self.store.offset(EVENT_JOB)?;
         let (_, from_items) = items.lock().apply_retention(items_applied, retention)?;
         let (_, from_events) = events.lock().apply_retention(events_applied, retention)?;
