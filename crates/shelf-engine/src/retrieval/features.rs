@@ -157,7 +157,7 @@ pub(super) fn facet_counts(ranked: &[RankedItem], request: &SearchRequest) -> Fa
             }
             FacetField::Price => {
                 let edges = &request.price_buckets;
-                let mut buckets: Vec<(Option<f64>, Option<f64>, usize)> = (0..=edges.len())
+                let mut buckets: Vec<PriceBucket> = (0..=edges.len())
                     .map(|i| {
                         let from = i.checked_sub(1).map(|j| edges[j]);
                         (from, edges.get(i).copied(), 0)
@@ -205,7 +205,9 @@ pub(super) fn category_affinity(profile: &Profile, category: Option<&str>) -> f6
     matched / total
 }
 
-/// Lowercase alphanumeric words.
+/// Lowercase alphanumeric words, as typed: `lexical_overlap` counts exact word matches (the
+/// stemmed match is `lexical_score`'s; stemming the overlap too measured lower on the
+/// CrowdFlower queries: 0.8297 against 0.8341 NDCG@10, hybrid + re-rank).
 pub(super) fn terms(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|t| !t.is_empty())

@@ -25,8 +25,8 @@ mod request;
 pub use features::reciprocal_rank_fusion;
 use features::*;
 pub use request::{
-    FacetField, Facets, RankedItem, RetrievalConfig, SearchMode, SearchRequest, SearchResponse,
-    SortOrder, Source, Sources, Timings,
+    FacetField, Facets, PriceBucket, RankedItem, RetrievalConfig, SearchMode, SearchRequest,
+    SearchResponse, SortOrder, Source, Sources, Timings,
 };
 
 /// Retrieval over an embedder, an index, the store and a ranker.
@@ -167,20 +167,28 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             Some(_) => request.mode,
             None => SearchMode::Semantic,
         };
-        let query_vector = match query {
-            Some(q) if mode != SearchMode::Lexical => Some(self.embed_query(q).await?),
-            _ => None,
+        // The lexical search runs while the model embeds the query on its own thread (the
+        // embedding is polled first, which hands the query to the model).
+        let embed = async {
+            let vector = match query {
+                Some(q) if mode != SearchMode::Lexical => Some(self.embed_query(q).await?),
+                _ => None,
+            };
+            Ok::<_, EngineError>((vector, ms_since(started)))
         };
-        let embed_ms = ms_since(started);
-
-        let lexical_started = Instant::now();
-        let lexical = match (query, &self.lexical) {
-            (Some(q), Some(index)) if mode != SearchMode::Semantic => index
-                .search(q, &request.filter, self.depth(request))
-                .map_err(|e| EngineError::Index(e.to_string()))?,
-            _ => LexicalHits::default(),
+        let lexical = async {
+            let lexical_started = Instant::now();
+            let hits = match (query, &self.lexical) {
+                (Some(q), Some(index)) if mode != SearchMode::Semantic => index
+                    .search(q, &request.filter, self.depth(request))
+                    .map_err(|e| EngineError::Index(e.to_string()))?,
+                _ => LexicalHits::default(),
+            };
+            Ok::<_, EngineError>((hits, ms_since(lexical_started)))
         };
-        let lexical_ms = ms_since(lexical_started);
+        let (embedded, lexical) = tokio::join!(biased; embed, lexical);
+        let (query_vector, embed_ms) = embedded?;
+        let (lexical, lexical_ms) = lexical?;
         // Each lexical hit's score as a share of the best one's.
         let best_lexical = lexical.hits.first().map_or(0.0, |h| h.1);
         let lexical_share: HashMap<&ItemId, f32> = lexical

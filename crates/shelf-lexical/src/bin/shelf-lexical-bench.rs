@@ -19,7 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--queries" => queries = args.next().ok_or("--queries N")?.parse()?,
             "--dir" => dir = Some(std::path::PathBuf::from(args.next().ok_or("--dir DIR")?)),
             "-h" | "--help" => {
-                println!("shelf-lexical-bench ITEMS.jsonl [--batch 256] [--queries 2000] [--dir DIR]");
+                println!(
+                    "shelf-lexical-bench ITEMS.jsonl [--batch 256] [--queries 2000] [--dir DIR]"
+                );
                 return Ok(());
             }
             other => file = Some(other.to_string()),
