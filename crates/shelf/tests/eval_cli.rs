@@ -50,7 +50,7 @@ fn relevance_eval_scores_known_answers_and_reports_bad_files() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("NDCG@10") && stderr.contains("ann+rerank:prior"),
+        stderr.contains("NDCG@10") && stderr.contains("hybrid+rerank:prior"),
         "{stderr}"
     );
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
@@ -58,7 +58,25 @@ fn relevance_eval_scores_known_answers_and_reports_bad_files() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 2);
+    // Each mode (lexical, semantic, hybrid), alone and re-ranked.
+    let systems: Vec<&str> = lines
+        .iter()
+        .map(|l| l["system"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        systems,
+        [
+            "lexical",
+            "lexical+rerank:prior",
+            "semantic",
+            "semantic+rerank:prior",
+            "hybrid",
+            "hybrid+rerank:prior"
+        ]
+    );
+    for line in &lines {
+        assert_eq!(line["per_query_ndcg"].as_array().unwrap().len(), 20);
+    }
     for line in &lines {
         assert_eq!(line["queries"], 20);
         assert_eq!(line["items"], 200);

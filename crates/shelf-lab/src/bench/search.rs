@@ -31,6 +31,12 @@ pub struct SearchBenchArgs {
     /// requests than lines, no response comes from the query cache.
     #[arg(long)]
     pub queries: Option<std::path::PathBuf>,
+    /// Retrieval mode of every search: `hybrid`, `semantic` or `lexical`.
+    #[arg(long, default_value = "hybrid")]
+    pub mode: String,
+    /// Ask every search for facet counts (category, brand, price in 5 buckets, in stock).
+    #[arg(long)]
+    pub facets: bool,
 }
 
 /// Where the load's query texts come from.
@@ -101,7 +107,11 @@ pub(super) fn search_body(
             lines[i % lines.len()].clone()
         }
     };
-    let mut body = serde_json::json!({ "query": query, "k": args.k });
+    let mut body = serde_json::json!({ "query": query, "k": args.k, "mode": args.mode });
+    if args.facets {
+        body["facets"] = serde_json::json!(["category", "brand", "price", "in_stock"]);
+        body["price_buckets"] = serde_json::json!([25, 50, 100, 500]);
+    }
     if rng.random::<f64>() < args.personalized_share {
         body["user_id"] = serde_json::json!(users[rng.random_range(0..users.len())].id);
     }
