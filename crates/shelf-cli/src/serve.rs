@@ -177,6 +177,18 @@ impl ServeArgs {
         );
         anyhow::ensure!(self.candidates > 0, "--candidates must be positive");
         anyhow::ensure!(
+            self.rrf_k.is_finite() && self.rrf_k > 0.0,
+            "--rrf-k must be a positive number"
+        );
+        anyhow::ensure!(
+            self.lexical_weight.is_finite() && self.lexical_weight >= 0.0,
+            "--lexical-weight must be a number >= 0"
+        );
+        anyhow::ensure!(
+            self.lexical_on_topic.is_finite(),
+            "--lexical-on-topic must be a number"
+        );
+        anyhow::ensure!(
             self.max_concurrent_searches > 0,
             "--max-concurrent-searches must be positive"
         );

@@ -56,6 +56,9 @@ pub struct LexicalIndex {
     /// `None` when opened read-only.
     writer: Option<Mutex<Writer>>,
     reader: IndexReader,
+    /// The last commit's position + 1 once searches see it (0: none), read without the
+    /// writer's lock (readiness and retention ask for it while a commit may be syncing).
+    searchable: std::sync::atomic::AtomicU64,
     boosts: std::sync::RwLock<FieldBoosts>,
     dir: Option<PathBuf>,
 }
@@ -64,6 +67,9 @@ struct Writer {
     inner: IndexWriter<TantivyDocument>,
     /// Documents changed since the last commit.
     dirty: bool,
+    /// A write failed since the last commit: the next commit rolls back instead (what was
+    /// buffered may be incomplete) and fails, so the caller replays from the last commit.
+    failed: bool,
     /// The position of the last commit.
     position: Option<u64>,
 }
@@ -89,6 +95,7 @@ impl LexicalIndex {
         let position = read_payload(dir, &index)?;
         let index = Self::with_index(index, Some(dir.to_path_buf()), true)?;
         index.writer_mut(|w| w.position = position);
+        index.set_searchable(position);
         Ok(index)
     }
 
@@ -132,6 +139,7 @@ impl LexicalIndex {
             Some(Mutex::new(Writer {
                 inner: index.writer_with_num_threads(1, WRITER_MEMORY_BYTES)?,
                 dirty: false,
+                failed: false,
                 position: None,
             }))
         } else {
@@ -149,6 +157,7 @@ impl LexicalIndex {
             fields,
             writer,
             reader,
+            searchable: std::sync::atomic::AtomicU64::new(0),
             boosts: std::sync::RwLock::new(FieldBoosts::default()),
             dir,
         })
@@ -174,9 +183,19 @@ impl LexicalIndex {
         f(&mut writer.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The item log position of the last commit, searchable (`None` before the first).
+    /// The item log position of the last commit, once searches see it (`None` before the
+    /// first).
     pub fn position(&self) -> Option<u64> {
-        self.writer_mut(|w| w.position)
+        match self.searchable.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            n => Some(n - 1),
+        }
+    }
+
+    fn set_searchable(&self, position: Option<u64>) {
+        let n = position.map_or(0, |p| p + 1);
+        self.searchable
+            .store(n, std::sync::atomic::Ordering::Release);
     }
 
     /// Replaces the document of `item.id` (searchable after the next commit).
@@ -185,8 +204,11 @@ impl LexicalIndex {
         let id = Term::from_field_text(self.fields.id, item.id.as_str());
         self.writer_mut(|w| {
             w.inner.delete_term(id);
-            w.inner.add_document(doc)?;
             w.dirty = true;
+            if let Err(e) = w.inner.add_document(doc) {
+                w.failed = true;
+                return Err(e.into());
+            }
             Ok(())
         })
     }
@@ -200,9 +222,13 @@ impl LexicalIndex {
         })
     }
 
-    /// Removes every document (at the next commit): the start of a rebuild.
+    /// Removes every document (at the next commit): the start of a rebuild. Changes not
+    /// yet committed are dropped first (`delete_all_documents` alone would keep documents
+    /// still buffered in the indexing thread).
     pub fn clear(&self) -> Result<(), LexicalError> {
         self.writer_mut(|w| {
+            w.inner.rollback()?;
+            w.failed = false;
             w.inner.delete_all_documents()?;
             w.dirty = true;
             Ok(())
@@ -211,18 +237,39 @@ impl LexicalIndex {
 
     /// Makes every change so far durable and searchable, recording `position` with them
     /// ([`LexicalIndex::position`] says so only once searches see them). Does nothing when
-    /// neither the documents nor the position changed.
+    /// neither the documents nor the position changed. After a failed write, or when the
+    /// commit itself fails, it rolls back to the last commit and fails: the caller must
+    /// apply what came after that commit's position again.
     pub fn commit(&self, position: u64) -> Result<(), LexicalError> {
         self.writer_mut(|w| {
-            if !w.dirty && w.position == Some(position) {
+            if !w.dirty && !w.failed && w.position == Some(position) {
                 return Ok(());
             }
-            let mut prepared = w.inner.prepare_commit()?;
-            prepared.set_payload(&payload(position));
-            prepared.commit()?;
+            let result = if w.failed {
+                Err(LexicalError::Unusable {
+                    path: self.dir.clone().unwrap_or_default(),
+                    reason: "a write failed since the last commit".into(),
+                })
+            } else {
+                w.inner
+                    .prepare_commit()
+                    .and_then(|mut prepared| {
+                        prepared.set_payload(&payload(position));
+                        prepared.commit()
+                    })
+                    .map_err(LexicalError::from)
+            };
+            if let Err(e) = result {
+                // Back to the last commit, with a working indexing thread.
+                w.inner.rollback()?;
+                w.failed = false;
+                w.dirty = false;
+                return Err(e);
+            }
             w.dirty = false;
-            self.reader.reload()?;
             w.position = Some(position);
+            self.reader.reload()?;
+            self.set_searchable(Some(position));
             Ok(())
         })
     }

@@ -296,7 +296,9 @@ pub(crate) async fn search(
     m.search_total.observe_ms(t.total_ms);
     if !response.impression.items.is_empty() {
         app.node.log_impression(response.impression);
-    } else if let Some(query) = &query {
+    }
+    // Nothing matched (a page past the end is not a zero-result search).
+    if let (0, true, Some(query)) = (response.total, response.items.is_empty(), &query) {
         app.metrics.zero_results.record(query);
     }
     Ok(Json(SearchResult {

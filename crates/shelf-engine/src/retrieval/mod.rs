@@ -194,7 +194,14 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         let lexical_share: HashMap<&ItemId, f32> = lexical
             .hits
             .iter()
-            .map(|(id, score)| (id, score / best_lexical))
+            .map(|(id, score)| {
+                let share = if best_lexical > 0.0 {
+                    score / best_lexical
+                } else {
+                    0.0
+                };
+                (id, share)
+            })
             .collect();
 
         let ann_started = Instant::now();
@@ -252,12 +259,10 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 // (yet) in the index.
                 continue;
             };
-            let filtered = candidate.sources.contains(Source::Query)
-                || candidate.sources.contains(Source::Profile)
-                || candidate.sources.contains(Source::Lexical)
-                || candidate.sources.contains(Source::ExactId);
-            if !filtered && !request.filter.matches(&ItemAttributes::of(&item)) {
-                continue; // the indexes filter; the behaviour lists are filtered here
+            // The indexes filter too; the store's item is the truth (the lexical index
+            // lags it by a commit), and the behaviour lists are filtered only here.
+            if !request.filter.matches(&ItemAttributes::of(&item)) {
+                continue;
             }
             let (features, clicks_impressions) = self.features(
                 &item,
@@ -483,7 +488,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         behaviour: &Behaviour,
         request: &SearchRequest,
     ) -> Result<Vec<(Source, Vec<ItemId>)>, EngineError> {
-        let fetch = self.config.candidates.max(request.k);
+        let fetch = self.depth(request);
         let ann = |v: &[f32]| -> Result<Vec<ItemId>, EngineError> {
             Ok(self
                 .index

@@ -101,6 +101,8 @@ pub(super) async fn soak(args: SoakBenchArgs) -> anyhow::Result<()> {
         personalized_share: 0.5,
         k: 10,
         queries: None,
+        mode: "hybrid".into(),
+        facets: false,
     };
     let searches = {
         let (users, mut rng) = (Arc::clone(&users), SmallRng::seed_from_u64(1));

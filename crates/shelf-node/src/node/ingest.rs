@@ -49,10 +49,24 @@ impl Node {
             ItemJob::new(store, embedder, Some(index.clone()))?
         };
         let mut job = job.with_lexical(Arc::clone(lexical));
+        // A failed commit rolls the lexical index back to its last commit; what came after
+        // is applied again from the log (or the store), and a restart replays it too.
+        // Until a repair succeeds, each later batch repairs instead of committing (a commit
+        // would claim a position whose changes were rolled back).
+        let lexical_behind = std::cell::Cell::new(false);
         let commit_lexical = |position: u64| {
-            if let Err(e) = lexical.commit(position) {
-                // Retried after the next batch; a restart replays from the last commit.
-                tracing::error!(error = %e, position, "lexical index commit failed");
+            let result = if lexical_behind.get() {
+                Err(anyhow::anyhow!("behind since a failed commit"))
+            } else {
+                lexical.commit(position).map_err(anyhow::Error::from)
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, position, "lexical index commit failed; repairing");
+                let repaired = self.repair_lexical(lexical, position);
+                if let Err(e) = &repaired {
+                    tracing::error!(error = %e, "lexical index repair failed; retried after the next batch");
+                }
+                lexical_behind.set(repaired.is_err());
             }
         };
         let mut source = self.source(self.item_topic())?;

@@ -61,8 +61,14 @@ impl Node {
             .store
             .offset(ITEM_JOB)?
             .min(self.snapshot_position.load(Ordering::Acquire));
-        if let Some(lexical) = self.retriever().and_then(|r| r.lexical()) {
-            items_applied = items_applied.min(lexical.position().unwrap_or(0));
+        match self.retriever() {
+            Some(r) => {
+                if let Some(lexical) = r.lexical() {
+                    items_applied = items_applied.min(lexical.position().unwrap_or(0));
+                }
+            }
+            // Still loading: the lexical index may be replaying the item log.
+            None => items_applied = 0,
         }
         let events_applied = self.store.offset(EVENT_JOB)?;
         let (_, from_items) = items.lock().apply_retention(items_applied, retention)?;

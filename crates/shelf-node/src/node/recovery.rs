@@ -21,10 +21,23 @@ impl Node {
             Ok(index) => match index.position() {
                 Some(position) if position == committed => return Ok(index),
                 Some(position) if position < committed && self.is_embedded() => {
-                    let replayed = self.catch_up_lexical(&index, position, committed)?;
-                    index.commit(committed)?;
-                    tracing::info!(position, replayed, "lexical index caught up from the log");
-                    return Ok(index);
+                    match self
+                        .catch_up_lexical(&index, position, committed)
+                        .and_then(|replayed| Ok((replayed, index.commit(committed)?)))
+                    {
+                        Ok((replayed, ())) => {
+                            tracing::info!(
+                                position,
+                                replayed,
+                                "lexical index caught up from the log"
+                            );
+                            return Ok(index);
+                        }
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "lexical index could not catch up from the log; rebuilding from the store"
+                        ),
+                    }
                 }
                 position if index.is_empty() && position.is_none() && committed == 0 => {
                     return Ok(index)
@@ -42,6 +55,30 @@ impl Node {
         let index = LexicalIndex::create(&dir)?;
         self.rebuild_lexical(&index, committed)?;
         Ok(index)
+    }
+
+    /// Brings the lexical index from its last commit to `to` (the store's committed item
+    /// position): replayed from the embedded log, else (on Fluvio, or when the replay fails)
+    /// rebuilt from the store. After a failed write or commit, and after a failed batch.
+    pub(super) fn repair_lexical(&self, lexical: &LexicalIndex, to: u64) -> anyhow::Result<()> {
+        if let Some(from) = lexical.position().filter(|from| *from <= to) {
+            if self.is_embedded() {
+                let replayed = self
+                    .catch_up_lexical(lexical, from, to)
+                    .and_then(|replayed| Ok((replayed, lexical.commit(to)?)));
+                match replayed {
+                    Ok((replayed, ())) => {
+                        tracing::info!(from, to, replayed, "lexical index repaired from the log");
+                        return Ok(());
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "lexical index could not be repaired from the log; rebuilding from the store"
+                    ),
+                }
+            }
+        }
+        self.rebuild_lexical(lexical, to)
     }
 
     /// Every stored item into `index` (emptied first), committed at `position`.
@@ -211,14 +248,7 @@ impl Node {
         lexical: &LexicalIndex,
     ) -> anyhow::Result<()> {
         let committed = self.item_position()?;
-        match lexical.position() {
-            Some(from) if from <= committed && self.is_embedded() => {
-                let replayed = self.catch_up_lexical(lexical, from, committed)?;
-                lexical.commit(committed)?;
-                tracing::info!(from, replayed, "lexical index repaired from the log");
-            }
-            _ => self.rebuild_lexical(lexical, committed)?,
-        }
+        self.repair_lexical(lexical, committed)?;
         if self.is_embedded() {
             let from = self.snapshot_position.load(Ordering::Acquire);
             let replayed = self.catch_up_index(index, from, committed)?;
