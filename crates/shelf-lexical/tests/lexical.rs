@@ -260,14 +260,25 @@ fn a_commit_records_its_position_and_survives_a_reopen() {
 #[test]
 fn clear_drops_committed_and_buffered_documents() {
     let index = LexicalIndex::in_memory();
-    index.upsert(&item("a", "Red lamp", "Lights", "Lumo", None)).unwrap();
+    index
+        .upsert(&item("a", "Red lamp", "Lights", "Lumo", None))
+        .unwrap();
     index.commit(1).unwrap();
-    index.upsert(&item("b", "Blue lamp", "Lights", "Lumo", None)).unwrap();
+    index
+        .upsert(&item("b", "Blue lamp", "Lights", "Lumo", None))
+        .unwrap();
     index.clear().unwrap();
-    index.upsert(&item("c", "Green lamp", "Lights", "Lumo", None)).unwrap();
+    index
+        .upsert(&item("c", "Green lamp", "Lights", "Lumo", None))
+        .unwrap();
     assert_eq!(index.position(), Some(1), "not committed yet");
     index.commit(3).unwrap();
     assert_eq!(index.position(), Some(3));
-    let ids: Vec<String> = index.documents().unwrap().into_iter().map(|(id, _)| id).collect();
+    let ids: Vec<String> = index
+        .documents()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     assert_eq!(ids, ["c"]);
 }
