@@ -3,22 +3,9 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use common::server;
+use common::{catalog, server};
 use serde_json::json;
-use shelf_lab::demo::shop::Shop;
 use std::time::{Duration, Instant};
-
-fn catalog(n: usize) -> Vec<serde_json::Value> {
-    Shop::generate(n, 3)
-        .products
-        .into_iter()
-        .map(|p| {
-            let mut v = serde_json::to_value(&p.item).unwrap();
-            v["op"] = json!("upsert");
-            v
-        })
-        .collect()
-}
 
 async fn wait_for_items(s: &common::TestServer, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(300);

@@ -4,23 +4,10 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use common::server;
+use common::{catalog, server};
 use serde_json::{json, Value};
-use shelf_lab::demo::shop::Shop;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
-
-fn catalog(n: usize) -> Vec<Value> {
-    Shop::generate(n, 3)
-        .products
-        .into_iter()
-        .map(|p| {
-            let mut v = serde_json::to_value(&p.item).unwrap();
-            v["op"] = json!("upsert");
-            v
-        })
-        .collect()
-}
 
 async fn shop(flags: &[&str], n: usize) -> (common::TestServer, Vec<Value>) {
     let s = server(flags, true).await;

@@ -23,6 +23,19 @@ pub struct TestServer {
     tasks: Option<shelf_node::NodeTasks>,
 }
 
+/// The demo shop's first `n` products (seed 3) as item upsert records.
+pub fn catalog(n: usize) -> Vec<serde_json::Value> {
+    shelf_lab::demo::shop::Shop::generate(n, 3)
+        .products
+        .into_iter()
+        .map(|p| {
+            let mut v = serde_json::to_value(&p.item).unwrap();
+            v["op"] = serde_json::json!("upsert");
+            v
+        })
+        .collect()
+}
+
 /// Opens an app with `flags` (besides --data-dir); `start` also loads the index and runs
 /// the jobs.
 pub async fn server(flags: &[&str], start: bool) -> TestServer {
