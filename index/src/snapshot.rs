@@ -19,7 +19,9 @@ pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 const MANIFEST: &str = "manifest.json";
 const CATALOG: &str = "catalog.bin";
 const VECTORS: &str = "vectors.bin";
-const CATALOG_MAGIC: &[u8; 8] = b"SHELFCA2";
+/// Version 3 added brand, tags and attribute pairs; an older catalog is unusable (rebuilt
+/// from the store) since its items would miss filters on those fields.
+const CATALOG_MAGIC: &[u8; 8] = b"SHELFCA3";
 const VECTORS_MAGIC: &[u8; 8] = b"SHELFVEC";
 
 /// What a snapshot holds.
@@ -300,13 +302,23 @@ fn write_catalog(path: &Path, catalog: &Catalog, dim: usize) -> Result<(), Snaps
             let flags = u8::from(a.category.is_some())
                 | u8::from(a.price.is_some()) << 1
                 | u8::from(a.in_stock.is_some()) << 2
-                | u8::from(a.in_stock == Some(true)) << 3;
+                | u8::from(a.in_stock == Some(true)) << 3
+                | u8::from(a.brand.is_some()) << 4;
             put(&[flags])?;
             if let Some(category) = &a.category {
                 put_str(&mut put, category)?;
             }
             if let Some(price) = a.price {
                 put(&price.to_le_bytes())?;
+            }
+            if let Some(brand) = &a.brand {
+                put_str(&mut put, brand)?;
+            }
+            for list in [&a.tags, &a.attributes] {
+                put(&(list.len() as u32).to_le_bytes())?;
+                for value in list {
+                    put_str(&mut put, value)?;
+                }
             }
         }
         Ok(())
@@ -415,10 +427,26 @@ fn read_catalog(path: &Path, dim: usize) -> Result<Catalog, SnapshotError> {
             None
         };
         let in_stock = (flags & 4 != 0).then_some(flags & 8 != 0);
+        let brand = if flags & 16 != 0 {
+            Some(r.string()?)
+        } else {
+            None
+        };
+        let mut lists = [Vec::new(), Vec::new()];
+        for list in &mut lists {
+            let len = r.u32()? as usize;
+            for _ in 0..len {
+                list.push(r.string()?);
+            }
+        }
+        let [tags, attributes] = lists;
         let attrs = ItemAttributes {
             category,
             price,
             in_stock,
+            brand,
+            tags,
+            attributes,
         };
         if catalog.is_live(slot) || catalog.slot_of(&id).is_some() {
             return Err(SnapshotError::corrupt(

@@ -50,13 +50,22 @@ impl Truth {
 
 fn attributes(rng: &mut Rng) -> ItemAttributes {
     // 100 leaf categories under 10 departments: exact category = 1%, department = 10%;
-    // in_stock false for half the items = 50%.
+    // in_stock false for half the items = 50%; 20 brands (5% each); each of 10 tags on
+    // about 10% of the items; 5 colours (20% each).
     let dept = rng.below(10);
     let leaf = rng.below(10);
+    let mut tags: Vec<String> = (0..10)
+        .filter(|_| rng.below(10) == 0)
+        .map(|t| format!("tag{t}"))
+        .collect();
+    tags.sort();
     ItemAttributes {
         category: Some(format!("Dept{dept}/Leaf{leaf}")),
         price: Some((rng.uniform() * 1000.0).floor()),
         in_stock: Some(rng.below(2) == 0),
+        brand: Some(format!("Brand{}", rng.below(20))),
+        tags,
+        attributes: vec![format!("color=c{}", rng.below(5))],
     }
 }
 
@@ -265,7 +274,28 @@ fn filtered_recall_at_1_10_50_percent() {
                 },
             ),
         ];
-        for (name, filter) in &filters {
+        let parse = |json: &str| serde_json::from_str::<SearchFilter>(json).unwrap();
+        let boolean = [
+            ("5% brand", parse(r#"{"brand":"Brand4"}"#)),
+            (
+                "10% brand OR brand",
+                parse(r#"{"should":[{"brand":"Brand4"},{"brand":"Brand9"}]}"#),
+            ),
+            ("~19% tag OR tag", parse(r#"{"tags_any":["tag1","tag2"]}"#)),
+            ("~1% tag AND tag", parse(r#"{"tags_all":["tag1","tag2"]}"#)),
+            (
+                "18% colour NOT department",
+                parse(r#"{"attributes":{"color":"c2"},"must_not":[{"category_prefix":"Dept3"}]}"#),
+            ),
+            (
+                "~16% (brand OR tag) AND NOT out of stock",
+                parse(
+                    r#"{"should":[{"brand":"Brand1"},{"tags_all":["tag5"]},{"attributes":{"color":"c0"}}],
+                        "must_not":[{"in_stock":false}]}"#,
+                ),
+            ),
+        ];
+        for (name, filter) in filters.iter().chain(&boolean) {
             let r = recall(&index, &truth, &queries, filter);
             assert!(r >= 0.95, "{backend} {name}: filtered recall@10 {r}");
         }

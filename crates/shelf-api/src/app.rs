@@ -56,7 +56,7 @@ impl Scope {
     /// The scope a `/v1` request needs: search for `/v1/search`, read for other `GET`s, write
     /// for everything else.
     pub fn needed_for(method: &axum::http::Method, path: &str) -> Scope {
-        if path == "/v1/search" {
+        if path == "/v1/search" || path == "/v1/recommend" {
             Scope::Search
         } else if method == axum::http::Method::GET {
             Scope::Read

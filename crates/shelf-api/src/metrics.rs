@@ -29,6 +29,8 @@ pub struct Metrics {
     pub searches_rejected: AtomicU64,
     /// Searches with a query that returned nothing, and the queries.
     pub zero_results: ZeroResults,
+    /// Recommendations served by (placement, whether the list was empty).
+    recommendations: Mutex<BTreeMap<(&'static str, bool), u64>>,
 }
 
 /// The queries that found nothing since the server started, with how often each was
@@ -72,6 +74,16 @@ impl ZeroResults {
 }
 
 impl Metrics {
+    /// Counts a recommendation served for `placement`.
+    pub fn recommended(&self, placement: &'static str, empty: bool) {
+        *self
+            .recommendations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((placement, empty))
+            .or_default() += 1;
+    }
+
     pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {
         *self
             .requests
@@ -109,6 +121,24 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "shelf_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "shelf_recommendations_total",
+            "Recommendations served (POST /v1/recommend, and /v1/search without a query as \
+             for_user) by placement, and whether the list was empty.",
+            "counter",
+        );
+        for ((placement, empty), n) in self
+            .recommendations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "shelf_recommendations_total{{placement=\"{placement}\",empty=\"{empty}\"}} {n}"
             );
         }
         header(

@@ -125,6 +125,11 @@ pub struct ServeArgs {
     /// whatever its query cosine (a SKU, a brand, a word the model does not know; 2: never).
     #[arg(long, env = "SHELF_LEXICAL_ON_TOPIC", default_value_t = RetrievalConfig::default().lexical_on_topic)]
     pub lexical_on_topic: f32,
+    /// `exclude_seen` (on by default for `/v1/recommend`'s `for_user`) leaves out items the
+    /// user bought, or viewed, clicked or carted this many times among their recent events.
+    #[arg(long, env = "SHELF_SEEN_AFTER", default_value_t = RetrievalConfig::default().seen_after,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub seen_after: usize,
     /// Vector index graph: `shelf` (shelf's own HNSW) or `hnsw_rs` (hnsw_rs 0.3.5). A
     /// snapshot written by one is rebuilt into the other at start.
     #[arg(long, env = "SHELF_INDEX_BACKEND", default_value = "shelf")]
@@ -218,6 +223,7 @@ impl ServeArgs {
                 rrf_k: self.rrf_k,
                 lexical_weight: self.lexical_weight,
                 lexical_on_topic: self.lexical_on_topic,
+                seen_after: self.seen_after,
                 ..Default::default()
             },
             decay,

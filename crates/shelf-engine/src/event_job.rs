@@ -120,7 +120,10 @@ impl EventJob {
                 );
             }
             let weight = self.config.weights.of(event.kind);
-            for scope in std::iter::once(TRENDING_OVERALL).chain(category.as_deref()) {
+            // Overall, and per category at every level of its path (`Home` holds what
+            // trends in `Home/Sofas` too).
+            let paths = category.as_deref().map(shelf_types::category_paths);
+            for scope in std::iter::once(TRENDING_OVERALL).chain(paths.into_iter().flatten()) {
                 working_copy(&mut working.trending, scope, || {
                     Ok(self.store.trending(scope)?.unwrap_or_default())
                 })?

@@ -5,7 +5,8 @@ use crate::schema::{category_facet, Fields, TextField};
 use shelf_types::SearchFilter;
 use std::ops::Bound;
 use tantivy::query::{
-    BooleanQuery, BoostQuery, EmptyQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery,
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, EmptyQuery, FuzzyTermQuery, Occur, Query,
+    RangeQuery, TermQuery,
 };
 use tantivy::schema::IndexRecordOption;
 use tantivy::tokenizer::TextAnalyzer;
@@ -140,11 +141,24 @@ pub(crate) fn text_query(
     Ok((Box::new(BooleanQuery::new(per_word)), corrected))
 }
 
-/// The filter's conditions, each a clause every hit must satisfy.
+/// The filter as clauses every hit must satisfy: one clause that scores nothing, so a
+/// filter never changes a hit's BM25 score. Empty when the filter has no condition.
 pub(crate) fn filter_clauses(
     fields: &Fields,
     filter: &SearchFilter,
 ) -> Vec<(Occur, Box<dyn Query>)> {
+    if filter.is_empty() {
+        return Vec::new();
+    }
+    vec![(
+        Occur::Must,
+        Box::new(ConstScoreQuery::new(filter_query(fields, filter), 0.0)),
+    )]
+}
+
+/// The items `filter` matches, as a boolean query over the exact-value fields, with
+/// `must` / `should` / `must_not` as nested boolean queries.
+fn filter_query(fields: &Fields, filter: &SearchFilter) -> Box<dyn Query> {
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     let exact = |field, value: &str| -> Box<dyn Query> {
         Box::new(TermQuery::new(
@@ -157,15 +171,14 @@ pub(crate) fn filter_clauses(
     }
     if let Some(prefix) = &filter.category_prefix {
         // A facet term matches its own path and every path below it.
-        if let Some(facet) = category_facet(prefix) {
-            clauses.push((
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_facet(fields.category_facet, &facet),
-                    IndexRecordOption::Basic,
-                )),
-            ));
-        }
+        let query: Box<dyn Query> = match category_facet(prefix) {
+            Some(facet) => Box::new(TermQuery::new(
+                Term::from_facet(fields.category_facet, &facet),
+                IndexRecordOption::Basic,
+            )),
+            None => Box::new(EmptyQuery),
+        };
+        clauses.push((Occur::Must, query));
     }
     if filter.price_min.is_some() || filter.price_max.is_some() {
         let bound = |value: Option<f64>| match value {
@@ -191,5 +204,40 @@ pub(crate) fn filter_clauses(
             )),
         ));
     }
-    clauses
+    if let Some(brand) = &filter.brand {
+        clauses.push((Occur::Must, exact(fields.brand_exact, brand)));
+    }
+    if !filter.tags_any.is_empty() {
+        let any = filter
+            .tags_any
+            .iter()
+            .map(|tag| (Occur::Should, exact(fields.tag_exact, tag)))
+            .collect();
+        clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+    }
+    for tag in &filter.tags_all {
+        clauses.push((Occur::Must, exact(fields.tag_exact, tag)));
+    }
+    for pair in filter.attribute_pairs() {
+        clauses.push((Occur::Must, exact(fields.attribute_exact, &pair)));
+    }
+    for must in &filter.must {
+        clauses.push((Occur::Must, filter_query(fields, must)));
+    }
+    if !filter.should.is_empty() {
+        let any = filter
+            .should
+            .iter()
+            .map(|f| (Occur::Should, filter_query(fields, f)))
+            .collect();
+        clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+    }
+    for must_not in &filter.must_not {
+        clauses.push((Occur::MustNot, filter_query(fields, must_not)));
+    }
+    if clauses.iter().all(|(occur, _)| *occur == Occur::MustNot) {
+        // A boolean query of exclusions alone matches nothing: exclude from every item.
+        clauses.push((Occur::Must, Box::new(AllQuery)));
+    }
+    Box::new(BooleanQuery::new(clauses))
 }

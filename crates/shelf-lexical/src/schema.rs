@@ -1,6 +1,6 @@
 //! The index's fields, the text analyzer, and how an item becomes a document.
 
-use shelf_types::{hash::Fnv1a, Item};
+use shelf_types::{attribute_pair, attribute_text, hash::Fnv1a, Item};
 use tantivy::schema::{
     Facet, FacetOptions, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing,
     TextOptions, FAST, STRING,
@@ -120,19 +120,6 @@ pub(crate) fn category_facet(category: &str) -> Option<Facet> {
         .filter(|s| !s.is_empty())
         .collect();
     (!segments.is_empty()).then(|| Facet::from_path(segments))
-}
-
-/// An attribute value as text: strings as they are, other JSON as JSON.
-fn attribute_text(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// `key=value`, the exact form attribute filters match.
-pub(crate) fn attribute_pair(key: &str, value: &serde_json::Value) -> String {
-    format!("{key}={}", attribute_text(value))
 }
 
 /// The document of `item`.

@@ -147,7 +147,60 @@ fn any_text_is_a_query() {
     assert_eq!(hits.matched, 2, "`title:` is a word, not a field");
 }
 
-/// Random items and filters: the hits equal a brute-force scan of the items.
+// No brand, tag or colour shares a stem with a title word: brute force reads titles only.
+const BRANDS: [&str; 3] = ["Acme", "Nimbus", "Nord"];
+const TAGS: [&str; 4] = ["sale", "new", "eco", "gift"];
+const COLOURS: [&str; 3] = ["teal", "grey", "blue"];
+
+/// A random filter over every field, with `must` / `should` / `must_not` clauses nested up
+/// to two levels below the top.
+fn random_filter(
+    rng: &mut SplitMix,
+    categories: &[&str],
+    trial: usize,
+    depth: usize,
+) -> SearchFilter {
+    let pick = |rng: &mut SplitMix, values: &[&str]| values[rng.below(values.len())].to_string();
+    let some = |rng: &mut SplitMix, one_in: usize| rng.below(one_in) == 0;
+    let mut filter = SearchFilter {
+        category: some(rng, 6).then(|| pick(rng, categories)),
+        category_prefix: some(rng, 4).then(|| pick(rng, categories)),
+        price_min: some(rng, 3).then(|| rng.below(500) as f64),
+        price_max: some(rng, 4).then(|| 500.0 + rng.below(500) as f64),
+        in_stock: [None, None, Some(true), Some(false)][rng.below(4)],
+        brand: some(rng, 4).then(|| pick(rng, &BRANDS)),
+        tags_any: (0..rng.below(3)).map(|_| pick(rng, &TAGS)).collect(),
+        tags_all: (0..rng.below(2)).map(|_| pick(rng, &TAGS)).collect(),
+        ..Default::default()
+    };
+    if some(rng, 3) {
+        filter
+            .attributes
+            .insert("colour".into(), pick(rng, &COLOURS).into());
+    }
+    if some(rng, 5) {
+        filter
+            .attributes
+            .insert("seats".into(), (rng.below(3) + 1).into());
+    }
+    if depth < 2 && trial.is_multiple_of(2) {
+        for clause in 0..3 {
+            let count = rng.below(3);
+            let children: Vec<SearchFilter> = (0..count)
+                .map(|_| random_filter(rng, categories, trial + 1, depth + 1))
+                .collect();
+            match clause {
+                0 => filter.must = children,
+                1 => filter.should = children,
+                _ => filter.must_not = children,
+            }
+        }
+    }
+    filter
+}
+
+/// Random items and filters over every field, with AND / OR / NOT clauses: the hits equal a
+/// brute-force scan of the items, and a filter never changes a hit's score.
 #[test]
 fn filters_equal_brute_force() {
     let mut rng = SplitMix(7);
@@ -165,8 +218,17 @@ fn filters_equal_brute_force() {
             (rng.below(4) > 0).then(|| rng.below(1000) as f64),
         );
         it.in_stock = [None, Some(true), Some(false)][rng.below(3)];
+        it.brand = (rng.below(4) > 0).then(|| BRANDS[rng.below(BRANDS.len())].to_string());
+        it.tags = TAGS
+            .iter()
+            .filter(|_| rng.below(3) == 0)
+            .map(|t| t.to_string())
+            .collect();
         it.attributes.clear();
-        it.tags.clear();
+        it.attributes
+            .insert("colour".into(), COLOURS[rng.below(3)].into());
+        it.attributes
+            .insert("seats".into(), (rng.below(3) + 1).into());
         index.upsert(&it).unwrap();
         items.push(it);
     }
@@ -182,18 +244,20 @@ fn filters_equal_brute_force() {
     }
     index.commit(1).unwrap();
     assert_eq!(index.len(), 400 - deleted.len() as u64);
-    for trial in 0..200 {
-        let filter = SearchFilter {
-            category: (trial % 5 == 0).then(|| categories[rng.below(5)].to_string()),
-            category_prefix: (trial % 3 == 0).then(|| categories[rng.below(5)].to_string()),
-            price_min: (trial % 2 == 0).then(|| rng.below(500) as f64),
-            price_max: (trial % 4 == 1).then(|| 500.0 + rng.below(500) as f64),
-            in_stock: [None, Some(true), Some(false)][rng.below(3)],
-        };
+    let mut matched = 0;
+    for trial in 0..300 {
+        let filter = random_filter(&mut rng, &categories, trial, 0);
         let word = words[rng.below(words.len())];
-        let got: BTreeSet<String> = ids(&index.search(word, &filter, 1000).unwrap().hits)
-            .into_iter()
-            .collect();
+        let hits = index.search(word, &filter, 1000).unwrap().hits;
+        let unfiltered = index
+            .search(word, &SearchFilter::default(), 1000)
+            .unwrap()
+            .hits;
+        for (id, score) in &hits {
+            let (_, alone) = unfiltered.iter().find(|(i, _)| i == id).unwrap();
+            assert_eq!(score, alone, "a filter changed the score of {id}");
+        }
+        let got: BTreeSet<String> = ids(&hits).into_iter().collect();
         let want: BTreeSet<String> = items
             .iter()
             .enumerate()
@@ -204,8 +268,17 @@ fn filters_equal_brute_force() {
             })
             .map(|(_, it)| it.id.0.clone())
             .collect();
-        assert_eq!(got, want, "{word} with {filter:?}");
+        assert_eq!(
+            got,
+            want,
+            "{word} with {filter:?}: only the index has {:?}, only brute force {:?}",
+            got.difference(&want).collect::<Vec<_>>(),
+            want.difference(&got).collect::<Vec<_>>()
+        );
+        matched += usize::from(!want.is_empty());
     }
+    // Not a test of empty sets: most filters match something.
+    assert!(matched > 100, "{matched} of 300 filters matched an item");
 }
 
 #[test]

@@ -19,7 +19,10 @@ pub use embedding::Embedding;
 pub use error::RecordError;
 pub use event::{Event, EventKind};
 pub use ids::{check_id, ItemId, RequestId, UserId, MAX_ID_BYTES};
-pub use index::{category_has_prefix, ItemAttributes, ScoredItem, SearchFilter, VectorIndex};
+pub use index::{
+    attribute_pair, attribute_text, category_has_prefix, category_paths, ItemAttributes,
+    ScoredItem, SearchFilter, VectorIndex, MAX_FILTER_CONDITIONS, MAX_FILTER_DEPTH,
+};
 pub use item::{Item, ItemRecord, ItemVectorRecord};
 pub use rank::{
     features_from_logged, Contribution, Features, Ranker, FEATURE_COUNT, FEATURE_COUNT_V1,

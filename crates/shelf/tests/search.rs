@@ -10,8 +10,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 async fn shop(flags: &[&str], n: usize) -> (common::TestServer, Vec<Value>) {
+    let mut items = catalog(n);
+    // The demo's items have no attributes: give them one, for the attribute filters.
+    for (n, item) in items.iter_mut().enumerate() {
+        item["attributes"] = json!({"seats": n % 3 + 1, "modular": n % 4 == 0});
+    }
     let s = server(flags, true).await;
-    let items = catalog(n);
     let (status, body) = s.call(Method::POST, "/v1/items", Some(json!(items))).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -236,6 +240,118 @@ async fn new_fields_reject_bad_values_naming_them() {
             "price_buckets",
         ),
     ] {
+        let (status, response) = s.call(Method::POST, "/v1/search", Some(body.clone())).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {response}"
+        );
+        assert!(response.to_string().contains(names), "{body}: {response}");
+    }
+    s.stop().await;
+}
+
+/// The filter of an item as the engine sees it, for brute force.
+fn passes(filter: &shelf_types::SearchFilter, item: &Value) -> bool {
+    let mut item = item.clone();
+    item.as_object_mut().unwrap().remove("op");
+    let item: shelf_types::Item = serde_json::from_value(item).unwrap();
+    filter.matches(&shelf_types::ItemAttributes::of(&item))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_on_every_field_with_or_and_not_equal_brute_force() {
+    let (s, items) = shop(&["--exploration-share", "0"], 124).await;
+    let brand = items[5]["brand"].as_str().unwrap().to_string();
+    let other_brand = items
+        .iter()
+        .map(|i| i["brand"].as_str().unwrap())
+        .find(|b| *b != brand)
+        .unwrap()
+        .to_string();
+    let tag = items[7]["tags"][0].as_str().unwrap().to_string();
+    let style = items[9]["tags"][1].as_str().unwrap().to_string();
+    let its_style = items[7]["tags"][1].as_str().unwrap().to_string();
+    let department = items[11]["category"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let filters = [
+        json!({"brand": brand}),
+        json!({"should": [{"brand": brand}, {"brand": other_brand}]}),
+        json!({"tags_any": [tag, style]}),
+        json!({"tags_all": [tag, its_style]}),
+        json!({"attributes": {"seats": 2}}),
+        json!({"attributes": {"modular": true}, "must_not": [{"category_prefix": department}]}),
+        json!({"must": [{"should": [{"tags_any": [tag]}, {"price_max": 100}]}],
+               "must_not": [{"brand": brand}, {"in_stock": false}]}),
+    ];
+    // The word every item holds in its category or title is hard to pick; every item of the
+    // demo shop has a colour tag, so a query of all colours matches every item lexically.
+    let colours: HashSet<String> = items
+        .iter()
+        .map(|i| i["tags"][0].as_str().unwrap().to_string())
+        .collect();
+    let query = colours.into_iter().collect::<Vec<_>>().join(" ");
+    for filter_json in filters {
+        let filter: shelf_types::SearchFilter =
+            serde_json::from_value(filter_json.clone()).unwrap();
+        let want: HashSet<String> = items
+            .iter()
+            .filter(|i| passes(&filter, i))
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect();
+        assert!(!want.is_empty(), "{filter_json} matches no item");
+        assert!(want.len() < items.len(), "{filter_json} matches every item");
+        let lexical = search(
+            &s,
+            json!({"query": query, "mode": "lexical", "k": 124, "filters": filter_json}),
+        )
+        .await;
+        let got: HashSet<String> = ids(&lexical).into_iter().collect();
+        assert_eq!(got, want, "lexical with {filter_json}");
+        assert_eq!(lexical["total"], want.len(), "{filter_json}");
+        for mode in ["semantic", "hybrid"] {
+            let body = search(
+                &s,
+                json!({"query": "grey sofa", "mode": mode, "k": 50, "filters": filter_json}),
+            )
+            .await;
+            let got = ids(&body);
+            assert!(!got.is_empty(), "{mode} with {filter_json}: {body}");
+            for id in &got {
+                assert!(want.contains(id), "{mode} with {filter_json} returned {id}");
+            }
+        }
+        // A recommendation (no query) obeys the filter too.
+        let body = search(
+            &s,
+            json!({"user_id": "u1", "k": 20, "filters": filter_json}),
+        )
+        .await;
+        for id in ids(&body) {
+            assert!(
+                want.contains(&id),
+                "recommendation with {filter_json} returned {id}"
+            );
+        }
+    }
+    for (bad, names) in [
+        (json!({"attributes": {"seats": [2]}}), "attributes"),
+        (
+            json!({"must": [{"must": [{"must": [{"must": [{"brand": "x"}]}]}]}]}),
+            "4 levels",
+        ),
+        (
+            json!({"tags_any": (0..300).map(|n| n.to_string()).collect::<Vec<_>>()}),
+            "too many",
+        ),
+        (json!({"should": [{"colour": "red"}]}), "colour"),
+    ] {
+        let body = json!({"query": "sofa", "filters": bad});
         let (status, response) = s.call(Method::POST, "/v1/search", Some(body.clone())).await;
         assert_eq!(
             status,

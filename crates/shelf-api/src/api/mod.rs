@@ -7,6 +7,7 @@ mod error;
 mod models;
 mod openapi;
 mod ops;
+mod recommend;
 mod records;
 mod search;
 mod users;
@@ -14,6 +15,7 @@ mod users;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use models::{ModelList, ModelSummary};
 pub use openapi::ApiDoc;
+pub use recommend::{PlacementName, RecommendBody};
 pub use records::Accepted;
 pub use search::{ExplanationEntry, ResultItem, SearchBody, SearchResult, TimingsMs, MAX_K};
 pub use users::{CategoryAffinity, Deleted, ProfileView, RecentView};
@@ -23,6 +25,7 @@ use self::auth::*;
 use self::models::*;
 use self::openapi::*;
 use self::ops::*;
+use self::recommend::*;
 use self::records::*;
 use self::search::*;
 use self::users::*;
@@ -42,6 +45,7 @@ pub fn router(app: Arc<App>) -> Router {
     // before its body is read.
     let keyed = Router::new()
         .route("/v1/search", post(search))
+        .route("/v1/recommend", post(recommend))
         .route("/v1/items", post(post_items))
         .route("/v1/items/{id}", get(get_item).delete(delete_item))
         .route("/v1/events", post(post_events))

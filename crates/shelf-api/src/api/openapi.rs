@@ -4,6 +4,7 @@ use super::analytics::*;
 use super::error::*;
 use super::models::*;
 use super::ops::*;
+use super::recommend::*;
 use super::records::*;
 use super::search::*;
 use super::users::*;
@@ -20,6 +21,7 @@ use utoipa::OpenApi;
     ),
     paths(
         search,
+        recommend,
         post_items,
         get_item,
         delete_item,
@@ -34,6 +36,7 @@ use utoipa::OpenApi;
     ),
     components(schemas(
         SearchBody,
+        RecommendBody,
         SearchResult,
         ErrorBody,
         Accepted,

@@ -146,6 +146,13 @@ pub struct SearchResult {
     pub personalized: bool,
     /// The mode the search ran in.
     pub mode: Mode,
+    /// The placement of a recommendation (`for_user` for `/v1/search` without a query).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<&'static str>,
+    /// Why a recommendation is empty (an unknown item, a user without history, nothing
+    /// passing the filters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Query words no item holds, which were looked up again allowing typos (one edit in
     /// words of 4 to 7 characters, two from 8).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -217,7 +224,8 @@ pub struct ResultItem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explanation: Option<Vec<ExplanationEntry>>,
     /// With `explain`: the candidate sources that proposed the item (`query_ann`,
-    /// `profile_ann`, `lexical`, `exact_id`, `covisit`, `trending`).
+    /// `profile_ann`, `lexical`, `exact_id`, `covisit`, `trending`, `similar_ann`,
+    /// `recent`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<&'static str>>,
     /// Placed by exploration (Thompson sampling over CTR posteriors), not by score.
@@ -258,7 +266,14 @@ pub(crate) async fn search(
 ) -> ApiResult<Json<SearchResult>> {
     let request: SearchBody = parse(&body(raw)?)?;
     let request = validate_search(&app, request)?;
+    run(&app, request).await.map(Json)
+}
+
+/// Runs a validated search or recommendation on the blocking pool, records its timings
+/// and impression, and shapes the response.
+pub(crate) async fn run(app: &Arc<App>, request: SearchRequest) -> ApiResult<SearchResult> {
     let query = request.query.clone();
+    let placement = request.query.is_none().then(|| request.placement.name());
     if app.node.retriever().is_none() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -280,6 +295,7 @@ pub(crate) async fn search(
     // (bounded by the search slots), never on the runtime's workers.
     let node = Arc::clone(&app.node);
     let runtime = tokio::runtime::Handle::current();
+
     let response = tokio::task::spawn_blocking(move || {
         let retriever = node.retriever().expect("checked above; never unset");
         runtime.block_on(retriever.search(&request))
@@ -294,6 +310,9 @@ pub(crate) async fn search(
     m.search_ann.observe_ms(t.ann_ms);
     m.search_rerank.observe_ms(t.rerank_ms);
     m.search_total.observe_ms(t.total_ms);
+    if let Some(placement) = placement {
+        m.recommended(placement, response.items.is_empty());
+    }
     if !response.impression.items.is_empty() {
         app.node.log_impression(response.impression);
     }
@@ -301,8 +320,10 @@ pub(crate) async fn search(
     if let (0, true, Some(query)) = (response.total, response.items.is_empty(), &query) {
         app.metrics.zero_results.record(query);
     }
-    Ok(Json(SearchResult {
+    Ok(SearchResult {
         request_id: response.request_id,
+        placement,
+        reason: response.reason,
         model: response.model,
         personalized: response.personalized,
         mode: response.mode.into(),
@@ -338,7 +359,7 @@ pub(crate) async fn search(
             rerank: round3(t.rerank_ms),
             total: round3(t.total_ms),
         },
-    }))
+    })
 }
 
 fn facet_counts(facets: shelf_engine::Facets) -> FacetCounts {
@@ -439,5 +460,6 @@ pub(crate) fn validate_search(app: &App, body: SearchBody) -> ApiResult<SearchRe
         filter,
         explain: body.explain,
         explore: body.explore,
+        ..Default::default()
     })
 }

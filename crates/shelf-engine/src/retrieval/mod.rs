@@ -25,8 +25,8 @@ mod request;
 pub use features::reciprocal_rank_fusion;
 use features::*;
 pub use request::{
-    FacetField, Facets, PriceBucket, RankedItem, RetrievalConfig, SearchMode, SearchRequest,
-    SearchResponse, SortOrder, Source, Sources, Timings,
+    FacetField, Facets, Placement, PriceBucket, RankedItem, RetrievalConfig, SearchMode,
+    SearchRequest, SearchResponse, SortOrder, Source, Sources, Timings,
 };
 
 /// Retrieval over an embedder, an index, the store and a ranker.
@@ -56,6 +56,25 @@ impl<E, I> std::fmt::Debug for Retriever<E, I> {
             .field("config", &self.config)
             .finish()
     }
+}
+
+/// What stage 1 draws its lists from.
+struct Stage1<'a> {
+    query_vector: Option<&'a [f32]>,
+    profile_vector: Option<&'a [f32]>,
+    /// The vector of the item a `similar_items` list is for.
+    seed_vector: Option<&'a [f32]>,
+    profile: Option<&'a Profile>,
+    behaviour: &'a Behaviour,
+}
+
+/// The trending list a recommendation reads: the placement's category, else the one the
+/// filter names (exact or prefix), else the overall list.
+fn trending_scope<'a>(category: Option<&'a str>, filter: &'a SearchFilter) -> &'a str {
+    category
+        .or(filter.category.as_deref())
+        .or(filter.category_prefix.as_deref())
+        .map_or(shelf_store::TRENDING_OVERALL, |c| c.trim_end_matches('/'))
 }
 
 /// A candidate after stage 1: its best rank over the candidate lists, and which proposed it.
@@ -210,14 +229,25 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             None => None,
         };
         let profile_vector = profile.as_ref().and_then(interest_direction);
-        let behaviour = self.behaviour(profile.as_ref())?;
-        let mut lists = self.candidate_lists(
-            query.is_some(),
-            query_vector.as_ref().map(|v| v.as_slice()),
-            profile_vector.as_deref(),
-            &behaviour,
-            request,
-        )?;
+        // A query decides what is relevant: the placement applies to recommendations.
+        let placement = match query {
+            Some(_) => &Placement::ForUser,
+            None => &request.placement,
+        };
+        // The item a similar-items list is for stands in for the query's vector.
+        let seed_vector = match placement {
+            Placement::SimilarItems(id) => self.index.vectors(&[id]).pop().flatten(),
+            _ => None,
+        };
+        let behaviour = self.behaviour(&self.covisit_seeds(placement, profile.as_ref()))?;
+        let stage1 = Stage1 {
+            query_vector: query_vector.as_ref().map(|v| v.as_slice()),
+            profile_vector: profile_vector.as_deref(),
+            seed_vector: seed_vector.as_deref(),
+            profile: profile.as_ref(),
+            behaviour: &behaviour,
+        };
+        let mut lists = self.candidate_lists(query.is_some(), placement, &stage1, request)?;
         if !lexical.hits.is_empty() {
             let ids = lexical.hits.iter().map(|(id, _)| id.clone()).collect();
             lists.push((Source::Lexical, ids));
@@ -243,6 +273,9 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         }
         let ann_ms = ms_since(ann_started);
 
+        let excluded = self.excluded(placement, request, profile.as_ref());
+        candidates.retain(|c| !excluded.contains(&c.id));
+
         let rerank_started = Instant::now();
         let now_ms = unix_ms(OffsetDateTime::now_utc());
         let query_terms = query.map(terms).unwrap_or_default();
@@ -261,14 +294,14 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             };
             // The indexes filter too; the store's item is the truth (the lexical index
             // lags it by a commit), and the behaviour lists are filtered only here.
-            if !request.filter.matches(&ItemAttributes::of(&item)) {
+            if !request.filter.is_empty() && !request.filter.matches(&ItemAttributes::of(&item)) {
                 continue;
             }
             let (features, clicks_impressions) = self.features(
                 &item,
                 &vector,
                 stats.as_ref(),
-                query_vector.as_ref().map(|v| v.as_slice()),
+                stage1.query_vector.or(stage1.seed_vector),
                 &query_terms,
                 profile.as_ref(),
                 profile_vector.as_deref(),
@@ -309,7 +342,12 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 r.on_topic = semantic || lexical || r.sources.contains(Source::ExactId);
             }
         }
+        // Recency and trend lists keep their own order (already the candidates').
+        let keep_order = placement.keeps_list_order();
         ranked.sort_by(|a, b| {
+            if keep_order {
+                return std::cmp::Ordering::Equal;
+            }
             let exact = |r: &RankedItem| r.sources.contains(Source::ExactId);
             exact(b)
                 .cmp(&exact(a))
@@ -324,6 +362,11 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         let total = ranked.iter().filter(|r| r.on_topic).count();
         let facets = facet_counts(&ranked, request);
         let mut ranked = match request.sort {
+            SortOrder::Relevance if keep_order => ranked
+                .into_iter()
+                .skip(request.offset)
+                .take(request.k)
+                .collect(),
             SortOrder::Relevance => self.pages(ranked, request),
             sort => {
                 sort_by(&mut ranked, sort);
@@ -340,6 +383,10 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             }
         }
         let rerank_ms = ms_since(rerank_started);
+        let reason = match (query, ranked.is_empty() && request.offset == 0) {
+            (None, true) => Some(self.empty_reason(placement, profile.as_ref(), &seed_vector)),
+            _ => None,
+        };
 
         let impression = Impression {
             request_id: request_id.clone(),
@@ -373,8 +420,93 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             corrected: lexical.corrected,
             total,
             facets,
+            reason,
             impression,
         })
+    }
+
+    /// The items whose co-visit lists make the `covisit` candidates and feature: the
+    /// placement's own items, or the user's most recent distinct ones.
+    fn covisit_seeds(&self, placement: &Placement, profile: Option<&Profile>) -> Vec<String> {
+        let mut seeds: Vec<String> = Vec::with_capacity(self.config.covisit_seeds);
+        let ids: Vec<&str> = match placement {
+            Placement::SimilarItems(id) => vec![id.as_str()],
+            Placement::BoughtTogether(ids) => ids.iter().map(ItemId::as_str).collect(),
+            _ => profile
+                .map(|p| p.recent.iter().map(|r| r.item_id.as_str()).collect())
+                .unwrap_or_default(),
+        };
+        for id in ids {
+            if seeds.len() == self.config.covisit_seeds {
+                break;
+            }
+            if !seeds.iter().any(|s| s == id) {
+                seeds.push(id.to_string());
+            }
+        }
+        seeds
+    }
+
+    /// Items a response must not hold: `exclude_ids`, the placement's own items, and with
+    /// `exclude_seen` the items the user bought or interacted with `seen_after` times.
+    fn excluded(
+        &self,
+        placement: &Placement,
+        request: &SearchRequest,
+        profile: Option<&Profile>,
+    ) -> std::collections::HashSet<ItemId> {
+        let mut out: std::collections::HashSet<ItemId> =
+            request.exclude_ids.iter().cloned().collect();
+        match placement {
+            Placement::SimilarItems(id) => {
+                out.insert(id.clone());
+            }
+            Placement::BoughtTogether(ids) => out.extend(ids.iter().cloned()),
+            _ => {}
+        }
+        if let (true, Some(profile)) = (request.exclude_seen, profile) {
+            let mut seen: HashMap<&str, usize> = HashMap::new();
+            for recent in &profile.recent {
+                let count = seen.entry(recent.item_id.as_str()).or_default();
+                *count += match recent.kind {
+                    shelf_types::EventKind::Purchase => self.config.seen_after.max(1),
+                    shelf_types::EventKind::Search => 0,
+                    _ => 1,
+                };
+            }
+            out.extend(
+                seen.into_iter()
+                    .filter(|(_, n)| *n >= self.config.seen_after.max(1))
+                    .map(|(id, _)| ItemId::from(id)),
+            );
+        }
+        out
+    }
+
+    /// Why a recommendation came back empty.
+    fn empty_reason(
+        &self,
+        placement: &Placement,
+        profile: Option<&Profile>,
+        seed_vector: &Option<Vec<f32>>,
+    ) -> String {
+        match placement {
+            Placement::SimilarItems(id) if seed_vector.is_none() => {
+                format!("unknown item `{id}` (not in the catalog, or deleted)")
+            }
+            Placement::BoughtTogether(_) => {
+                "no item was bought or viewed together with these yet (or none passes the filters)"
+                    .to_string()
+            }
+            Placement::ForUser | Placement::RecentlyViewed if profile.is_none() => {
+                "no events recorded for this user yet, and nothing trending passes the filters"
+                    .to_string()
+            }
+            Placement::Trending(Some(category)) => {
+                format!("nothing trending in `{category}` passes the filters yet")
+            }
+            _ => "no candidate passes the filters and exclusions".to_string(),
+        }
     }
 
     /// Candidates to fetch from each list: enough for the page asked for.
@@ -483,51 +615,93 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
     fn candidate_lists(
         &self,
         has_query: bool,
-        query_vector: Option<&[f32]>,
-        profile_vector: Option<&[f32]>,
-        behaviour: &Behaviour,
+        placement: &Placement,
+        stage1: &Stage1<'_>,
         request: &SearchRequest,
     ) -> Result<Vec<(Source, Vec<ItemId>)>, EngineError> {
         let fetch = self.depth(request);
-        let ann = |v: &[f32]| -> Result<Vec<ItemId>, EngineError> {
+        let ann = |v: &[f32], k: usize| -> Result<Vec<ItemId>, EngineError> {
             Ok(self
                 .index
-                .search(v, fetch, self.config.ef, &request.filter)
+                .search(v, k, self.config.ef, &request.filter)
                 .map_err(|e| EngineError::Index(e.to_string()))?
                 .into_iter()
                 .map(|hit| hit.id)
                 .collect())
         };
         let mut lists = Vec::new();
-        if let Some(q) = query_vector {
-            lists.push((Source::Query, ann(q)?));
-        }
-        if let Some(p) = profile_vector {
-            match query_vector {
-                Some(q) => {
+        if has_query {
+            if let Some(q) = stage1.query_vector {
+                lists.push((Source::Query, ann(q, fetch)?));
+                if let Some(p) = stage1.profile_vector {
                     let v = blend(q, p, self.config.profile_blend);
-                    lists.push((Source::Profile, ann(&v)?));
+                    lists.push((Source::Profile, ann(&v, fetch)?));
                 }
-                None if !has_query => lists.push((Source::Profile, ann(p)?)),
-                None => {}
+            }
+            return Ok(lists);
+        }
+        let covisited = || {
+            let top = stage1
+                .behaviour
+                .covisit_top(self.config.covisit_candidates.max(fetch));
+            (Source::Covisit, top.into_iter().map(ItemId::from).collect())
+        };
+        match placement {
+            Placement::ForUser => {
+                if let Some(p) = stage1.profile_vector {
+                    lists.push((Source::Profile, ann(p, fetch)?));
+                }
+                lists.push(covisited());
+                let n = self.config.trending_candidates;
+                let trending = match trending_scope(None, &request.filter) {
+                    shelf_store::TRENDING_OVERALL => (stage1.behaviour.trending.entries.iter())
+                        .take(n)
+                        .map(|(id, _)| ItemId::from(id.as_str()))
+                        .collect(),
+                    scope => self.trending(scope, n)?,
+                };
+                lists.push((Source::Trending, trending));
+            }
+            Placement::SimilarItems(_) => {
+                if let Some(v) = stage1.seed_vector {
+                    // One more: the item itself is its own nearest neighbour.
+                    lists.push((Source::Similar, ann(v, fetch + 1)?));
+                }
+                lists.push(covisited());
+            }
+            Placement::BoughtTogether(_) => lists.push(covisited()),
+            Placement::RecentlyViewed => {
+                let mut recent: Vec<ItemId> = Vec::new();
+                for r in stage1
+                    .profile
+                    .map(|p| p.recent.as_slice())
+                    .unwrap_or_default()
+                {
+                    if r.kind != shelf_types::EventKind::Search
+                        && !recent.iter().any(|id| id.as_str() == r.item_id)
+                    {
+                        recent.push(ItemId::from(r.item_id.as_str()));
+                    }
+                }
+                lists.push((Source::Recent, recent));
+            }
+            Placement::Trending(category) => {
+                let scope = trending_scope(category.as_deref(), &request.filter);
+                lists.push((Source::Trending, self.trending(scope, fetch)?));
             }
         }
-        if !has_query {
-            let covisited = behaviour.covisit_top(self.config.covisit_candidates);
-            lists.push((
-                Source::Covisit,
-                covisited.into_iter().map(ItemId::from).collect(),
-            ));
-            let trending = behaviour.trending.entries.iter();
-            lists.push((
-                Source::Trending,
-                trending
-                    .take(self.config.trending_candidates)
-                    .map(|(id, _)| ItemId::from(id.as_str()))
-                    .collect(),
-            ));
-        }
         Ok(lists)
+    }
+
+    /// The top `n` of a trending list (`scope`: a category, or overall).
+    fn trending(&self, scope: &str, n: usize) -> Result<Vec<ItemId>, EngineError> {
+        let list = self.store.trending(scope)?.unwrap_or_default();
+        Ok(list
+            .entries
+            .into_iter()
+            .take(n)
+            .map(|(id, _)| ItemId::from(id))
+            .collect())
     }
 
     /// Stage 1 of a recommendation for `user_id` (no query, no filter): each source's
@@ -538,19 +712,20 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
     ) -> Result<Vec<(Source, Vec<ItemId>)>, EngineError> {
         let profile = self.store.profile(user_id)?;
         let profile_vector = profile.as_ref().and_then(interest_direction);
-        let behaviour = self.behaviour(profile.as_ref())?;
-        self.candidate_lists(
-            false,
-            None,
-            profile_vector.as_deref(),
-            &behaviour,
-            &SearchRequest::default(),
-        )
+        let placement = Placement::ForUser;
+        let behaviour = self.behaviour(&self.covisit_seeds(&placement, profile.as_ref()))?;
+        let stage1 = Stage1 {
+            query_vector: None,
+            profile_vector: profile_vector.as_deref(),
+            seed_vector: None,
+            profile: profile.as_ref(),
+            behaviour: &behaviour,
+        };
+        self.candidate_lists(false, &placement, &stage1, &SearchRequest::default())
     }
 
-    /// Co-visit scores from the profile's most recent distinct items, and the overall
-    /// trending list.
-    fn behaviour(&self, profile: Option<&Profile>) -> Result<Behaviour, EngineError> {
+    /// Co-visit scores from `seeds` (most important first), and the overall trending list.
+    fn behaviour(&self, seeds: &[String]) -> Result<Behaviour, EngineError> {
         let trending = self
             .store
             .trending(shelf_store::TRENDING_OVERALL)?
@@ -562,18 +737,6 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             trending,
             ..Default::default()
         };
-        let Some(profile) = profile else {
-            return Ok(behaviour);
-        };
-        let mut seeds: Vec<&str> = Vec::with_capacity(self.config.covisit_seeds);
-        for recent in &profile.recent {
-            if seeds.len() == self.config.covisit_seeds {
-                break;
-            }
-            if !seeds.contains(&recent.item_id.as_str()) {
-                seeds.push(&recent.item_id);
-            }
-        }
         let mut total_weight = 0.0;
         for (j, seed) in seeds.iter().enumerate() {
             let w = 1.0 / ((1 + j) as f64).sqrt();

@@ -45,6 +45,9 @@ pub struct RetrievalConfig {
     /// counts as on topic whatever its query cosine (a SKU, a brand, a rare word the model
     /// does not know).
     pub lexical_on_topic: f32,
+    /// `exclude_seen` drops an item the user interacted with (viewed, clicked, added to
+    /// the cart) at least this many times among their recent events, or bought once.
+    pub seen_after: usize,
 }
 
 impl Default for RetrievalConfig {
@@ -63,6 +66,7 @@ impl Default for RetrievalConfig {
             covisit_seeds: 20,
             covisit_candidates: 100,
             trending_candidates: 50,
+            seen_after: 3,
             rrf_k: 60.0,
             // Tuned on the CrowdFlower development queries (1, 2, 3 tried): see the README.
             lexical_weight: 2.0,
@@ -131,6 +135,41 @@ pub struct Facets {
 /// `(from, to, count)`: the items priced in `[from, to)`, open where `None`.
 pub type PriceBucket = (Option<f64>, Option<f64>, usize);
 
+/// The list a request without a query asks for: where a shop places it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Placement {
+    /// "For you": the profile's neighbours, the items co-visited with the user's recent
+    /// ones, and trending items (in the filter's category when it names one).
+    #[default]
+    ForUser,
+    /// A product page's "similar items": the item's nearest vectors and the items
+    /// co-visited with it.
+    SimilarItems(ItemId),
+    /// A cart's "bought together": the items co-visited with these, strongest first.
+    BoughtTogether(Vec<ItemId>),
+    /// The user's recent items, newest first.
+    RecentlyViewed,
+    /// The trending items overall, or of a category (with the categories below it).
+    Trending(Option<String>),
+}
+
+impl Placement {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Placement::ForUser => "for_user",
+            Placement::SimilarItems(_) => "similar_items",
+            Placement::BoughtTogether(_) => "bought_together",
+            Placement::RecentlyViewed => "recently_viewed",
+            Placement::Trending(_) => "trending",
+        }
+    }
+
+    /// Whether the list keeps its own order (recency, trend) instead of the ranker's.
+    pub fn keeps_list_order(&self) -> bool {
+        matches!(self, Placement::RecentlyViewed | Placement::Trending(_))
+    }
+}
+
 /// One search or recommendation request.
 #[derive(Clone, Debug, Default)]
 pub struct SearchRequest {
@@ -149,6 +188,12 @@ pub struct SearchRequest {
     pub explain: bool,
     /// Let exploration fill its share of the slots.
     pub explore: bool,
+    /// The list asked for when there is no query.
+    pub placement: Placement,
+    /// Items never returned (besides a placement's own seed items).
+    pub exclude_ids: Vec<ItemId>,
+    /// Drop the items the user has seen enough of (`RetrievalConfig::seen_after`).
+    pub exclude_seen: bool,
 }
 
 /// One ranked item of a response.
@@ -189,16 +234,22 @@ pub enum Source {
     Covisit,
     /// Trending items (recommendations only).
     Trending,
+    /// ANN search with the vector of the item a `similar_items` list is for.
+    Similar,
+    /// The user's recent items (`recently_viewed`).
+    Recent,
 }
 
 impl Source {
-    const ALL: [Source; 6] = [
+    const ALL: [Source; 8] = [
         Source::Query,
         Source::Profile,
         Source::Lexical,
         Source::ExactId,
         Source::Covisit,
         Source::Trending,
+        Source::Similar,
+        Source::Recent,
     ];
 
     pub fn name(self) -> &'static str {
@@ -209,6 +260,8 @@ impl Source {
             Source::ExactId => "exact_id",
             Source::Covisit => "covisit",
             Source::Trending => "trending",
+            Source::Similar => "similar_ann",
+            Source::Recent => "recent",
         }
     }
 
@@ -273,5 +326,8 @@ pub struct SearchResponse {
     /// to the depth retrieved (`max(candidates, offset + k)`).
     pub total: usize,
     pub facets: Facets,
+    /// Why a recommendation is empty when the request itself is at fault or nothing is
+    /// known yet (an unknown item, a user without history).
+    pub reason: Option<String>,
     pub impression: Impression,
 }
