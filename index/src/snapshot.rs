@@ -15,12 +15,12 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Version of the snapshot layout this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 const MANIFEST: &str = "manifest.json";
 const CATALOG: &str = "catalog.bin";
 const VECTORS: &str = "vectors.bin";
-/// Version 3 added brand, tags and attribute pairs; an older catalog is unusable (rebuilt
-/// from the store) since its items would miss filters on those fields.
+/// Format 3 added brand, tags and attribute pairs; an older snapshot is refused (and the
+/// index rebuilt from the store) since its items would miss filters on those fields.
 const CATALOG_MAGIC: &[u8; 8] = b"SHELFCA3";
 const VECTORS_MAGIC: &[u8; 8] = b"SHELFVEC";
 

@@ -75,7 +75,8 @@ pub fn attribute_pair(key: &str, value: &serde_json::Value) -> String {
 
 /// Most nested `must` / `should` / `must_not` levels a filter may have.
 pub const MAX_FILTER_DEPTH: usize = 4;
-/// Most conditions (values to compare) in one filter, all levels together.
+/// Most conditions (values to compare, and nested filters) in one filter, all levels
+/// together.
 pub const MAX_FILTER_CONDITIONS: usize = 256;
 
 /// Which items a search may return: every condition given holds (AND), and the boolean
@@ -255,6 +256,23 @@ impl SearchFilter {
                 });
             }
         }
+        for (field, value) in [
+            ("category", &self.category),
+            ("category_prefix", &self.category_prefix),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|c| c.trim_matches('/').trim().is_empty())
+            {
+                return Err(crate::RecordError::InvalidValue {
+                    field,
+                    value: format!("{value:?}"),
+                    reason: "must name a category",
+                });
+            }
+        }
+        // Each nested filter counts as a condition too, so breadth is bounded as well.
+        *conditions += self.must.len() + self.should.len() + self.must_not.len();
         *conditions += usize::from(self.category.is_some())
             + usize::from(self.category_prefix.is_some())
             + usize::from(self.price_min.is_some() || self.price_max.is_some())
@@ -286,7 +304,9 @@ pub fn category_paths(category: &str) -> impl Iterator<Item = &str> {
     category
         .match_indices('/')
         .map(move |(at, _)| &category[..at])
-        .chain((!category.is_empty()).then_some(category))
+        .chain(std::iter::once(category))
+        // `/Home` or `A//B` would give an empty path (the overall list's key) or `A/`.
+        .filter(|path| !path.is_empty() && !path.ends_with('/'))
 }
 
 /// One search result: the item and its cosine similarity to the query.
@@ -355,6 +375,8 @@ mod tests {
         );
         assert_eq!(category_paths("Home/").collect::<Vec<_>>(), ["Home"]);
         assert_eq!(category_paths("").count(), 0);
+        assert_eq!(category_paths("/Home").collect::<Vec<_>>(), ["/Home"]);
+        assert_eq!(category_paths("A//B").collect::<Vec<_>>(), ["A", "A//B"]);
     }
 
     #[test]
@@ -460,6 +482,18 @@ mod tests {
         let nested_value: SearchFilter =
             serde_json::from_str(r#"{"attributes":{"color":["grey"]}}"#).unwrap();
         assert!(nested_value.validate().is_err());
+        for empty in [
+            r#"{"category_prefix":""}"#,
+            r#"{"must":[{"category":"/"}]}"#,
+        ] {
+            let filter: SearchFilter = serde_json::from_str(empty).unwrap();
+            assert!(filter.validate().is_err(), "{empty}");
+        }
+        let wide = SearchFilter {
+            should: vec![SearchFilter::default(); MAX_FILTER_CONDITIONS + 1],
+            ..Default::default()
+        };
+        assert!(wide.validate().is_err());
         let bad_bound: SearchFilter =
             serde_json::from_str(r#"{"should":[{"price_min":-1}]}"#).unwrap();
         assert!(bad_bound.validate().is_err());

@@ -11,6 +11,7 @@ mod index;
 mod item;
 mod rank;
 mod rng;
+pub mod rules;
 mod traits;
 pub mod vector;
 
@@ -29,4 +30,5 @@ pub use rank::{
     FEATURE_COUNT_V2, FEATURE_NAMES,
 };
 pub use rng::SplitMix;
+pub use rules::Rules;
 pub use traits::{BoxFuture, TextEmbedder};

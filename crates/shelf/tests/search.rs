@@ -362,3 +362,168 @@ async fn filters_on_every_field_with_or_and_not_equal_brute_force() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_boost_bury_pin_block_and_diversify_exactly() {
+    let (s, items) = shop(&["--exploration-share", "0"], 124).await;
+    let by_id: BTreeMap<String, &Value> = items
+        .iter()
+        .map(|i| (i["id"].as_str().unwrap().to_string(), i))
+        .collect();
+    // Every demo item has a colour tag: a query of every colour matches every item.
+    let colours: std::collections::BTreeSet<&str> = items
+        .iter()
+        .map(|i| i["tags"][0].as_str().unwrap())
+        .collect();
+    let query = colours.into_iter().collect::<Vec<_>>().join(" ");
+    let base_request = json!({"query": query, "mode": "lexical", "k": 40});
+    let base = search(&s, base_request.clone()).await;
+    let base_ids = ids(&base);
+    assert!(base_ids.len() >= 12, "{base}");
+    let brand = by_id[&base_ids[5]]["brand"].as_str().unwrap().to_string();
+    let with_rules = |rules: Value| {
+        let mut request = base_request.clone();
+        request["rules"] = rules;
+        request
+    };
+
+    // A boost scales the score of the matching items (away from zero), nothing else: each
+    // item's score is its explained (unboosted) score, scaled when its brand matches.
+    // (Scores drift between requests as impressions update the CTR features, so the
+    // explanation of the same response is the reference.)
+    for factor in [4.0, 0.25] {
+        let mut request =
+            with_rules(json!({"boost": [{"filter": {"brand": brand}, "factor": factor}]}));
+        request["explain"] = json!(true);
+        // Every candidate, so buried items are still in the list.
+        request["k"] = json!(100);
+        let body = search(&s, request).await;
+        let mut boosted_items = 0;
+        for item in body["items"].as_array().unwrap() {
+            let id = item["id"].as_str().unwrap();
+            let before: f64 = item["explanation"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["contribution"].as_f64().unwrap())
+                .sum();
+            let want = if by_id[id]["brand"] == brand.as_str() {
+                boosted_items += 1;
+                if before >= 0.0 {
+                    before * factor
+                } else {
+                    before / factor
+                }
+            } else {
+                before
+            };
+            let after = item["score"].as_f64().unwrap();
+            assert!(
+                (after - want).abs() < 1e-3 * want.abs().max(1.0),
+                "{id}: {after} != {want}"
+            );
+        }
+        assert!(boosted_items > 0, "{body}");
+        let scores: Vec<f64> = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["score"].as_f64().unwrap())
+            .collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{body}");
+    }
+    // Pins go to their positions; the others keep their order; a block removes an item.
+    let (p1, p3, blocked) = (&base_ids[9], &base_ids[11], &base_ids[0]);
+    let body = search(
+        &s,
+        with_rules(json!({
+            "pin": [{"id": p3, "position": 3}, {"id": p1, "position": 1},
+                    {"id": "no-such-item", "position": 2}],
+            "block": [blocked],
+        })),
+    )
+    .await;
+    let got = ids(&body);
+    assert_eq!(&got[0], p1, "{body}");
+    assert_eq!(&got[2], p3, "{body}");
+    assert!(!got.contains(blocked), "{body}");
+    // The others in score order (scores drift between requests as impressions update the
+    // CTR features, so the response's own scores are the reference).
+    let scores = |body: &Value, skip: &[&String]| -> Vec<f64> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| !skip.iter().any(|id| i["id"] == id.as_str()))
+            .map(|i| i["score"].as_f64().unwrap())
+            .collect()
+    };
+    let descending = |v: &[f64]| v.windows(2).all(|w| w[0] >= w[1]);
+    assert!(descending(&scores(&body, &[p1, p3])), "{body}");
+    assert_eq!(got.len(), 40, "{body}");
+    assert_eq!(body["skipped_pins"][0]["id"], "no-such-item", "{body}");
+    assert!(
+        body["skipped_pins"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not in the catalog"),
+        "{body}"
+    );
+    // A pin that fails the filters is skipped, with that reason.
+    let mut filtered = with_rules(json!({"pin": [{"id": p1, "position": 1}]}));
+    filtered["filters"] = json!({"must_not": [{"brand": by_id[p1]["brand"]}]});
+    let body = search(&s, filtered).await;
+    assert!(!ids(&body).contains(p1), "{body}");
+    assert_eq!(
+        body["skipped_pins"][0]["reason"], "fails the filters",
+        "{body}"
+    );
+
+    // Diversity: at most one item per category among the first 5, the rest in order.
+    let body = search(
+        &s,
+        with_rules(json!({"diversity": {"max_per_category": 1}})),
+    )
+    .await;
+    let got = ids(&body);
+    let category = |id: &String| by_id[id]["category"].as_str().unwrap().to_string();
+    // The first items are one per category, best first; then the capped ones, best first,
+    // each of a category already shown.
+    let distinct: HashSet<String> = got.iter().map(category).collect();
+    let (kept, capped) = got.split_at(distinct.len());
+    let kept_categories: HashSet<String> = kept.iter().map(category).collect();
+    assert_eq!(kept_categories.len(), kept.len(), "{body}");
+    assert!(
+        kept.len() > 1 && !capped.is_empty(),
+        "not a test of diversity: {body}"
+    );
+    assert!(
+        capped
+            .iter()
+            .all(|id| kept_categories.contains(&category(id))),
+        "{body}"
+    );
+    let all = scores(&body, &[]);
+    assert!(
+        descending(&all[..kept.len()]) && descending(&all[kept.len()..]),
+        "{body}"
+    );
+    assert!(
+        all[kept.len()] > all[kept.len() - 1],
+        "diversity changed nothing: {body}"
+    );
+
+    // Conflicting rules are a 422 naming the field.
+    let (status, response) = s
+        .call(
+            Method::POST,
+            "/v1/search",
+            Some(with_rules(
+                json!({"pin": [{"id": p1, "position": 1}], "block": [p1]}),
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{response}");
+    assert!(response.to_string().contains("rules.pin"), "{response}");
+    s.stop().await;
+}

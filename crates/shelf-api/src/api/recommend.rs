@@ -3,7 +3,7 @@
 
 use super::error::*;
 use super::records::*;
-use super::search::{default_k, run, yes, SearchResult, MAX_K};
+use super::search::{default_k, run, validate_rules, yes, SearchResult, MAX_K};
 use crate::app::App;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use shelf_engine::{Placement, SearchRequest};
-use shelf_types::{ItemId, SearchFilter, UserId};
+use shelf_types::{ItemId, Rules, SearchFilter, UserId};
 use std::sync::Arc;
 use utoipa::ToSchema;
 
@@ -69,6 +69,9 @@ pub struct RecommendBody {
     /// or carted `--seen-after` (3) times among their recent events. Default: true for
     /// `for_user`, false for the others.
     pub exclude_seen: Option<bool>,
+    /// Business rules, as on `/v1/search`.
+    #[serde(default)]
+    pub rules: Option<Rules>,
     /// Add each feature's contribution and the candidate sources to every result.
     #[serde(default)]
     pub explain: bool,
@@ -178,10 +181,17 @@ fn validate_recommend(body: RecommendBody) -> ApiResult<SearchRequest> {
                 .filter(|c| !c.is_empty()),
         ),
     };
-    let filter = body.filters.unwrap_or_default();
+    let mut filter = body.filters.unwrap_or_default();
     filter
         .validate()
         .map_err(|e| ApiError::invalid(format!("filters: {e}")))?;
+    if let Placement::Trending(Some(category)) = &placement {
+        // The category's own list comes first; what tops it up must lie in it too.
+        filter.must.push(SearchFilter {
+            category_prefix: Some(category.clone()),
+            ..Default::default()
+        });
+    }
     Ok(SearchRequest {
         query: None,
         user_id: body.user_id,
@@ -192,6 +202,7 @@ fn validate_recommend(body: RecommendBody) -> ApiResult<SearchRequest> {
         explore: body.explore,
         exclude_seen: body.exclude_seen.unwrap_or(p == ForUser),
         exclude_ids: body.exclude_ids,
+        rules: validate_rules(body.rules)?,
         placement,
         ..Default::default()
     })

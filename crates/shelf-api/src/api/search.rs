@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use shelf_engine::{FacetField, SearchMode, SearchRequest, SortOrder};
-use shelf_types::{SearchFilter, UserId};
+use shelf_types::{Rules, SearchFilter, UserId};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use utoipa::ToSchema;
@@ -72,6 +72,10 @@ pub struct SearchBody {
     /// Conditions every result meets.
     #[serde(default)]
     pub filters: Option<SearchFilter>,
+    /// Business rules: boosts and buries by filter, pinned items, blocked items, caps per
+    /// category or brand.
+    #[serde(default)]
+    pub rules: Option<Rules>,
     /// Add each feature's contribution to every result's score.
     #[serde(default)]
     pub explain: bool,
@@ -153,6 +157,9 @@ pub struct SearchResult {
     /// passing the filters).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Pinned items (`rules.pin`) that are not in the list, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_pins: Vec<SkippedPin>,
     /// Query words no item holds, which were looked up again allowing typos (one edit in
     /// words of 4 to 7 characters, two from 8).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -213,6 +220,13 @@ pub struct StockCount {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+pub struct SkippedPin {
+    pub id: String,
+    /// Not in the catalog, excluded, or failing the filters.
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ResultItem {
     pub id: String,
     pub score: f32,
@@ -225,7 +239,7 @@ pub struct ResultItem {
     pub explanation: Option<Vec<ExplanationEntry>>,
     /// With `explain`: the candidate sources that proposed the item (`query_ann`,
     /// `profile_ann`, `lexical`, `exact_id`, `covisit`, `trending`, `similar_ann`,
-    /// `recent`).
+    /// `recent`, `pinned`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<&'static str>>,
     /// Placed by exploration (Thompson sampling over CTR posteriors), not by score.
@@ -324,6 +338,11 @@ pub(crate) async fn run(app: &Arc<App>, request: SearchRequest) -> ApiResult<Sea
         request_id: response.request_id,
         placement,
         reason: response.reason,
+        skipped_pins: response
+            .skipped_pins
+            .into_iter()
+            .map(|(id, reason)| SkippedPin { id: id.0, reason })
+            .collect(),
         model: response.model,
         personalized: response.personalized,
         mode: response.mode.into(),
@@ -383,6 +402,15 @@ fn facet_counts(facets: shelf_engine::Facets) -> FacetCounts {
                 .collect()
         }),
     }
+}
+
+/// The request's rules, checked.
+pub(crate) fn validate_rules(rules: Option<Rules>) -> ApiResult<Rules> {
+    let rules = rules.unwrap_or_default();
+    rules
+        .validate()
+        .map_err(|e| ApiError::invalid(format!("rules: {e}")))?;
+    Ok(rules)
 }
 
 pub(crate) fn round3(x: f64) -> f64 {
@@ -460,6 +488,7 @@ pub(crate) fn validate_search(app: &App, body: SearchBody) -> ApiResult<SearchRe
         filter,
         explain: body.explain,
         explore: body.explore,
+        rules: validate_rules(body.rules)?,
         ..Default::default()
     })
 }

@@ -118,6 +118,63 @@ pub(super) fn sort_by(ranked: &mut [RankedItem], sort: SortOrder) {
     });
 }
 
+/// Moves items over a category or brand cap among the first `shown` after them, keeping
+/// the order otherwise; when too few uncapped items exist, the capped ones fill the list.
+pub(super) fn diversify(
+    ordered: &mut Vec<RankedItem>,
+    caps: &shelf_types::rules::Diversity,
+    shown: usize,
+) {
+    let mut per_category: HashMap<Option<String>, usize> = HashMap::new();
+    let mut per_brand: HashMap<Option<String>, usize> = HashMap::new();
+    let mut kept = Vec::with_capacity(ordered.len());
+    let mut deferred = Vec::new();
+    for item in ordered.drain(..) {
+        if kept.len() >= shown {
+            deferred.push(item);
+            continue;
+        }
+        let category = per_category.entry(item.category.clone()).or_default();
+        let brand = per_brand.entry(item.brand.clone()).or_default();
+        let over = caps.max_per_category.is_some_and(|cap| *category >= cap)
+            || caps.max_per_brand.is_some_and(|cap| *brand >= cap);
+        if over {
+            deferred.push(item);
+        } else {
+            *category += 1;
+            *brand += 1;
+            kept.push(item);
+        }
+    }
+    // Deferred items keep their order (those over a cap ranked above the ones past
+    // `shown`), so they fill the list when too few uncapped items exist.
+    kept.extend(deferred);
+    *ordered = kept;
+}
+
+/// Puts each pinned item that is in `ordered` at its position (1-based; past the end it
+/// goes last), lowest position first; returns the ids placed.
+pub(super) fn place_pins(
+    ordered: &mut Vec<RankedItem>,
+    pins: &[shelf_types::rules::Pin],
+) -> Vec<ItemId> {
+    let mut pins: Vec<&shelf_types::rules::Pin> = pins.iter().collect();
+    pins.sort_by_key(|p| p.position);
+    let mut pulled = Vec::new();
+    for pin in &pins {
+        if let Some(at) = ordered.iter().position(|r| r.id == pin.id) {
+            pulled.push((pin.position, ordered.remove(at)));
+        }
+    }
+    let mut placed = Vec::with_capacity(pulled.len());
+    for (position, item) in pulled {
+        placed.push(item.id.clone());
+        let at = (position - 1).min(ordered.len());
+        ordered.insert(at, item);
+    }
+    placed
+}
+
 /// The requested facets over the on-topic items of `ranked`.
 pub(super) fn facet_counts(ranked: &[RankedItem], request: &SearchRequest) -> Facets {
     let matched = || ranked.iter().filter(|r| r.on_topic);

@@ -8,6 +8,7 @@ use crate::query_cache::QueryCache;
 use crate::EngineError;
 use shelf_lexical::{LexicalHits, LexicalIndex};
 use shelf_store::{DecayConfig, Impression, ImpressionItem, ItemStats, Profile, Store, TopList};
+use shelf_types::rules::boosted;
 use shelf_types::vector::{dot, unit_vector};
 use shelf_types::{
     Contribution, Features, Item, ItemAttributes, ItemId, Ranker, SearchFilter, TextEmbedder,
@@ -273,6 +274,17 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         }
         let ann_ms = ms_since(ann_started);
 
+        // Pinned items are scored like the others, then placed by `place_pins`.
+        for pin in &request.rules.pin {
+            match candidates.iter_mut().find(|c| c.id == pin.id) {
+                Some(c) => c.sources.insert(Source::Pinned),
+                None => candidates.push(Candidate {
+                    id: pin.id.clone(),
+                    stage1_rank: candidates.len(),
+                    sources: Sources::of(Source::Pinned),
+                }),
+            }
+        }
         let excluded = self.excluded(placement, request, profile.as_ref());
         candidates.retain(|c| !excluded.contains(&c.id));
 
@@ -294,8 +306,13 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             };
             // The indexes filter too; the store's item is the truth (the lexical index
             // lags it by a commit), and the behaviour lists are filtered only here.
-            if !request.filter.is_empty() && !request.filter.matches(&ItemAttributes::of(&item)) {
-                continue;
+            let rules = &request.rules;
+            let attrs = (!request.filter.is_empty() || !rules.boost.is_empty())
+                .then(|| ItemAttributes::of(&item));
+            if let Some(attrs) = &attrs {
+                if !request.filter.matches(attrs) {
+                    continue;
+                }
             }
             let (features, clicks_impressions) = self.features(
                 &item,
@@ -310,7 +327,10 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 &behaviour,
                 now_ms,
             );
-            let score = ranker.score(&features);
+            let mut score = ranker.score(&features);
+            if let Some(attrs) = attrs.as_ref().filter(|_| !rules.boost.is_empty()) {
+                score = boosted(score, rules.factor(|f| f.matches(attrs)));
+            }
             ranked.push(RankedItem {
                 id: candidate.id,
                 score,
@@ -339,7 +359,10 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 let lexical = lexical_share.get(&r.id).is_some_and(|share| {
                     mode == SearchMode::Lexical || *share >= self.config.lexical_on_topic
                 });
-                r.on_topic = semantic || lexical || r.sources.contains(Source::ExactId);
+                r.on_topic = semantic
+                    || lexical
+                    || r.sources.contains(Source::ExactId)
+                    || r.sources.contains(Source::Pinned);
             }
         }
         // Recency and trend lists keep their own order (already the candidates').
@@ -361,22 +384,31 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         }
         let total = ranked.iter().filter(|r| r.on_topic).count();
         let facets = facet_counts(&ranked, request);
-        let mut ranked = match request.sort {
-            SortOrder::Relevance if keep_order => ranked
-                .into_iter()
-                .skip(request.offset)
-                .take(request.k)
-                .collect(),
-            SortOrder::Relevance => self.pages(ranked, request),
+        let mut ordered = match request.sort {
+            SortOrder::Relevance if keep_order => ranked,
+            SortOrder::Relevance => self.explored_order(ranked, request),
             sort => {
                 sort_by(&mut ranked, sort);
                 ranked
-                    .into_iter()
-                    .skip(request.offset)
-                    .take(request.k)
-                    .collect()
             }
         };
+        let shown = request.offset + request.k;
+        if let Some(diversity) = &request.rules.diversity {
+            diversify(&mut ordered, diversity, shown);
+        }
+        let placed = place_pins(&mut ordered, &request.rules.pin);
+        let skipped_pins = (request.rules.pin.iter())
+            .filter(|p| !placed.contains(&p.id))
+            .map(|p| {
+                let why = self.why_not_shown(&p.id, &excluded, request);
+                (p.id.clone(), why)
+            })
+            .collect();
+        let mut ranked: Vec<RankedItem> = ordered
+            .into_iter()
+            .skip(request.offset)
+            .take(request.k)
+            .collect();
         if request.explain {
             for item in &mut ranked {
                 item.explanation = Some(ranker.explain(&item.features));
@@ -421,23 +453,49 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             total,
             facets,
             reason,
+            skipped_pins,
             impression,
         })
+    }
+
+    /// Why a pinned item is not in the list.
+    fn why_not_shown(
+        &self,
+        id: &ItemId,
+        excluded: &std::collections::HashSet<ItemId>,
+        request: &SearchRequest,
+    ) -> String {
+        if excluded.contains(id) {
+            return "excluded (exclude_ids, exclude_seen or the placement's own item)".into();
+        }
+        match self.store.item(id.as_str()) {
+            Ok(Some(item)) if !request.filter.matches(&ItemAttributes::of(&item)) => {
+                "fails the filters".into()
+            }
+            Ok(Some(_)) => "not in the vector index yet".into(),
+            Ok(None) => "not in the catalog (unknown or deleted)".into(),
+            Err(e) => format!("could not be read: {e}"),
+        }
     }
 
     /// The items whose co-visit lists make the `covisit` candidates and feature: the
     /// placement's own items, or the user's most recent distinct ones.
     fn covisit_seeds(&self, placement: &Placement, profile: Option<&Profile>) -> Vec<String> {
         let mut seeds: Vec<String> = Vec::with_capacity(self.config.covisit_seeds);
+        let mut most = self.config.covisit_seeds;
         let ids: Vec<&str> = match placement {
             Placement::SimilarItems(id) => vec![id.as_str()],
-            Placement::BoughtTogether(ids) => ids.iter().map(ItemId::as_str).collect(),
+            Placement::BoughtTogether(ids) => {
+                // Every item of the cart counts, however many seeds a profile gives.
+                most = most.max(ids.len());
+                ids.iter().map(ItemId::as_str).collect()
+            }
             _ => profile
                 .map(|p| p.recent.iter().map(|r| r.item_id.as_str()).collect())
                 .unwrap_or_default(),
         };
         for id in ids {
-            if seeds.len() == self.config.covisit_seeds {
+            if seeds.len() == most {
                 break;
             }
             if !seeds.iter().any(|s| s == id) {
@@ -447,7 +505,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         seeds
     }
 
-    /// Items a response must not hold: `exclude_ids`, the placement's own items, and with
+    /// Items a response must not hold: `exclude_ids`, blocked ones, the placement's own items, and with
     /// `exclude_seen` the items the user bought or interacted with `seen_after` times.
     fn excluded(
         &self,
@@ -457,6 +515,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
     ) -> std::collections::HashSet<ItemId> {
         let mut out: std::collections::HashSet<ItemId> =
             request.exclude_ids.iter().cloned().collect();
+        out.extend(request.rules.block.iter().cloned());
         match placement {
             Placement::SimilarItems(id) => {
                 out.insert(id.clone());
@@ -498,7 +557,10 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 "no item was bought or viewed together with these yet (or none passes the filters)"
                     .to_string()
             }
-            Placement::ForUser | Placement::RecentlyViewed if profile.is_none() => {
+            Placement::RecentlyViewed if profile.is_none() => {
+                "no events recorded for this user yet".to_string()
+            }
+            Placement::ForUser if profile.is_none() => {
                 "no events recorded for this user yet, and nothing trending passes the filters"
                     .to_string()
             }
@@ -514,23 +576,23 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         self.config.candidates.max(request.offset + request.k)
     }
 
-    /// The page `offset..offset + k` of `ranked` (best first), built page by page: each
-    /// page of `k` is the best remaining items by score except that its last
-    /// `round(k * share)` slots go to the remaining on-topic items with the highest Thompson
-    /// draws of their CTR. The draws are seeded by the request (without its offset), so
-    /// asking for page 2 gives the items after page 1's, none twice.
-    fn pages(&self, mut ranked: Vec<RankedItem>, request: &SearchRequest) -> Vec<RankedItem> {
+    /// `ranked` (best first) reordered page by page: each page of `k` is the best remaining
+    /// items by score except that its last `round(k * share)` slots go to the remaining
+    /// on-topic items with the highest Thompson draws of their CTR, up to `offset + k`;
+    /// the rest follows in score order. The draws are seeded by the request (without its
+    /// offset), so asking for page 2 gives the items after page 1's, none twice.
+    fn explored_order(
+        &self,
+        mut ranked: Vec<RankedItem>,
+        request: &SearchRequest,
+    ) -> Vec<RankedItem> {
         let k = request.k.max(1);
         let slots = (k as f64 * self.config.exploration_share).round() as usize;
         if !request.explore || slots == 0 {
-            return ranked
-                .into_iter()
-                .skip(request.offset)
-                .take(request.k)
-                .collect();
+            return ranked;
         }
         let seed = self.page_seed(request);
-        let mut out = Vec::with_capacity(request.offset + k);
+        let mut out = Vec::with_capacity(ranked.len());
         let mut page = 0u64;
         while out.len() < request.offset + request.k && !ranked.is_empty() {
             let (taken, rest) = self.explore_page(ranked, k, slots.min(k), seed ^ page);
@@ -538,10 +600,8 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             ranked = rest;
             page += 1;
         }
-        out.into_iter()
-            .skip(request.offset)
-            .take(request.k)
-            .collect()
+        out.extend(ranked);
+        out
     }
 
     /// The seed of a request's exploration draws: the same for the same request (page
@@ -549,9 +609,12 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
     fn page_seed(&self, request: &SearchRequest) -> u64 {
         let mut hash = shelf_types::hash::Fnv1a::default();
         let key = format!(
-            "{:?}|{:?}|{:?}|{}|{:?}|{}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{}",
             request.query,
             request.user_id,
+            request.placement,
+            request.exclude_ids,
+            request.rules,
             request.filter,
             request.k,
             request.mode,
@@ -693,15 +756,28 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         Ok(lists)
     }
 
-    /// The top `n` of a trending list (`scope`: a category, or overall).
+    /// The top `n` of a category's trending list, topped up from the overall list when it
+    /// holds fewer (a category that trends little, or lists written before every level of
+    /// the path had one); the caller filters by the category.
     fn trending(&self, scope: &str, n: usize) -> Result<Vec<ItemId>, EngineError> {
-        let list = self.store.trending(scope)?.unwrap_or_default();
-        Ok(list
-            .entries
+        let mut out: Vec<ItemId> = (self.store.trending(scope)?.unwrap_or_default().entries)
             .into_iter()
             .take(n)
             .map(|(id, _)| ItemId::from(id))
-            .collect())
+            .collect();
+        if out.len() < n && scope != shelf_store::TRENDING_OVERALL {
+            let overall = self.store.trending(shelf_store::TRENDING_OVERALL)?;
+            for (id, _) in overall.unwrap_or_default().entries {
+                if out.len() == n {
+                    break;
+                }
+                let id = ItemId::from(id);
+                if !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Stage 1 of a recommendation for `user_id` (no query, no filter): each source's

@@ -194,6 +194,8 @@ pub struct SearchRequest {
     pub exclude_ids: Vec<ItemId>,
     /// Drop the items the user has seen enough of (`RetrievalConfig::seen_after`).
     pub exclude_seen: bool,
+    /// Boosts, pins, blocks and diversity caps.
+    pub rules: shelf_types::Rules,
 }
 
 /// One ranked item of a response.
@@ -238,10 +240,12 @@ pub enum Source {
     Similar,
     /// The user's recent items (`recently_viewed`).
     Recent,
+    /// Pinned by a rule.
+    Pinned,
 }
 
 impl Source {
-    const ALL: [Source; 8] = [
+    const ALL: [Source; 9] = [
         Source::Query,
         Source::Profile,
         Source::Lexical,
@@ -250,6 +254,7 @@ impl Source {
         Source::Trending,
         Source::Similar,
         Source::Recent,
+        Source::Pinned,
     ];
 
     pub fn name(self) -> &'static str {
@@ -262,17 +267,18 @@ impl Source {
             Source::Trending => "trending",
             Source::Similar => "similar_ann",
             Source::Recent => "recent",
+            Source::Pinned => "pinned",
         }
     }
 
-    pub(super) fn bit(self) -> u8 {
-        1 << self as u8
+    pub(super) fn bit(self) -> u16 {
+        1 << self as u16
     }
 }
 
 /// A set of [`Source`]s.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Sources(u8);
+pub struct Sources(u16);
 
 impl Sources {
     /// The set of `source` alone.
@@ -329,5 +335,7 @@ pub struct SearchResponse {
     /// Why a recommendation is empty when the request itself is at fault or nothing is
     /// known yet (an unknown item, a user without history).
     pub reason: Option<String>,
+    /// Pinned items left out, and why (not in the catalog, excluded, failing the filters).
+    pub skipped_pins: Vec<(ItemId, String)>,
     pub impression: Impression,
 }
