@@ -5,7 +5,9 @@
 //! 50% selectivity; plus concurrent searches during writes, slot reuse and rebuilds.
 
 use shelf_index::synthetic::{exact_top_k, Clustered, Rng};
-use shelf_index::{normalized, Backend, HnswIndex, IndexConfig, IndexError, SnapshotError};
+use shelf_index::{
+    normalized, Backend, HnswIndex, IndexConfig, IndexError, SnapshotError, SNAPSHOT_FORMAT_VERSION,
+};
 use shelf_types::{ItemAttributes, ItemId, SearchFilter};
 use std::collections::{BTreeMap, HashSet};
 
@@ -491,9 +493,10 @@ fn damaged_snapshots_are_reported() {
         // Wrong format version.
         index.snapshot(&snap, 2).unwrap();
         let manifest = snap.join("manifest.json");
-        let text = std::fs::read_to_string(&manifest)
-            .unwrap()
-            .replace("\"format_version\": 2", "\"format_version\": 99");
+        let text = std::fs::read_to_string(&manifest).unwrap().replace(
+            &format!("\"format_version\": {SNAPSHOT_FORMAT_VERSION}"),
+            "\"format_version\": 99",
+        );
         std::fs::write(&manifest, text).unwrap();
         assert!(matches!(
             HnswIndex::restore(&snap, config(8, backend)),

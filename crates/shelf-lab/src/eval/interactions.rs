@@ -385,8 +385,56 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
         // Hits at --source-depth per source, then of their union.
         let mut source_hits = vec![0usize; sources.len() + 1];
         let (mut evaluated, mut repeats) = (0usize, 0usize);
-        for (user, &target) in &held_out {
-            let target = log[target].item.as_str();
+        // Item to item: the held-out item as the next one after the user's last replayed
+        // item (the seed), for the product page's lists against item-kNN's neighbours.
+        let pair_systems = [
+            "item-knn neighbours".to_string(),
+            format!("similar_items:{ranker_name}"),
+            format!("bought_together:{ranker_name}"),
+        ];
+        let mut pair_totals: Vec<Totals> = pair_systems.iter().map(|_| Totals::default()).collect();
+        let mut pairs = 0usize;
+        for (user, &target_index) in &held_out {
+            let target = log[target_index].item.as_str();
+            let seen_by_user = &per_user[user];
+            let seed = seen_by_user
+                .iter()
+                .rev()
+                .copied()
+                .filter(|&i| i != target_index && !held_back_all.contains(&i))
+                .map(|i| log[i].item.as_str())
+                .next();
+            if let Some(seed) = seed.filter(|s| *s != target) {
+                pairs += 1;
+                let neighbours = match matrix.item_index(seed) {
+                    Some(i) => {
+                        let scores = knn.scores(&[i]);
+                        top_items(&matrix, &scores, i, args.k)
+                    }
+                    None => Vec::new(),
+                };
+                let mut lists = vec![neighbours];
+                for placement in [
+                    shelf_engine::Placement::SimilarItems(seed.into()),
+                    shelf_engine::Placement::BoughtTogether(vec![seed.into()]),
+                ] {
+                    // The request a product page sends: the same function the API serves.
+                    let request = SearchRequest {
+                        placement,
+                        k: args.k,
+                        ..Default::default()
+                    };
+                    let response = retriever.search(&request).await?;
+                    lists.push(response.items.into_iter().map(|i| i.id.0).collect());
+                }
+                let judgment: Judgments = [(target.to_string(), 1)].into_iter().collect();
+                for (ids, t) in lists.iter().zip(pair_totals.iter_mut()) {
+                    t.ndcg += ndcg_at(args.k, ids, &judgment);
+                    t.recall += recall_at(args.k, ids, &judgment);
+                    t.mrr += reciprocal_rank(ids, &judgment);
+                }
+            }
+
             let seen = history.get(user).cloned().unwrap_or_default();
             if seen.contains(target) {
                 repeats += 1; // every system drops seen items, so a repeat cannot be hit
@@ -491,6 +539,33 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
                 })
             );
         }
+        if pairs > 0 {
+            eprintln!(
+                "{:<28} {:>10} {:>8} {:>7}   (item to item: the held-out item after the user's last one; {pairs} pairs)",
+                "system",
+                format!("Recall@{}", args.k),
+                format!("NDCG@{}", args.k),
+                "MRR",
+            );
+            let n = pairs as f64;
+            for (system, t) in pair_systems.iter().zip(&pair_totals) {
+                eprintln!(
+                    "{system:<28} {:>10.4} {:>8.4} {:>7.4}",
+                    t.recall / n,
+                    t.ndcg / n,
+                    t.mrr / n
+                );
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "system": system, "pairs": pairs, "task": "next item",
+                        format!("recall_at_{}", args.k): t.recall / n,
+                        format!("ndcg_at_{}", args.k): t.ndcg / n,
+                        "mrr": t.mrr / n,
+                    })
+                );
+            }
+        }
         eprintln!("candidate source    Recall@{} (the held-out item reaches stage 2)", args.source_depth);
         let names = sources.iter().map(|s| s.name()).chain(["all sources"]);
         for (name, hits) in names.zip(&source_hits) {
@@ -509,4 +584,23 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
     .await;
     let _ = std::fs::remove_dir_all(&scratch);
     result
+}
+
+/// The `k` highest-scoring items other than `seed`, best first (ties by id).
+fn top_items(matrix: &Interactions, scores: &[f64], seed: u32, k: usize) -> Vec<String> {
+    let mut ranked: Vec<(usize, f64)> = scores
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(i, s)| s > 0.0 && i as u32 != seed)
+        .collect();
+    ranked.sort_by(|a, b| {
+        b.1.total_cmp(&a.1)
+            .then_with(|| matrix.items[a.0].cmp(&matrix.items[b.0]))
+    });
+    ranked
+        .into_iter()
+        .take(k)
+        .map(|(i, _)| matrix.items[i].clone())
+        .collect()
 }
