@@ -156,6 +156,27 @@ fn interactions_eval_replays_holds_out_the_last_and_beats_popularity_on_taste() 
         .collect();
     let (lines, sources): (Vec<_>, Vec<_>) =
         rows.into_iter().partition(|r| r["system"].is_string());
+    // Item-to-item lines (the next item after the user's last one) come after the users'.
+    let (pairs, lines): (Vec<_>, Vec<_>) =
+        lines.into_iter().partition(|r| r["task"] == "next item");
+    let pair_systems: Vec<&str> = pairs
+        .iter()
+        .map(|l| l["system"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pair_systems,
+        [
+            "item-knn neighbours",
+            "similar_items:prior",
+            "bought_together:prior"
+        ]
+    );
+    for pair in &pairs {
+        assert!(pair["pairs"].as_u64().unwrap() > 0, "{pair}");
+        let ndcg = pair["ndcg_at_10"].as_f64().unwrap();
+        let hit = pair["recall_at_10"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&hit) && ndcg <= hit + 1e-9, "{pair}");
+    }
     let systems: Vec<&str> = lines
         .iter()
         .map(|l| l["system"].as_str().unwrap())
