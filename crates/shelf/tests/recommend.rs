@@ -4,24 +4,13 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use common::{catalog, server};
+use common::{catalog, index_catalog, server};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
 
 async fn shop(n: usize) -> (common::TestServer, Vec<Value>) {
     let items = catalog(n);
     let s = server(&["--exploration-share", "0"], true).await;
-    let (status, body) = s.call(Method::POST, "/v1/items", Some(json!(items))).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (_, body) = s.call(Method::GET, "/ready", None).await;
-        if body["items"].as_u64() == Some(n as u64) && body["pending_items"] == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "items never indexed: {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    index_catalog(&s, &items).await;
     (s, items)
 }
 

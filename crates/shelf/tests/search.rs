@@ -4,10 +4,9 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use common::{catalog, server};
+use common::{catalog, index_catalog, server};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
 
 async fn shop(flags: &[&str], n: usize) -> (common::TestServer, Vec<Value>) {
     let mut items = catalog(n);
@@ -16,17 +15,7 @@ async fn shop(flags: &[&str], n: usize) -> (common::TestServer, Vec<Value>) {
         item["attributes"] = json!({"seats": n % 3 + 1, "modular": n % 4 == 0});
     }
     let s = server(flags, true).await;
-    let (status, body) = s.call(Method::POST, "/v1/items", Some(json!(items))).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (_, body) = s.call(Method::GET, "/ready", None).await;
-        if body["items"].as_u64() == Some(n as u64) && body["pending_items"] == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "items never indexed: {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    index_catalog(&s, &items).await;
     (s, items)
 }
 

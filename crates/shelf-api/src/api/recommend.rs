@@ -3,7 +3,7 @@
 
 use super::error::*;
 use super::records::*;
-use super::search::{default_k, run, validate_rules, yes, SearchResult, MAX_K};
+use super::search::{check_page, default_k, run, validate_rules, yes, SearchResult, MAX_K};
 use crate::app::App;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -133,18 +133,7 @@ fn validate_recommend(body: RecommendBody) -> ApiResult<SearchRequest> {
     if matches!(p, ForUser | RecentlyViewed) && body.user_id.is_none() {
         return require("user_id");
     }
-    if !(1..=MAX_K).contains(&body.k) {
-        return Err(ApiError::invalid(format!(
-            "k must be between 1 and {MAX_K}, got {}",
-            body.k
-        )));
-    }
-    if body.offset.saturating_add(body.k) > MAX_K {
-        return Err(ApiError::invalid(format!(
-            "offset + k must be at most {MAX_K}, got offset {} + k {}",
-            body.offset, body.k
-        )));
-    }
+    check_page(body.k, body.offset)?;
     if body.exclude_ids.len() > MAX_K {
         return Err(ApiError::invalid(format!(
             "exclude_ids holds {} ids; at most {MAX_K}",

@@ -404,6 +404,21 @@ fn facet_counts(facets: shelf_engine::Facets) -> FacetCounts {
     }
 }
 
+/// `k` in 1..=MAX_K and `offset + k` at most MAX_K.
+pub(crate) fn check_page(k: usize, offset: usize) -> ApiResult<()> {
+    if !(1..=MAX_K).contains(&k) {
+        return Err(ApiError::invalid(format!(
+            "k must be between 1 and {MAX_K}, got {k}"
+        )));
+    }
+    if offset.saturating_add(k) > MAX_K {
+        return Err(ApiError::invalid(format!(
+            "offset + k must be at most {MAX_K}, got offset {offset} + k {k}"
+        )));
+    }
+    Ok(())
+}
+
 /// The request's rules, checked.
 pub(crate) fn validate_rules(rules: Option<Rules>) -> ApiResult<Rules> {
     let rules = rules.unwrap_or_default();
@@ -418,18 +433,7 @@ pub(crate) fn round3(x: f64) -> f64 {
 }
 
 pub(crate) fn validate_search(app: &App, body: SearchBody) -> ApiResult<SearchRequest> {
-    if !(1..=MAX_K).contains(&body.k) {
-        return Err(ApiError::invalid(format!(
-            "k must be between 1 and {MAX_K}, got {}",
-            body.k
-        )));
-    }
-    if body.offset.saturating_add(body.k) > MAX_K {
-        return Err(ApiError::invalid(format!(
-            "offset + k must be at most {MAX_K}, got offset {} + k {}",
-            body.offset, body.k
-        )));
-    }
+    check_page(body.k, body.offset)?;
     if body.price_buckets.len() > MAX_PRICE_BUCKETS
         || body.price_buckets.iter().any(|p| !p.is_finite())
         || body.price_buckets.windows(2).any(|w| w[0] >= w[1])

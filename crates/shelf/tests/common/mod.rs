@@ -36,6 +36,23 @@ pub fn catalog(n: usize) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Posts `items` and waits until every one is indexed (nothing pending).
+pub async fn index_catalog(s: &TestServer, items: &[serde_json::Value]) {
+    let (status, body) = s
+        .call(Method::POST, "/v1/items", Some(serde_json::json!(items)))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, body) = s.call(Method::GET, "/ready", None).await;
+        if body["items"].as_u64() == Some(items.len() as u64) && body["pending_items"] == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "items never indexed: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Opens an app with `flags` (besides --data-dir); `start` also loads the index and runs
 /// the jobs.
 pub async fn server(flags: &[&str], start: bool) -> TestServer {
