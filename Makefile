@@ -1,22 +1,34 @@
-# The two commands of the README, and the model they need.
-#   make run    starts shelf's main job: the HTTP API with the demo shop (shelf serve --demo)
-#   make test   fetches the model if missing, then runs every test of the workspace (built
-#               with the Fluvio client), the Fluvio tests against a local SC + SPU started
-#               by scripts/fluvio-local.sh (skipped with a message where fluvio-run is
-#               missing, except under CI=true); the Arroyo UDFs' tests (udfs/) are
-#               workspace members
+# The two commands of the README, and the models they need.
+#   make run    starts shelf's main job: the HTTP API with the demo shop (shelf serve --demo),
+#               with the model MODEL (default all-MiniLM-L6-v2; multilingual-e5-small for
+#               ~100 languages), fetched first when missing, in DEMO_LANGUAGE (en, or zh:
+#               `make run MODEL=multilingual-e5-small DEMO_LANGUAGE=zh`)
+#   make test   fetches both models if missing, then runs the converter's tests (Python), every
+#               test of the workspace (built with the Fluvio client), the Fluvio tests against a
+#               local SC + SPU started by scripts/fluvio-local.sh (skipped with a message where
+#               fluvio-run is missing, except under CI=true); the Arroyo UDFs' tests (udfs/)
+#               are workspace members
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/shelf/target
 FEATURES := --features shelf/fluvio
 
-.PHONY: model run test check-cuda bench lint
+MODEL ?= all-MiniLM-L6-v2
+DEMO_LANGUAGE ?= en
+
+.PHONY: model test-models run test check-cuda bench lint
 
 model:
-	scripts/fetch-model.sh
+	scripts/fetch-model.sh $(MODEL)
+
+test-models:
+	scripts/fetch-model.sh all-MiniLM-L6-v2
+	scripts/fetch-model.sh multilingual-e5-small
 
 run: model
-	cargo run --release -p shelf --bin shelf -- serve --demo
+	cargo run --release -p shelf --bin shelf -- serve --demo --model-name $(MODEL) \
+	  --demo-language $(DEMO_LANGUAGE)
 
-test: model
+test: test-models
+	"$$(scripts/python-numpy.sh)" -m unittest discover -s scripts -p 'test_*.py'
 	cargo test --workspace --all-targets $(FEATURES)
 	cargo test --workspace --doc $(FEATURES)
 	scripts/fluvio-local.sh run -- cargo test --workspace $(FEATURES) --test fluvio -- --ignored --test-threads 1

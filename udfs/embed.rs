@@ -11,7 +11,9 @@ tokenizers = { version = "0.23", default-features = false, features = ["fancy-re
 //! Arroyo UDF `embed`: the sentence embedding of a text with the BERT model mounted at
 //! `$SHELF_UDF_MODEL_DIR` (default `/models/all-MiniLM-L6-v2`; config.json, tokenizer.json,
 //! model.safetensors), computed as shelf computes it: truncation to 256 tokens, mean pooling
-//! over the tokens, L2 normalisation. The model is loaded once per worker process.
+//! over the tokens, L2 normalisation, with the model's document prompt in front of the text
+//! (config_sentence_transformers.json `prompts.document` or `prompts.passage`: multilingual-e5's
+//! `passage: `; none for MiniLM). The model is loaded once per worker process.
 //!
 //! Arroyo UDFs cannot return a list of floats, so the result is JSON text:
 //! `{"model_id":"all-MiniLM-L6-v2","dimension":384,"vector":[...]}` (the model id is the
@@ -35,6 +37,7 @@ const MAX_TOKENS: usize = 256;
 struct Encoder {
     model_id: String,
     dim: usize,
+    document_prompt: String,
     tokenizer: Tokenizer,
     model: BertModel,
 }
@@ -73,9 +76,31 @@ fn load(dir: &Path) -> Result<Encoder, String> {
     Ok(Encoder {
         model_id,
         dim: config.hidden_size,
+        document_prompt: document_prompt(dir)?,
         tokenizer,
         model,
     })
+}
+
+/// The prompt shelf puts in front of item texts for this model (see shelf-embed's
+/// `Prompts::read`): none when the directory has no config_sentence_transformers.json.
+fn document_prompt(dir: &Path) -> Result<String, String> {
+    let path = dir.join("config_sentence_transformers.json");
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Ok(String::new());
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let prompts = value.get("prompts");
+    for key in ["document", "passage"] {
+        if let Some(p) = prompts.and_then(|p| p.get(key)) {
+            return p
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{}: prompts.{key} must be a string", path.display()));
+        }
+    }
+    Ok(String::new())
 }
 
 fn encoder() -> &'static Encoder {
@@ -92,9 +117,10 @@ fn encoder() -> &'static Encoder {
 
 impl Encoder {
     fn embed(&self, text: &str) -> Result<Vec<f32>, String> {
+        let prompted = format!("{}{text}", self.document_prompt);
         let encoding = self
             .tokenizer
-            .encode(text, true)
+            .encode(prompted, true)
             .map_err(|e| e.to_string())?;
         let n = encoding.get_ids().len();
         let device = Device::Cpu;

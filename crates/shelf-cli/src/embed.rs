@@ -4,7 +4,7 @@ use crate::model::ModelArgs;
 use anyhow::Context;
 use clap::Args;
 use serde_json::{Map, Value};
-use shelf_embed::{EmbedError, Embedder};
+use shelf_embed::{EmbedError, Embedder, TextRole};
 use std::io::{BufRead, BufWriter, Write};
 use std::process::ExitCode;
 
@@ -17,6 +17,23 @@ pub struct EmbedArgs {
     /// Texts per forward pass (and lines read before writing).
     #[arg(long, env = "SHELF_BATCH_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch_size: u32,
+
+    /// Which of the model's prompts goes in front of each text: `raw` (none: the text as
+    /// given), `query` or `document` (the prompts shelf uses for search texts and item
+    /// texts; multilingual-e5: `query: ` and `passage: `; none for all-MiniLM-L6-v2).
+    #[arg(long, env = "SHELF_EMBED_PROMPT", default_value = "raw", value_parser = parse_role)]
+    pub prompt: TextRole,
+}
+
+fn parse_role(s: &str) -> Result<TextRole, String> {
+    match s {
+        "raw" => Ok(TextRole::Raw),
+        "query" => Ok(TextRole::Query),
+        "document" => Ok(TextRole::Document),
+        other => Err(format!(
+            "unknown prompt `{other}`; use raw, query or document"
+        )),
+    }
 }
 
 /// A parsed input line: the JSON object and its text.
@@ -36,7 +53,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     let embedder = args.model.start(batch_size)?;
     let stdin = std::io::stdin().lock();
     let mut out = BufWriter::new(std::io::stdout().lock());
-    let outcome = embed_lines(&embedder, stdin, &mut out, batch_size)?;
+    let outcome = embed_lines(&embedder, args.prompt, stdin, &mut out, batch_size)?;
     out.flush().context("writing to stdout")?;
     match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),
@@ -51,6 +68,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
 /// I/O or model failure; the inner one a bad input line.
 fn embed_lines(
     embedder: &Embedder,
+    role: TextRole,
     mut input: impl BufRead,
     out: &mut impl Write,
     batch_size: usize,
@@ -69,19 +87,19 @@ fn embed_lines(
             Ok(None) => continue,
             Ok(Some((obj, text))) => batch.push((line_no, obj, text)),
             Err(reason) => {
-                return Ok(flush(embedder, &mut batch, out)?.and(Err(BadLine {
+                return Ok(flush(embedder, role, &mut batch, out)?.and(Err(BadLine {
                     line: line_no,
                     reason,
                 })))
             }
         }
         if batch.len() >= batch_size {
-            if let Err(bad) = flush(embedder, &mut batch, out)? {
+            if let Err(bad) = flush(embedder, role, &mut batch, out)? {
                 return Ok(Err(bad));
             }
         }
     }
-    flush(embedder, &mut batch, out)
+    flush(embedder, role, &mut batch, out)
 }
 
 /// Parses one input line; `None` for a blank line.
@@ -110,13 +128,14 @@ fn parse_line(bytes: &[u8]) -> Result<Option<ParsedLine>, String> {
 /// written and the rejected line is returned.
 fn flush(
     embedder: &Embedder,
+    role: TextRole,
     batch: &mut Vec<PendingLine>,
     out: &mut impl Write,
 ) -> anyhow::Result<Result<(), BadLine>> {
     let mut bad = None;
     let vectors = loop {
         let texts = batch.iter().map(|(_, _, t)| t.clone()).collect();
-        match embedder.embed_blocking(texts) {
+        match embedder.embed_blocking_as(role, texts) {
             Ok(v) => break v,
             Err(EmbedError::EmptyText { index }) => {
                 let reason = "field \"text\" is empty".to_owned();

@@ -18,14 +18,27 @@ pub struct ModelArgs {
     #[arg(long, env = "SHELF_MODEL_CACHE")]
     pub model_cache: Option<PathBuf>,
 
-    /// Model name: its directory inside the cache.
+    /// Model name: its directory inside the cache. `scripts/fetch-model.sh NAME` installs
+    /// all-MiniLM-L6-v2 (English) or multilingual-e5-small (~100 languages).
     #[arg(long, env = "SHELF_MODEL_NAME", default_value = shelf_embed::DEFAULT_MODEL_NAME)]
     pub model_name: String,
 
     /// Hugging Face model id, downloaded when nothing local is found (needs a build with
-    /// the `hub` feature and internet access).
-    #[arg(long, env = "SHELF_MODEL_ID", default_value = shelf_embed::DEFAULT_HUB_ID)]
-    pub model_id: String,
+    /// the `hub` feature and internet access) [default: the id of a known --model-name].
+    #[arg(long, env = "SHELF_MODEL_ID")]
+    pub model_id: Option<String>,
+
+    /// Prompt put in front of every search text before it is embedded
+    /// [default: the model directory's config_sentence_transformers.json `prompts.query`,
+    /// else none; multilingual-e5: `query: `].
+    #[arg(long, env = "SHELF_QUERY_PROMPT")]
+    pub query_prompt: Option<String>,
+
+    /// Prompt put in front of every item text before it is embedded [default: the model
+    /// directory's `prompts.document` or `prompts.passage`, else none; multilingual-e5:
+    /// `passage: `].
+    #[arg(long, env = "SHELF_DOCUMENT_PROMPT")]
+    pub document_prompt: Option<String>,
 
     /// Device: auto (CUDA GPU 0 when built with `cuda` and present, else CPU), cpu, cuda, cuda:N.
     #[arg(long, env = "SHELF_DEVICE", default_value = "auto")]
@@ -70,7 +83,10 @@ impl ModelArgs {
         let mut locator = ModelLocator {
             explicit: self.model_dir.clone(),
             name: self.model_name.clone(),
-            hub_id: Some(self.model_id.clone()),
+            hub_id: self
+                .model_id
+                .clone()
+                .or_else(|| shelf_embed::hub_id_of(&self.model_name).map(str::to_owned)),
             ..ModelLocator::default()
         };
         if let Some(cache) = &self.model_cache {
@@ -85,6 +101,8 @@ impl ModelArgs {
             device: self.device,
             quantization: self.quantize,
             batch_wait,
+            query_prompt: self.query_prompt.clone(),
+            document_prompt: self.document_prompt.clone(),
         };
         Embedder::spawn(dir.clone(), config)
             .with_context(|| format!("loading the model from {}", dir.display()))

@@ -5,10 +5,12 @@
 use crate::config::{DevicePreference, EmbedConfig, Padding, Quantization};
 use crate::cpu_bert::CpuBert;
 use crate::locate::check_model_dir;
+use crate::sentence_config::{check_mean_pooling, Prompts};
 use crate::EmbedError;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use shelf_types::TextRole;
 use std::path::{Path, PathBuf};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
@@ -27,6 +29,7 @@ pub struct SentenceEncoder {
     dim: usize,
     pad_id: u32,
     model_id: String,
+    prompts: Prompts,
 }
 
 /// The forward pass in use: shelf's ragged one on the CPU, candle's padded one elsewhere.
@@ -51,6 +54,14 @@ impl SentenceEncoder {
     pub fn load(dir: &Path, config: EmbedConfig) -> Result<Self, EmbedError> {
         config.validate()?;
         check_model_dir(dir)?;
+        check_mean_pooling(dir)?;
+        let mut prompts = Prompts::read(dir)?;
+        if let Some(p) = &config.query_prompt {
+            prompts.query.clone_from(p);
+        }
+        if let Some(p) = &config.document_prompt {
+            prompts.document.clone_from(p);
+        }
         let bert_config = read_bert_config(&dir.join("config.json"))?;
         let max_tokens = resolve_max_tokens(dir, &config, &bert_config)?;
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), max_tokens)?;
@@ -97,6 +108,7 @@ impl SentenceEncoder {
         tracing::info!(
             model = %model_id, dir = %dir.display(), dim = bert_config.hidden_size,
             max_tokens, device = ?device, quantization = quantization.name(),
+            query_prompt = %prompts.query, document_prompt = %prompts.document,
             "loaded sentence encoder"
         );
         Ok(Self {
@@ -111,6 +123,7 @@ impl SentenceEncoder {
             dim: bert_config.hidden_size,
             pad_id: u32::try_from(bert_config.pad_token_id).unwrap_or(0),
             model_id,
+            prompts,
         })
     }
 
@@ -127,6 +140,30 @@ impl SentenceEncoder {
     /// Name of the model (its directory name).
     pub fn model_id(&self) -> &str {
         &self.model_id
+    }
+
+    /// The prompts put in front of queries and documents ([`SentenceEncoder::embed_as`]).
+    pub fn prompts(&self) -> &Prompts {
+        &self.prompts
+    }
+
+    /// [`SentenceEncoder::embed`] with the model's prompt for `role` in front of each text.
+    /// Emptiness and length are checked on the texts as given.
+    pub fn embed_as<S: AsRef<str>>(
+        &self,
+        role: TextRole,
+        texts: &[S],
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.validate_texts(texts)?;
+        let prompt = self.prompts.for_role(role);
+        if prompt.is_empty() {
+            return self.embed_checked(texts);
+        }
+        let prompted: Vec<String> = texts
+            .iter()
+            .map(|t| format!("{prompt}{}", t.as_ref()))
+            .collect();
+        self.embed_checked(&prompted)
     }
 
     /// The device the model runs on.
@@ -175,6 +212,14 @@ impl SentenceEncoder {
     /// nothing is padded; on CUDA each batch pads to its own longest sequence.
     pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.validate_texts(texts)?;
+        self.embed_checked(texts)
+    }
+
+    /// Tokenises, sorts by length, runs the model batch by batch (texts already checked).
+    pub(crate) fn embed_checked<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut seqs = Vec::with_capacity(texts.len());
         for (index, text) in texts.iter().enumerate() {
             let enc =

@@ -113,6 +113,11 @@ pub struct EmbedConfig {
     /// are queued or this much time has passed. Zero (the default) never waits; at low load
     /// it never waits either, so a lone query pays nothing.
     pub batch_wait: std::time::Duration,
+    /// Prompt in front of queries; `None` takes the model directory's
+    /// (config_sentence_transformers.json), else none.
+    pub query_prompt: Option<String>,
+    /// Prompt in front of item texts; `None` takes the model directory's, else none.
+    pub document_prompt: Option<String>,
 }
 
 impl Default for EmbedConfig {
@@ -125,6 +130,8 @@ impl Default for EmbedConfig {
             device: DevicePreference::Auto,
             quantization: Quantization::Auto,
             batch_wait: std::time::Duration::ZERO,
+            query_prompt: None,
+            document_prompt: None,
         }
     }
 }

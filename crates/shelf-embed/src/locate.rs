@@ -11,6 +11,20 @@ pub const DEFAULT_HUB_ID: &str = "sentence-transformers/all-MiniLM-L6-v2";
 /// The one command that puts the default model into the cache (run from the repository).
 pub const FETCH_COMMAND: &str = "scripts/fetch-model.sh";
 
+/// The models scripts/fetch-model.sh installs: directory name in the cache, Hugging Face id.
+pub const KNOWN_MODELS: [(&str, &str); 2] = [
+    (DEFAULT_MODEL_NAME, DEFAULT_HUB_ID),
+    ("multilingual-e5-small", "intfloat/multilingual-e5-small"),
+];
+
+/// The Hugging Face id of a model `scripts/fetch-model.sh` knows by this name.
+pub fn hub_id_of(name: &str) -> Option<&'static str> {
+    KNOWN_MODELS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, id)| *id)
+}
+
 /// Files a model directory must hold.
 pub(crate) const REQUIRED_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 
@@ -119,8 +133,14 @@ fn download(model_id: &str) -> Result<PathBuf, EmbedError> {
         let path = repo.get(file).map_err(|e| err(&e))?;
         dir = path.parent().map(Path::to_path_buf);
     }
-    // Optional: carries max_seq_length.
-    let _ = repo.get("sentence_bert_config.json");
+    // Optional: max_seq_length, the prompts, the pooling mode.
+    for file in [
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "1_Pooling/config.json",
+    ] {
+        let _ = repo.get(file);
+    }
     dir.ok_or_else(|| err(&"downloaded files have no parent directory"))
 }
 

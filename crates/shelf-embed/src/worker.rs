@@ -2,8 +2,9 @@
 //! bounded channel, coalescing queued requests into shared batches (with a short bounded
 //! wait once requests queue up); replies go back on oneshot channels.
 
+use crate::Prompts;
 use crate::{EmbedConfig, EmbedError, Quantization, SentenceEncoder};
-use shelf_types::{BoxFuture, Embedding, TextEmbedder};
+use shelf_types::{BoxFuture, Embedding, TextEmbedder, TextRole};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ const MAX_COALESCED_TEXTS: usize = 512;
 type Reply = oneshot::Sender<Result<Vec<Embedding>, EmbedError>>;
 
 struct Job {
+    role: TextRole,
     texts: Vec<String>,
     reply: Reply,
 }
@@ -30,6 +32,7 @@ struct Info {
     max_tokens: usize,
     device: String,
     quantization: Quantization,
+    prompts: Prompts,
 }
 
 /// A cheap, cloneable handle to a model running on its own thread.
@@ -60,6 +63,7 @@ impl Embedder {
                         max_tokens: encoder.max_tokens(),
                         device: format!("{:?}", encoder.device()),
                         quantization: encoder.quantization(),
+                        prompts: encoder.prompts().clone(),
                     };
                     if ready_tx.send(Ok(info)).is_ok() {
                         let coalescing = Coalescing {
@@ -85,14 +89,24 @@ impl Embedder {
         })
     }
 
-    /// Embeds `texts` (one vector per text, in input order) without blocking the runtime.
+    /// Embeds `texts` as given, no prompt (one vector per text, in input order) without
+    /// blocking the runtime.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Embedding>, EmbedError> {
+        self.embed_as(TextRole::Raw, texts).await
+    }
+
+    /// Embeds `texts` with the model's prompt for `role` in front of each.
+    pub async fn embed_as(
+        &self,
+        role: TextRole,
+        texts: Vec<String>,
+    ) -> Result<Vec<Embedding>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { texts, reply })
+            .send(Job { role, texts, reply })
             .await
             .map_err(|_| EmbedError::WorkerGone)?;
         rx.await.map_err(|_| EmbedError::WorkerGone)?
@@ -103,12 +117,24 @@ impl Embedder {
     /// # Panics
     /// When called from within an async runtime (use `embed` there).
     pub fn embed_blocking(&self, texts: Vec<String>) -> Result<Vec<Embedding>, EmbedError> {
+        self.embed_blocking_as(TextRole::Raw, texts)
+    }
+
+    /// Blocking variant of [`Embedder::embed_as`].
+    ///
+    /// # Panics
+    /// When called from within an async runtime (use `embed_as` there).
+    pub fn embed_blocking_as(
+        &self,
+        role: TextRole,
+        texts: Vec<String>,
+    ) -> Result<Vec<Embedding>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .blocking_send(Job { texts, reply })
+            .blocking_send(Job { role, texts, reply })
             .map_err(|_| EmbedError::WorkerGone)?;
         rx.blocking_recv().map_err(|_| EmbedError::WorkerGone)?
     }
@@ -142,6 +168,11 @@ impl Embedder {
     pub fn quantization(&self) -> Quantization {
         self.info.quantization
     }
+
+    /// The prompts in front of queries and documents.
+    pub fn prompts(&self) -> &Prompts {
+        &self.info.prompts
+    }
 }
 
 impl TextEmbedder for Embedder {
@@ -155,13 +186,28 @@ impl TextEmbedder for Embedder {
         Embedder::dim(self)
     }
 
-    fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Embedding>, EmbedError>> {
-        Box::pin(Embedder::embed(self, texts))
+    fn embed_as(
+        &self,
+        role: TextRole,
+        texts: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<Embedding>, EmbedError>> {
+        Box::pin(Embedder::embed_as(self, role, texts))
     }
 
     fn is_invalid_input(error: &EmbedError) -> bool {
         error.is_invalid_input()
     }
+}
+
+/// The job with the prompt of its role in front of each text (checked as given, before).
+fn with_prompt(prompts: &Prompts, mut job: Job) -> Job {
+    let prompt = prompts.for_role(job.role);
+    if !prompt.is_empty() {
+        for text in &mut job.texts {
+            text.insert_str(0, prompt);
+        }
+    }
+    job
 }
 
 /// How the worker gathers a pass: everything already queued, and, once requests have been
@@ -199,7 +245,7 @@ fn serve(
                 let _ = job.reply.send(Err(e));
             } else {
                 queued += job.texts.len();
-                jobs.push(job);
+                jobs.push(with_prompt(encoder.prompts(), job));
             }
             if queued >= MAX_COALESCED_TEXTS {
                 break;
@@ -224,8 +270,8 @@ fn serve(
             .iter()
             .flat_map(|j| j.texts.iter().map(String::as_str))
             .collect();
-        let result =
-            catch_unwind(AssertUnwindSafe(|| encoder.embed(&texts))).unwrap_or_else(|panic| {
+        let result = catch_unwind(AssertUnwindSafe(|| encoder.embed_checked(&texts)))
+            .unwrap_or_else(|panic| {
                 let msg = panic
                     .downcast_ref::<String>()
                     .cloned()

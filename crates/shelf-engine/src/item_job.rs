@@ -7,7 +7,7 @@ use shelf_lexical::LexicalIndex;
 use shelf_store::{text_hash, DeadLetter, Store, StoredVector};
 use shelf_stream::Record;
 use shelf_types::{
-    Item, ItemAttributes, ItemId, ItemRecord, ItemVectorRecord, TextEmbedder, VectorIndex,
+    Item, ItemAttributes, ItemId, ItemRecord, ItemVectorRecord, TextEmbedder, TextRole, VectorIndex,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -202,7 +202,11 @@ impl<E: TextEmbedder, I: VectorIndex> ItemJob<E, I> {
         if texts.is_empty() {
             return Ok(out);
         }
-        match self.embedder.embed(texts.clone()).await {
+        match self
+            .embedder
+            .embed_as(TextRole::Document, texts.clone())
+            .await
+        {
             Ok(vectors) => {
                 for (text, v) in texts.into_iter().zip(vectors) {
                     out.insert(text, Ok(v.0));
@@ -211,7 +215,11 @@ impl<E: TextEmbedder, I: VectorIndex> ItemJob<E, I> {
             Err(batch_error) => {
                 tracing::warn!(error = %batch_error, "batch embedding failed; embedding texts one by one");
                 for text in texts {
-                    let one = match self.embedder.embed(vec![text.clone()]).await {
+                    let one = match self
+                        .embedder
+                        .embed_as(TextRole::Document, vec![text.clone()])
+                        .await
+                    {
                         Ok(mut v) => Ok(v.remove(0).0),
                         Err(e) if E::is_invalid_input(&e) => Err(e.to_string()),
                         Err(e) => return Err(EngineError::Embed(e.to_string())),
@@ -372,7 +380,11 @@ mod tests {
         fn dim(&self) -> usize {
             2
         }
-        fn embed(&self, _: Vec<String>) -> BoxFuture<'_, Result<Vec<Embedding>, Self::Error>> {
+        fn embed_as(
+            &self,
+            _: TextRole,
+            _: Vec<String>,
+        ) -> BoxFuture<'_, Result<Vec<Embedding>, Self::Error>> {
             panic!("upstream vectors must not be embedded again")
         }
     }
@@ -404,7 +416,12 @@ mod tests {
         fn dim(&self) -> usize {
             2
         }
-        fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Embedding>, FlakyError>> {
+        fn embed_as(
+            &self,
+            role: TextRole,
+            texts: Vec<String>,
+        ) -> BoxFuture<'_, Result<Vec<Embedding>, FlakyError>> {
+            assert_eq!(role, TextRole::Document, "item texts are documents");
             use std::sync::atomic::Ordering;
             let call = self.calls.fetch_add(1, Ordering::SeqCst);
             let result = if call < self.failures.load(Ordering::SeqCst) {

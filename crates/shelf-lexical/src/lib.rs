@@ -6,9 +6,11 @@
 
 mod query;
 mod schema;
+mod words;
 
 pub use query::{FieldBoosts, MAX_QUERY_WORDS};
 pub use schema::TextField;
+pub use words::CjkSplit;
 
 use query::{filter_clauses, text_query, words};
 use schema::{analyzer, document, schema, Fields, ANALYZER, SCHEMA_VERSION};
@@ -61,6 +63,8 @@ pub struct LexicalIndex {
     searchable: std::sync::atomic::AtomicU64,
     boosts: std::sync::RwLock<FieldBoosts>,
     dir: Option<PathBuf>,
+    /// How Chinese, Japanese and Korean text is split (bigrams but in comparisons).
+    cjk: CjkSplit,
 }
 
 struct Writer {
@@ -93,7 +97,7 @@ impl LexicalIndex {
         }
         let index = Index::open_in_dir(dir).map_err(|e| unusable(dir, e.to_string()))?;
         let position = read_payload(dir, &index)?;
-        let index = Self::with_index(index, Some(dir.to_path_buf()), true)?;
+        let index = Self::with_index(index, Some(dir.to_path_buf()), true, CjkSplit::default())?;
         index.writer_mut(|w| w.position = position);
         index.set_searchable(position);
         Ok(index)
@@ -103,7 +107,7 @@ impl LexicalIndex {
     pub fn open_read_only(dir: &Path) -> Result<Self, LexicalError> {
         let index = Index::open_in_dir(dir).map_err(|e| unusable(dir, e.to_string()))?;
         read_payload(dir, &index)?;
-        Self::with_index(index, Some(dir.to_path_buf()), false)
+        Self::with_index(index, Some(dir.to_path_buf()), false, CjkSplit::default())
     }
 
     /// An empty index in `dir`, replacing whatever the directory held.
@@ -118,13 +122,18 @@ impl LexicalIndex {
         std::fs::create_dir_all(dir).map_err(io)?;
         let (schema, _) = schema();
         let index = Index::create_in_dir(dir, schema)?;
-        Self::with_index(index, Some(dir.to_path_buf()), true)
+        Self::with_index(index, Some(dir.to_path_buf()), true, CjkSplit::default())
     }
 
     /// An empty index held in memory (evaluation, tests).
     pub fn in_memory() -> Self {
+        Self::in_memory_with(CjkSplit::default())
+    }
+
+    /// An empty in-memory index that splits CJK text by `cjk` (to compare the splits).
+    pub fn in_memory_with(cjk: CjkSplit) -> Self {
         let (schema, _) = schema();
-        Self::with_index(Index::create_in_ram(schema), None, true)
+        Self::with_index(Index::create_in_ram(schema), None, true, cjk)
             .expect("an in-memory index opens")
     }
 
@@ -132,8 +141,9 @@ impl LexicalIndex {
         index: Index,
         dir: Option<PathBuf>,
         writable: bool,
+        cjk: CjkSplit,
     ) -> Result<Self, LexicalError> {
-        index.tokenizers().register(ANALYZER, analyzer());
+        index.tokenizers().register(ANALYZER, analyzer(cjk));
         let (_, fields) = schema();
         let writer = if writable {
             Some(Mutex::new(Writer {
@@ -160,6 +170,7 @@ impl LexicalIndex {
             searchable: std::sync::atomic::AtomicU64::new(0),
             boosts: std::sync::RwLock::new(FieldBoosts::default()),
             dir,
+            cjk,
         })
     }
 
@@ -331,7 +342,7 @@ impl LexicalIndex {
         limit: usize,
     ) -> Result<LexicalHits, LexicalError> {
         let searcher = self.reader.searcher();
-        let mut analyzer = analyzer();
+        let mut analyzer = analyzer(self.cjk);
         let words = words(&mut analyzer, text);
         let filters = filter_clauses(&self.fields, filter);
         let mut out = LexicalHits::default();
@@ -407,7 +418,7 @@ impl LexicalIndex {
 /// The words the index makes of `text` (split, lowercased, folded, stemmed), in order: what
 /// a query word must equal to match.
 pub fn analyse(text: &str) -> Vec<String> {
-    let mut analyzer = analyzer();
+    let mut analyzer = analyzer(CjkSplit::default());
     let mut stream = analyzer.token_stream(text);
     let mut out = Vec::new();
     while let Some(token) = stream.next() {

@@ -1,13 +1,13 @@
 //! The index's fields, the text analyzer, and how an item becomes a document.
 
+use crate::words::{CjkSplit, ShopTokenizer};
 use shelf_types::{attribute_pair, attribute_text, hash::Fnv1a, Item};
 use tantivy::schema::{
     Facet, FacetOptions, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing,
     TextOptions, FAST, STRING,
 };
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
-    TextAnalyzer,
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, Stemmer, TextAnalyzer,
 };
 use tantivy::TantivyDocument;
 
@@ -15,12 +15,14 @@ use tantivy::TantivyDocument;
 pub(crate) const ANALYZER: &str = "shelf_text";
 
 /// Bumped when the fields or the analyzer change: an index of another version is rebuilt.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+/// Version 2: Chinese, Japanese and Korean text as character bigrams.
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
-/// Words split on anything not alphanumeric, longer than 40 bytes dropped, lowercased,
+/// Words split on anything not alphanumeric, Chinese, Japanese and Korean text cut into
+/// character bigrams ([`ShopTokenizer`]), tokens longer than 40 bytes dropped, lowercased,
 /// accents folded, English-stemmed ("Sofas" and "sofa" meet).
-pub(crate) fn analyzer() -> TextAnalyzer {
-    TextAnalyzer::builder(SimpleTokenizer::default())
+pub(crate) fn analyzer(cjk: CjkSplit) -> TextAnalyzer {
+    TextAnalyzer::builder(ShopTokenizer { cjk })
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)

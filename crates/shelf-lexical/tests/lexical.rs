@@ -99,6 +99,45 @@ fn words_match_stemmed_in_any_field_with_title_first() {
 }
 
 #[test]
+fn chinese_keywords_match_chinese_titles() {
+    let index = LexicalIndex::in_memory();
+    for it in [
+        item(
+            "zh-1",
+            "三人座浅灰色布艺沙发",
+            "家具/沙发",
+            "北欧",
+            Some(2999.0),
+        ),
+        item(
+            "zh-2",
+            "头戴式蓝牙耳机，主动降噪",
+            "数码/耳机",
+            "声阔",
+            Some(599.0),
+        ),
+        item("zh-3", "灰色羊毛地毯", "家居/地毯", "北欧", Some(399.0)),
+        item("zh-4", "真皮沙发床", "家具/沙发", "宜居", None),
+    ] {
+        index.upsert(&it).unwrap();
+    }
+    index.commit(4).unwrap();
+    let search = |q: &str| ids(&index.search(q, &SearchFilter::default(), 10).unwrap().hits);
+    // A word inside a run of characters with no spaces.
+    assert_eq!(search("耳机"), ["zh-2"]);
+    let sofas = search("沙发");
+    assert_eq!(sofas.len(), 2, "{sofas:?}");
+    assert!(sofas.contains(&"zh-1".to_owned()) && sofas.contains(&"zh-4".to_owned()));
+    // The item holding every bigram of the query ranks first; one sharing a word follows.
+    let grey_sofa = search("灰色沙发");
+    assert_eq!(grey_sofa[0], "zh-1", "{grey_sofa:?}");
+    assert!(grey_sofa.contains(&"zh-3".to_owned()), "{grey_sofa:?}");
+    // Brands and categories are words too; a mixed query finds both scripts.
+    assert_eq!(search("声阔"), ["zh-2"]);
+    assert_eq!(search("降噪 headphones")[0], "zh-2");
+}
+
+#[test]
 fn a_misspelt_word_is_found_with_a_typo_and_reported() {
     let index = small_index();
     let hits = index

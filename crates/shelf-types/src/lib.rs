@@ -31,4 +31,4 @@ pub use rank::{
 };
 pub use rng::SplitMix;
 pub use rules::Rules;
-pub use traits::{BoxFuture, TextEmbedder};
+pub use traits::{BoxFuture, TextEmbedder, TextRole};

@@ -154,29 +154,15 @@ impl Browser {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_playground_searches_explains_and_compares_in_chromium() {
-    let chromedriver = ["chromedriver", "/usr/bin/chromedriver"]
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok())
-        .expect(
-            "chromedriver not found: install Debian's chromium and chromium-driver (.ci/run does)",
-        );
-
-    // The demo shop, small, with four busy shoppers so their profiles fill quickly.
+/// `shelf serve --demo` with `extra` flags on a free port, once the shop is ready: the
+/// server (killed when dropped) and its base URL.
+fn start_demo(extra: &[&str]) -> (Killed, String) {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut server = own_group(&mut Command::new(env!("CARGO_BIN_EXE_shelf")))
-        .args([
-            "serve",
-            "--demo",
-            "--demo-items",
-            "620",
-            "--demo-users",
-            "4",
-            "--demo-rate",
-            "25",
-        ])
+        .arg("serve")
+        .arg("--demo")
+        .args(extra)
         .args([
             "--fsync",
             "never",
@@ -202,26 +188,25 @@ async fn the_playground_searches_explains_and_compares_in_chromium() {
             break;
         }
     }
-    std::thread::spawn(move || lines.for_each(drop));
-    let base = format!("http://127.0.0.1:{port}");
-    // Let the shoppers shop, then wait until their events are applied.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let api = HttpTransport::new(&base, None);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, _) = api
-            .call(Method::GET, "/v1/users/user-00000/profile", None)
-            .await
-            .unwrap();
-        if status == StatusCode::OK {
-            break;
-        }
-        assert!(Instant::now() < deadline, "user-00000 never got a profile");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The data directory lives as long as the server's output is drained.
+    std::thread::spawn(move || {
+        lines.for_each(drop);
+        drop(data);
+    });
+    (server, format!("http://127.0.0.1:{port}"))
+}
 
+/// Headless Chromium through chromedriver, on the playground at `base`: the driver (killed
+/// when dropped) and the session.
+async fn open_playground(base: &str) -> (Killed, Browser) {
+    let chromedriver = ["chromedriver", "/usr/bin/chromedriver"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok())
+        .expect(
+            "chromedriver not found: install Debian's chromium and chromium-driver (.ci/run does)",
+        );
     let driver_port = free_port();
-    let _driver = Killed(
+    let driver_process = Killed(
         own_group(&mut Command::new(chromedriver))
             .arg(format!("--port={driver_port}"))
             .stdout(Stdio::null())
@@ -254,6 +239,78 @@ async fn the_playground_searches_explains_and_compares_in_chromium() {
             Some(json!({"url": format!("{base}/")})),
         )
         .await;
+    (driver_process, browser)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chinese_query_finds_chinese_titles_in_chromium() {
+    // The demo shop in Chinese with the multilingual model (make test fetches it).
+    let (server, base) = start_demo(&[
+        "--demo-language",
+        "zh",
+        "--model-name",
+        "multilingual-e5-small",
+        "--demo-items",
+        "310",
+        "--demo-users",
+        "2",
+    ]);
+    // Every item in both indexes (the lexical one commits after the vector one).
+    let api = HttpTransport::new(&base, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = api.call(Method::GET, "/ready", None).await.unwrap();
+        if body["pending_items"] == json!(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_driver, browser) = open_playground(&base).await;
+    browser.set("#query", "灰色沙发").await;
+    browser.click("#go").await;
+    let ids = browser.results("col-a", &[]).await;
+    assert!(ids.len() >= 5, "{ids:?}");
+    let titles: Vec<String> = serde_json::from_value(
+        browser
+            .script("return Array.from(document.querySelectorAll('#col-a li .title')).map(t => t.textContent);")
+            .await,
+    )
+    .unwrap();
+    let sofas = titles.iter().take(5).filter(|t| t.contains("沙发")).count();
+    assert!(sofas >= 3, "sofas in the top 5: {titles:?}");
+    browser.screenshot("playground-chinese.png").await;
+    browser.cmd(Method::DELETE, "", None).await;
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_playground_searches_explains_and_compares_in_chromium() {
+    // The demo shop, small, with four busy shoppers so their profiles fill quickly.
+    let (server, base) = start_demo(&[
+        "--demo-items",
+        "620",
+        "--demo-users",
+        "4",
+        "--demo-rate",
+        "25",
+    ]);
+    // Let the shoppers shop, then wait until their events are applied.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let api = HttpTransport::new(&base, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = api
+            .call(Method::GET, "/v1/users/user-00000/profile", None)
+            .await
+            .unwrap();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "user-00000 never got a profile");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_driver, browser) = open_playground(&base).await;
 
     // Type a query, see results.
     browser.set("#query", "jacket").await;

@@ -63,8 +63,8 @@ impl ShelfGraph {
 
     /// Writes and links a slot nobody can reach yet.
     fn fill(&self, slot: u32, vector: &[f32]) {
-        // SAFETY: `slot` was just handed out and no link or entry point names it yet, so no
-        // other thread reads or writes its row (the protocol on `Vectors`).
+        // SAFETY: `slot` was just handed out and no link, entry point or `linking` names it
+        // yet, so no other thread reads or writes its row (the protocol on `Vectors`).
         #[allow(unsafe_code)]
         unsafe {
             self.vectors.write(slot as usize, vector)
@@ -147,6 +147,19 @@ impl ShelfGraph {
         if entry == slot {
             return;
         }
+        // Inserts running side by side cannot find each other in the graph: a node becomes
+        // reachable only when `connect` links its neighbours back to it, at the end of its
+        // `link`. Two close nodes linked at once both choose the same neighbours without
+        // ever linking each other, and those neighbours, pruning, keep the closer of the two
+        // and drop the other as covered by it, its only inbound links (the first inserts of
+        // a parallel build all see just the first node; tight clusters do the same later).
+        // So each insert stays in `linking` for its whole `link` and weighs the nodes there
+        // when it registered as layer-0 candidates. Of two overlapping inserts the later
+        // one then always sees the earlier: in this snapshot while the earlier one links,
+        // in the graph once it is done, as it leaves `linking` only after its last
+        // `connect`. A node chosen from the snapshot may receive this node's link before it
+        // publishes its own list; `publish` merges it.
+        let linking = Linking::enter(self, slot);
         let reading = self.reading();
         let query = self.row(&reading, slot);
         // The neighbours to link on each layer, found top-down (each layer's search starts
@@ -173,6 +186,16 @@ impl ShelfGraph {
                     s,
                 );
                 let mut found: Vec<Near> = s.results.drain().collect();
+                if layer == 0 {
+                    for &n in &linking.alongside {
+                        if found.iter().all(|f| f.slot != n) {
+                            found.push(Near {
+                                distance: distance(query, self.row(&reading, n)),
+                                slot: n,
+                            });
+                        }
+                    }
+                }
                 found.sort_unstable();
                 if found.is_empty() {
                     continue;
@@ -201,7 +224,8 @@ impl ShelfGraph {
 
     /// Writes `slot`'s own list on `layer`: `chosen` plus the links other inserts added
     /// meanwhile (a reused slot is reachable through old links before its new lists are
-    /// written), re-selected when they do not fit. Overwriting those would leave their
+    /// written, and an insert that registered in `linking` after this one may have chosen
+    /// it on layer 0), re-selected when they do not fit. Overwriting those would leave their
     /// nodes with one inbound link fewer, often their only one.
     fn publish(&self, reading: &super::Reading<'_>, slot: u32, layer: usize, chosen: &[Near]) {
         let _node = self.locks[slot as usize].lock();
@@ -256,6 +280,36 @@ impl ShelfGraph {
         let kept = self.select(reading, &candidates, self.links.max_degree(layer));
         let ids: Vec<u32> = kept.iter().map(|k| k.slot).collect();
         self.links.write(node as usize, layer, &ids);
+    }
+}
+
+/// A slot's registration in `ShelfGraph::linking` for the length of its `link`.
+struct Linking<'a> {
+    graph: &'a ShelfGraph,
+    slot: u32,
+    /// The slots that were linking when this one registered.
+    alongside: Vec<u32>,
+}
+
+impl<'a> Linking<'a> {
+    fn enter(graph: &'a ShelfGraph, slot: u32) -> Self {
+        let mut linking = graph.linking.lock();
+        let alongside = linking.iter().copied().filter(|s| *s != slot).collect();
+        linking.push(slot);
+        Self {
+            graph,
+            slot,
+            alongside,
+        }
+    }
+}
+
+impl Drop for Linking<'_> {
+    fn drop(&mut self) {
+        let mut linking = self.graph.linking.lock();
+        if let Some(i) = linking.iter().position(|s| *s == self.slot) {
+            linking.swap_remove(i);
+        }
     }
 }
 

@@ -61,6 +61,9 @@ pub(crate) struct ShelfGraph {
     /// `level << 32 | slot` of the entry point, or `NO_ENTRY`.
     entry: AtomicU64,
     entry_lock: Mutex<()>,
+    /// Slots whose `link` is running: an insert weighs the ones linking alongside it as
+    /// layer-0 candidates, since it cannot find them in the graph (see `ShelfGraph::link`).
+    linking: Mutex<Vec<u32>>,
     /// Deleted slots waiting to be reused.
     free: FreeSlots,
     /// Shared by searches and inserts while they read vectors; exclusive while a reused
@@ -152,6 +155,7 @@ impl ShelfGraph {
             len: AtomicUsize::new(0),
             entry: AtomicU64::new(NO_ENTRY),
             entry_lock: Mutex::new(()),
+            linking: Mutex::new(Vec::new()),
             free: FreeSlots::default(),
             reuse: RwLock::new(()),
             reuse_enabled: AtomicBool::new(true),
@@ -237,8 +241,8 @@ impl ShelfGraph {
         let slot = slot as usize;
         assert!(slot < self.vectors.capacity());
         // SAFETY: `Reading` holds `reuse` shared, so no reused row is being overwritten; rows
-        // of unpublished slots are never reachable from a published link or entry point,
-        // and every caller got `slot` from one of those (the protocol on `Vectors`).
+        // of unpublished slots are never reachable from a published link, the entry point or
+        // `linking`, and every caller got `slot` from one of those (the protocol on `Vectors`).
         #[allow(unsafe_code)]
         unsafe {
             self.vectors.row(slot)

@@ -18,8 +18,9 @@ const ALIGN: usize = 64;
 /// Reads and writes go through raw pointers so that writing one row never creates a
 /// reference that covers another. The graph keeps this protocol:
 /// - a row is written before the node is published (before any link to it is stored with
-///   `Release`, or before the node becomes the entry point); readers find nodes only through
-///   `Acquire` loads of links or of the entry point, so they see the finished row;
+///   `Release`, before the node becomes the entry point, or before it enters the graph's
+///   `linking` list, under its mutex); readers find nodes only through `Acquire` loads of
+///   links or of the entry point, or in `linking`, so they see the finished row;
 /// - a published row is overwritten only when a deleted slot is reused, and only while the
 ///   graph's `reuse` lock is held exclusively, which waits for every search and insert
 ///   (they hold it shared for as long as they read rows).

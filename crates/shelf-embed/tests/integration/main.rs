@@ -2,6 +2,7 @@
 //! (fetched by scripts/fetch-model.sh; `.ci/run` does that first).
 
 mod errors;
+mod multilingual;
 mod reference;
 mod worker;
 

@@ -284,3 +284,60 @@ pub(super) fn lexical_overlap(query_terms: &[String], item: &Item) -> f32 {
     let found = query_terms.iter().filter(|t| words.contains(t)).count();
     found as f32 / query_terms.len() as f32
 }
+
+impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn features(
+        &self,
+        item: &Item,
+        vector: &[f32],
+        stats: Option<&ItemStats>,
+        query: Option<&[f32]>,
+        query_terms: &[String],
+        profile: Option<&Profile>,
+        profile_vector: Option<&[f32]>,
+        stage1_rank: usize,
+        lexical_score: f32,
+        behaviour: &Behaviour,
+        now_ms: i64,
+    ) -> (Features, (f64, f64)) {
+        let counts = stats.map_or((0.0, 0.0), |s| (s.clicks, s.impressions));
+        let decay = &self.config.decay;
+        let ctr = stats.map_or(decay.prior_ctr, |s| s.ctr(decay));
+        let engagement = stats.map_or(0.0, |s| {
+            let w = &decay.weights;
+            s.views * w.view
+                + s.clicks * w.click
+                + s.carts * w.add_to_cart
+                + s.purchases * w.purchase
+        });
+        let popularity = (engagement.ln_1p() / self.config.popularity_saturation.ln_1p()).min(1.0);
+        let freshness = item.updated_at.map_or(0.0, |t| {
+            let age_days = ((now_ms - unix_ms(t)) as f64 / 86_400_000.0).max(0.0);
+            0.5f64.powf(age_days / self.config.freshness_half_life_days)
+        });
+        let price_fit = match (item.price, profile.and_then(Profile::price_preference)) {
+            (Some(price), Some(preferred)) if price > 0.0 && preferred > 0.0 => {
+                (-(price / preferred).ln().abs()).exp()
+            }
+            _ => 0.0,
+        };
+        (
+            [
+                query.map_or(0.0, |q| dot(q, vector)),
+                profile_vector.map_or(0.0, |p| dot(p, vector)),
+                profile.map_or(0.0, |p| category_affinity(p, item.category.as_deref())) as f32,
+                ctr as f32,
+                popularity as f32,
+                price_fit as f32,
+                freshness as f32,
+                lexical_overlap(query_terms, item),
+                1.0 / (1.0 + stage1_rank as f32),
+                behaviour.covisit(item.id.as_str()),
+                behaviour.trending(item.id.as_str()),
+                lexical_score,
+            ],
+            counts,
+        )
+    }
+}

@@ -12,7 +12,7 @@ use shelf_types::rules::boosted;
 use shelf_types::vector::{dot, unit_vector};
 use shelf_types::{
     Contribution, Features, Item, ItemAttributes, ItemId, Ranker, SearchFilter, TextEmbedder,
-    UserId, VectorIndex,
+    TextRole, UserId, VectorIndex,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,8 +20,12 @@ use std::sync::Arc;
 use std::time::Instant;
 use time::OffsetDateTime;
 
+mod candidates;
 mod features;
+mod pages;
 mod request;
+
+use candidates::*;
 
 pub use features::reciprocal_rank_fusion;
 use features::*;
@@ -56,66 +60,6 @@ impl<E, I> std::fmt::Debug for Retriever<E, I> {
             )
             .field("config", &self.config)
             .finish()
-    }
-}
-
-/// What stage 1 draws its lists from.
-struct Stage1<'a> {
-    query_vector: Option<&'a [f32]>,
-    profile_vector: Option<&'a [f32]>,
-    /// The vector of the item a `similar_items` list is for.
-    seed_vector: Option<&'a [f32]>,
-    profile: Option<&'a Profile>,
-    behaviour: &'a Behaviour,
-}
-
-/// The trending list a recommendation reads: the placement's category, else the one the
-/// filter names (exact or prefix), else the overall list.
-fn trending_scope<'a>(category: Option<&'a str>, filter: &'a SearchFilter) -> &'a str {
-    category
-        .or(filter.category.as_deref())
-        .or(filter.category_prefix.as_deref())
-        .map_or(shelf_store::TRENDING_OVERALL, |c| c.trim_end_matches('/'))
-}
-
-/// A candidate after stage 1: its best rank over the candidate lists, and which proposed it.
-struct Candidate {
-    id: ItemId,
-    stage1_rank: usize,
-    sources: Sources,
-}
-
-/// What the user's behaviour says about candidates: co-visitation with their recent items
-/// and the overall trending list.
-#[derive(Default)]
-struct Behaviour {
-    /// Per item, `sum_j w_j * s_j(item) / max s_j` over the seeds `j` (weights
-    /// `1/sqrt(1+j)`, newest first) divided by `sum_j w_j`: in `[0, 1]`.
-    covisit: HashMap<String, f64>,
-    trending: TopList,
-    /// Each trending item's rank, so a candidate's feature is one lookup.
-    trending_rank: HashMap<String, usize>,
-}
-
-impl Behaviour {
-    /// The `covisit` feature of `id`.
-    fn covisit(&self, id: &str) -> f32 {
-        self.covisit.get(id).copied().unwrap_or(0.0) as f32
-    }
-
-    /// The `trending` feature of `id`: `1 - rank / len` in the overall list, 0 when absent.
-    fn trending(&self, id: &str) -> f32 {
-        let len = self.trending.entries.len();
-        self.trending_rank
-            .get(id)
-            .map_or(0.0, |&rank| 1.0 - rank as f32 / len as f32)
-    }
-
-    /// The `n` items of the highest co-visit score, strongest first.
-    fn covisit_top(&self, n: usize) -> Vec<String> {
-        let mut all: Vec<(&String, f64)> = self.covisit.iter().map(|(k, v)| (k, *v)).collect();
-        all.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        all.into_iter().take(n).map(|(id, _)| id.clone()).collect()
     }
 }
 
@@ -478,70 +422,6 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         }
     }
 
-    /// The items whose co-visit lists make the `covisit` candidates and feature: the
-    /// placement's own items, or the user's most recent distinct ones.
-    fn covisit_seeds(&self, placement: &Placement, profile: Option<&Profile>) -> Vec<String> {
-        let mut seeds: Vec<String> = Vec::with_capacity(self.config.covisit_seeds);
-        let mut most = self.config.covisit_seeds;
-        let ids: Vec<&str> = match placement {
-            Placement::SimilarItems(id) => vec![id.as_str()],
-            Placement::BoughtTogether(ids) => {
-                // Every item of the cart counts, however many seeds a profile gives.
-                most = most.max(ids.len());
-                ids.iter().map(ItemId::as_str).collect()
-            }
-            _ => profile
-                .map(|p| p.recent.iter().map(|r| r.item_id.as_str()).collect())
-                .unwrap_or_default(),
-        };
-        for id in ids {
-            if seeds.len() == most {
-                break;
-            }
-            if !seeds.iter().any(|s| s == id) {
-                seeds.push(id.to_string());
-            }
-        }
-        seeds
-    }
-
-    /// Items a response must not hold: `exclude_ids`, blocked ones, the placement's own items, and with
-    /// `exclude_seen` the items the user bought or interacted with `seen_after` times.
-    fn excluded(
-        &self,
-        placement: &Placement,
-        request: &SearchRequest,
-        profile: Option<&Profile>,
-    ) -> std::collections::HashSet<ItemId> {
-        let mut out: std::collections::HashSet<ItemId> =
-            request.exclude_ids.iter().cloned().collect();
-        out.extend(request.rules.block.iter().cloned());
-        match placement {
-            Placement::SimilarItems(id) => {
-                out.insert(id.clone());
-            }
-            Placement::BoughtTogether(ids) => out.extend(ids.iter().cloned()),
-            _ => {}
-        }
-        if let (true, Some(profile)) = (request.exclude_seen, profile) {
-            let mut seen: HashMap<&str, usize> = HashMap::new();
-            for recent in &profile.recent {
-                let count = seen.entry(recent.item_id.as_str()).or_default();
-                *count += match recent.kind {
-                    shelf_types::EventKind::Purchase => self.config.seen_after.max(1),
-                    shelf_types::EventKind::Search => 0,
-                    _ => 1,
-                };
-            }
-            out.extend(
-                seen.into_iter()
-                    .filter(|(_, n)| *n >= self.config.seen_after.max(1))
-                    .map(|(id, _)| ItemId::from(id)),
-            );
-        }
-        out
-    }
-
     /// Why a recommendation came back empty.
     fn empty_reason(
         &self,
@@ -571,339 +451,18 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         }
     }
 
-    /// Candidates to fetch from each list: enough for the page asked for.
-    fn depth(&self, request: &SearchRequest) -> usize {
-        self.config.candidates.max(request.offset + request.k)
-    }
-
-    /// `ranked` (best first) reordered page by page: each page of `k` is the best remaining
-    /// items by score except that its last `round(k * share)` slots go to the remaining
-    /// on-topic items with the highest Thompson draws of their CTR, up to `offset + k`;
-    /// the rest follows in score order. The draws are seeded by the request (without its
-    /// offset), so asking for page 2 gives the items after page 1's, none twice.
-    fn explored_order(
-        &self,
-        mut ranked: Vec<RankedItem>,
-        request: &SearchRequest,
-    ) -> Vec<RankedItem> {
-        let k = request.k.max(1);
-        let slots = (k as f64 * self.config.exploration_share).round() as usize;
-        if !request.explore || slots == 0 {
-            return ranked;
-        }
-        let seed = self.page_seed(request);
-        let mut out = Vec::with_capacity(ranked.len());
-        let mut page = 0u64;
-        while out.len() < request.offset + request.k && !ranked.is_empty() {
-            let (taken, rest) = self.explore_page(ranked, k, slots.min(k), seed ^ page);
-            out.extend(taken);
-            ranked = rest;
-            page += 1;
-        }
-        out.extend(ranked);
-        out
-    }
-
-    /// The seed of a request's exploration draws: the same for the same request (page
-    /// aside) within a 10-minute window, so its pages hold still while it is paged through.
-    fn page_seed(&self, request: &SearchRequest) -> u64 {
-        let mut hash = shelf_types::hash::Fnv1a::default();
-        let key = format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{}",
-            request.query,
-            request.user_id,
-            request.placement,
-            request.exclude_ids,
-            request.rules,
-            request.filter,
-            request.k,
-            request.mode,
-            self.config.exploration_seed.is_some()
-        );
-        hash.update(key.as_bytes());
-        let window = match self.config.exploration_seed {
-            Some(_) => 0, // tests: fixed draws
-            None => OffsetDateTime::now_utc().unix_timestamp() as u64 / 600,
-        };
-        hash.finish() ^ window.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
-
-    /// One page of `k` from `ranked` with `slots` explored slots, and what is left, in
-    /// order.
-    fn explore_page(
-        &self,
-        ranked: Vec<RankedItem>,
-        k: usize,
-        slots: usize,
-        seed: u64,
-    ) -> (Vec<RankedItem>, Vec<RankedItem>) {
-        if ranked.len() <= k {
-            return (ranked, Vec::new());
-        }
-        let exploit = k - slots;
-        let posteriors: Vec<(f64, f64)> = ranked.iter().map(|r| r.clicks_impressions).collect();
-        let mut sampled = self.explorer.sample_seeded(&posteriors, seed);
-        // Only candidates that match the query may be explored.
-        for (s, r) in sampled.iter_mut().zip(&ranked) {
-            if !r.on_topic {
-                *s = f64::NEG_INFINITY;
-            }
-        }
-        let picks = crate::explore::pick(&sampled, exploit, slots);
-        let mut taken: Vec<Option<RankedItem>> = ranked.into_iter().map(Some).collect();
-        let mut out: Vec<RankedItem> = taken[..exploit]
-            .iter_mut()
-            .filter_map(Option::take)
-            .collect();
-        for i in picks {
-            if sampled[i] == f64::NEG_INFINITY {
-                continue;
-            }
-            if let Some(mut item) = taken[i].take() {
-                item.explored = true;
-                out.push(item);
-            }
-        }
-        // Slots exploration could not fill (too few matching candidates) go by score.
-        let mut rest = taken.into_iter().flatten();
-        let missing = k - out.len();
-        out.extend(rest.by_ref().take(missing));
-        (out, rest.collect())
-    }
-
-    /// Stage 1's vector and behaviour lists, best first. With a query, the query's ANN
-    /// list and the query/profile blend's (none in lexical mode, where the query has no
-    /// vector); without, the profile's ANN list, the co-visited and the trending items
-    /// (with a query, behaviour only re-ranks: the query decides what is relevant).
-    fn candidate_lists(
-        &self,
-        has_query: bool,
-        placement: &Placement,
-        stage1: &Stage1<'_>,
-        request: &SearchRequest,
-    ) -> Result<Vec<(Source, Vec<ItemId>)>, EngineError> {
-        let fetch = self.depth(request);
-        let ann = |v: &[f32], k: usize| -> Result<Vec<ItemId>, EngineError> {
-            Ok(self
-                .index
-                .search(v, k, self.config.ef, &request.filter)
-                .map_err(|e| EngineError::Index(e.to_string()))?
-                .into_iter()
-                .map(|hit| hit.id)
-                .collect())
-        };
-        let mut lists = Vec::new();
-        if has_query {
-            if let Some(q) = stage1.query_vector {
-                lists.push((Source::Query, ann(q, fetch)?));
-                if let Some(p) = stage1.profile_vector {
-                    let v = blend(q, p, self.config.profile_blend);
-                    lists.push((Source::Profile, ann(&v, fetch)?));
-                }
-            }
-            return Ok(lists);
-        }
-        let covisited = || {
-            let top = stage1
-                .behaviour
-                .covisit_top(self.config.covisit_candidates.max(fetch));
-            (Source::Covisit, top.into_iter().map(ItemId::from).collect())
-        };
-        match placement {
-            Placement::ForUser => {
-                if let Some(p) = stage1.profile_vector {
-                    lists.push((Source::Profile, ann(p, fetch)?));
-                }
-                lists.push(covisited());
-                let n = self.config.trending_candidates;
-                let trending = match trending_scope(None, &request.filter) {
-                    shelf_store::TRENDING_OVERALL => (stage1.behaviour.trending.entries.iter())
-                        .take(n)
-                        .map(|(id, _)| ItemId::from(id.as_str()))
-                        .collect(),
-                    scope => self.trending(scope, n)?,
-                };
-                lists.push((Source::Trending, trending));
-            }
-            Placement::SimilarItems(_) => {
-                if let Some(v) = stage1.seed_vector {
-                    // One more: the item itself is its own nearest neighbour.
-                    lists.push((Source::Similar, ann(v, fetch + 1)?));
-                }
-                lists.push(covisited());
-            }
-            Placement::BoughtTogether(_) => lists.push(covisited()),
-            Placement::RecentlyViewed => {
-                let mut recent: Vec<ItemId> = Vec::new();
-                for r in stage1
-                    .profile
-                    .map(|p| p.recent.as_slice())
-                    .unwrap_or_default()
-                {
-                    if r.kind != shelf_types::EventKind::Search
-                        && !recent.iter().any(|id| id.as_str() == r.item_id)
-                    {
-                        recent.push(ItemId::from(r.item_id.as_str()));
-                    }
-                }
-                lists.push((Source::Recent, recent));
-            }
-            Placement::Trending(category) => {
-                let scope = trending_scope(category.as_deref(), &request.filter);
-                lists.push((Source::Trending, self.trending(scope, fetch)?));
-            }
-        }
-        Ok(lists)
-    }
-
-    /// The top `n` of a category's trending list, topped up from the overall list when it
-    /// holds fewer (a category that trends little, or lists written before every level of
-    /// the path had one); the caller filters by the category.
-    fn trending(&self, scope: &str, n: usize) -> Result<Vec<ItemId>, EngineError> {
-        let mut out: Vec<ItemId> = (self.store.trending(scope)?.unwrap_or_default().entries)
-            .into_iter()
-            .take(n)
-            .map(|(id, _)| ItemId::from(id))
-            .collect();
-        if out.len() < n && scope != shelf_store::TRENDING_OVERALL {
-            let overall = self.store.trending(shelf_store::TRENDING_OVERALL)?;
-            for (id, _) in overall.unwrap_or_default().entries {
-                if out.len() == n {
-                    break;
-                }
-                let id = ItemId::from(id);
-                if !out.contains(&id) {
-                    out.push(id);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Stage 1 of a recommendation for `user_id` (no query, no filter): each source's
-    /// candidates as [`Retriever::search`] would merge them, for offline evaluation.
-    pub fn recommendation_sources(
-        &self,
-        user_id: &str,
-    ) -> Result<Vec<(Source, Vec<ItemId>)>, EngineError> {
-        let profile = self.store.profile(user_id)?;
-        let profile_vector = profile.as_ref().and_then(interest_direction);
-        let placement = Placement::ForUser;
-        let behaviour = self.behaviour(&self.covisit_seeds(&placement, profile.as_ref()))?;
-        let stage1 = Stage1 {
-            query_vector: None,
-            profile_vector: profile_vector.as_deref(),
-            seed_vector: None,
-            profile: profile.as_ref(),
-            behaviour: &behaviour,
-        };
-        self.candidate_lists(false, &placement, &stage1, &SearchRequest::default())
-    }
-
-    /// Co-visit scores from `seeds` (most important first), and the overall trending list.
-    fn behaviour(&self, seeds: &[String]) -> Result<Behaviour, EngineError> {
-        let trending = self
-            .store
-            .trending(shelf_store::TRENDING_OVERALL)?
-            .unwrap_or_default();
-        let mut behaviour = Behaviour {
-            trending_rank: (trending.entries.iter().enumerate())
-                .map(|(rank, (id, _))| (id.clone(), rank))
-                .collect(),
-            trending,
-            ..Default::default()
-        };
-        let mut total_weight = 0.0;
-        for (j, seed) in seeds.iter().enumerate() {
-            let w = 1.0 / ((1 + j) as f64).sqrt();
-            total_weight += w;
-            let Some(list) = self.store.covisits(seed)? else {
-                continue;
-            };
-            let top = list.top();
-            if top <= 0.0 {
-                continue;
-            }
-            for (id, score) in &list.entries {
-                *behaviour.covisit.entry(id.clone()).or_default() += w * score / top;
-            }
-        }
-        if total_weight > 0.0 {
-            behaviour
-                .covisit
-                .values_mut()
-                .for_each(|v| *v /= total_weight);
-        }
-        Ok(behaviour)
-    }
-
     async fn embed_query(&self, query: &str) -> Result<Arc<Vec<f32>>, EngineError> {
         if let Some(v) = self.cache.get(query) {
             return Ok(v);
         }
         let mut vectors = self
             .embedder
-            .embed(vec![query.to_string()])
+            .embed_as(TextRole::Query, vec![query.to_string()])
             .await
             .map_err(|e| EngineError::Embed(e.to_string()))?;
         let vector = Arc::new(vectors.pop().map(|v| v.0).unwrap_or_default());
         self.cache.insert(query, Arc::clone(&vector));
         Ok(vector)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn features(
-        &self,
-        item: &Item,
-        vector: &[f32],
-        stats: Option<&ItemStats>,
-        query: Option<&[f32]>,
-        query_terms: &[String],
-        profile: Option<&Profile>,
-        profile_vector: Option<&[f32]>,
-        stage1_rank: usize,
-        lexical_score: f32,
-        behaviour: &Behaviour,
-        now_ms: i64,
-    ) -> (Features, (f64, f64)) {
-        let counts = stats.map_or((0.0, 0.0), |s| (s.clicks, s.impressions));
-        let decay = &self.config.decay;
-        let ctr = stats.map_or(decay.prior_ctr, |s| s.ctr(decay));
-        let engagement = stats.map_or(0.0, |s| {
-            let w = &decay.weights;
-            s.views * w.view
-                + s.clicks * w.click
-                + s.carts * w.add_to_cart
-                + s.purchases * w.purchase
-        });
-        let popularity = (engagement.ln_1p() / self.config.popularity_saturation.ln_1p()).min(1.0);
-        let freshness = item.updated_at.map_or(0.0, |t| {
-            let age_days = ((now_ms - unix_ms(t)) as f64 / 86_400_000.0).max(0.0);
-            0.5f64.powf(age_days / self.config.freshness_half_life_days)
-        });
-        let price_fit = match (item.price, profile.and_then(Profile::price_preference)) {
-            (Some(price), Some(preferred)) if price > 0.0 && preferred > 0.0 => {
-                (-(price / preferred).ln().abs()).exp()
-            }
-            _ => 0.0,
-        };
-        (
-            [
-                query.map_or(0.0, |q| dot(q, vector)),
-                profile_vector.map_or(0.0, |p| dot(p, vector)),
-                profile.map_or(0.0, |p| category_affinity(p, item.category.as_deref())) as f32,
-                ctr as f32,
-                popularity as f32,
-                price_fit as f32,
-                freshness as f32,
-                lexical_overlap(query_terms, item),
-                1.0 / (1.0 + stage1_rank as f32),
-                behaviour.covisit(item.id.as_str()),
-                behaviour.trending(item.id.as_str()),
-                lexical_score,
-            ],
-            counts,
-        )
     }
 }
 

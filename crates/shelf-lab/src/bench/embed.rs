@@ -10,6 +10,10 @@ pub struct EmbedBenchArgs {
     /// Texts: `queries` (2–5 words), `titles` or `descriptions` of the demo shop.
     #[arg(long, value_enum, default_value_t = EmbedTexts::Queries)]
     pub texts: EmbedTexts,
+    /// Language of the texts: `en`, or `zh` (the same texts in Chinese; for a multilingual
+    /// model).
+    #[arg(long, value_enum, default_value = "en")]
+    pub language: Language,
     /// Batch sizes to measure, each in turn (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
     pub batch: Vec<usize>,
@@ -35,12 +39,14 @@ pub enum EmbedTexts {
     Descriptions,
 }
 
-/// 512 distinct texts of `kind`, the same on every run.
-pub(super) fn embed_texts(kind: EmbedTexts) -> Vec<String> {
-    let shop = Shop::generate(512, 7);
+/// 512 distinct texts of `kind` in `language`, the same on every run.
+pub(super) fn embed_texts(kind: EmbedTexts, language: Language) -> Vec<String> {
+    let shop = Shop::generate_in(language, 512, 7);
     let mut rng = SmallRng::seed_from_u64(7);
     match kind {
-        EmbedTexts::Queries => (0..512).map(|_| demo_query(&mut rng)).collect(),
+        EmbedTexts::Queries => (0..512)
+            .map(|_| demo_query_in(language, &mut rng))
+            .collect(),
         EmbedTexts::Titles => shop.products.iter().map(|p| p.item.title.clone()).collect(),
         // The demo's descriptions are one sentence; shop descriptions run longer, so each
         // gets the care and shipping paragraph a product page carries (~110 tokens in all).
@@ -63,7 +69,7 @@ pub(super) fn embed_texts(kind: EmbedTexts) -> Vec<String> {
 }
 
 pub(super) fn embed_bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
-    let texts = embed_texts(args.texts);
+    let texts = embed_texts(args.texts, args.language);
     if args.print_texts {
         use std::io::Write;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -77,6 +83,11 @@ pub(super) fn embed_bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let kind = format!("{:?}", args.texts).to_lowercase();
+    // Queries carry the model's query prompt, item texts its document prompt.
+    let role = match args.texts {
+        EmbedTexts::Queries => TextRole::Query,
+        EmbedTexts::Titles | EmbedTexts::Descriptions => TextRole::Document,
+    };
     for &batch in &args.batch {
         anyhow::ensure!(batch > 0, "--batch sizes must be positive");
         let embedder = args.model.start(batch)?;
@@ -85,7 +96,7 @@ pub(super) fn embed_bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
                 .map(|j| texts[(i * batch + j) % texts.len()].clone())
                 .collect()
         };
-        embedder.embed_blocking(chunk(0))?; // warm-up
+        embedder.embed_blocking_as(role, chunk(0))?; // warm-up
         let gap = Duration::from_secs_f64(args.gap_ms.max(0.0) / 1000.0);
         let started = Instant::now();
         let cpu_before = process_cpu_seconds();
@@ -97,7 +108,7 @@ pub(super) fn embed_bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
                 std::thread::sleep(gap);
             }
             let call = Instant::now();
-            sentences += embedder.embed_blocking(chunk(i))?.len();
+            sentences += embedder.embed_blocking_as(role, chunk(i))?.len();
             call_ms.push(call.elapsed().as_secs_f64() * 1000.0);
             i += 1;
         }
@@ -107,7 +118,9 @@ pub(super) fn embed_bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "bench": "embed", "engine": "shelf", "texts": kind, "batch": batch,
+                "bench": "embed", "engine": "shelf", "model": embedder.model_id(),
+                "texts": kind, "language": format!("{:?}", args.language).to_lowercase(),
+                "batch": batch,
                 "gap_ms": args.gap_ms, "calls": call_ms.len(),
                 "sentences": sentences, "seconds": round(busy_seconds),
                 "sentences_per_s": round(sentences as f64 / busy_seconds),

@@ -1,7 +1,7 @@
 //! `shelf bench`: measurements that print JSON lines — `ingest` (job throughput and item
 //! freshness on the embedded log and through Fluvio) and `search` (a load generator against a running server).
 
-use crate::demo::shop::Shop;
+use crate::demo::shop::{Language, Shop};
 use crate::demo::users;
 use axum::http::{Method, StatusCode};
 use clap::{Args, Subcommand};
@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use shelf_api::client::{HttpTransport, Transport};
 use shelf_cli::data::{DataArgs, Topic};
 use shelf_cli::model::ModelArgs;
+use shelf_embed::TextRole;
 use shelf_engine::{catch_up, follow, EventJob, ItemJob};
 use shelf_index::{HnswIndex, IndexConfig};
 use shelf_store::DecayConfig;

@@ -87,10 +87,15 @@ pub(super) async fn cache_counts(api: &HttpTransport) -> anyhow::Result<(u64, u6
 
 /// A demo-shop query: a random leaf category, with a colour three times in ten.
 pub(super) fn demo_query(rng: &mut SmallRng) -> String {
+    demo_query_in(Language::En, rng)
+}
+
+/// [`demo_query`] in `language` (the same draws give a query and its translation).
+pub(super) fn demo_query_in(language: Language, rng: &mut SmallRng) -> String {
     let leaf = rng.random_range(0..Shop::leaves());
     let color =
         (rng.random::<f64>() < 0.3).then(|| rng.random_range(0..crate::demo::shop::COLORS.len()));
-    Shop::query_for(leaf, color, rng)
+    Shop::query_in(language, leaf, color, rng)
 }
 
 /// One request body of the load: a demo-shop query, sometimes with a demo user.

@@ -4,6 +4,7 @@
 
 pub mod shop;
 pub mod users;
+mod zh;
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -33,6 +34,11 @@ pub struct DemoArgs {
     /// Seed of the demo catalog and shoppers.
     #[arg(long, default_value_t = 42)]
     pub demo_seed: u64,
+    /// Language of the demo catalog and of the shoppers' queries: `en`, or `zh` (Chinese;
+    /// run it with `--model-name multilingual-e5-small`, as `make run
+    /// MODEL=multilingual-e5-small DEMO_LANGUAGE=zh` does).
+    #[arg(long, value_enum, default_value = "en")]
+    pub demo_language: shop::Language,
 }
 
 impl DemoArgs {
@@ -51,6 +57,7 @@ impl DemoArgs {
             users: self.demo_users as usize,
             sessions_per_second: self.demo_rate,
             seed: self.demo_seed,
+            language: self.demo_language,
         };
         Ok(Some(Box::new(
             move |app: Arc<App>, base_url: String, stop: tokio::sync::watch::Receiver<bool>| {
@@ -71,6 +78,7 @@ pub struct DemoConfig {
     /// Simulated sessions (one search each) per second.
     pub sessions_per_second: f64,
     pub seed: u64,
+    pub language: shop::Language,
 }
 
 /// Feeds the catalog (first run only), waits until it is indexed, prints how to query,
@@ -81,7 +89,7 @@ pub async fn run(
     config: DemoConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let shop = Shop::generate(config.items, config.seed);
+    let shop = Shop::generate_in(config.language, config.items, config.seed);
     if app
         .node
         .store
@@ -121,8 +129,12 @@ pub async fn run(
             _ = stop.changed() => return Ok(()),
         }
     }
+    let example = match config.language {
+        shop::Language::En => "grey sofa",
+        shop::Language::Zh => "灰色沙发",
+    };
     eprintln!(
-        "\ndemo: the shop is ready ({} items). Try:\n\n  curl -s {base_url}/v1/search -H 'content-type: application/json' \\\n    -d '{{\"query\": \"grey sofa\", \"user_id\": \"user-00001\", \"k\": 5, \"explain\": true}}'\n\n\
+        "\ndemo: the shop is ready ({} items). Try:\n\n  curl -s {base_url}/v1/search -H 'content-type: application/json' \\\n    -d '{{\"query\": \"{example}\", \"user_id\": \"user-00001\", \"k\": 5, \"explain\": true}}'\n\n\
          demo: {} simulated shoppers now search and click at {} sessions/s (metrics: {base_url}/metrics)\n",
         shop.products.len(),
         config.users,

@@ -376,27 +376,79 @@ pub struct Product {
     pub tier: Tier,
 }
 
+/// The language of the shop's titles, descriptions, categories and shoppers' queries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Language {
+    /// English.
+    #[default]
+    En,
+    /// Chinese (simplified): the same products, word for word (brands stay in Latin letters).
+    Zh,
+}
+
+/// One leaf's words in a language.
+struct Words {
+    path: &'static str,
+    nouns: &'static [&'static str],
+    features: &'static [&'static str],
+    colors: &'static [&'static str],
+    styles: &'static [&'static str],
+}
+
+impl Words {
+    fn of(language: Language, leaf: usize) -> Self {
+        match language {
+            Language::En => Self {
+                path: LEAVES[leaf].path,
+                nouns: LEAVES[leaf].nouns,
+                features: LEAVES[leaf].features,
+                colors: COLORS,
+                styles: STYLES,
+            },
+            Language::Zh => {
+                let (path, nouns, features) = super::zh::LEAVES[leaf];
+                Self {
+                    path,
+                    nouns,
+                    features,
+                    colors: super::zh::COLORS,
+                    styles: super::zh::STYLES,
+                }
+            }
+        }
+    }
+}
+
 /// The whole generated shop.
 #[derive(Debug)]
 pub struct Shop {
     pub products: Vec<Product>,
+    pub language: Language,
 }
 
 impl Shop {
-    /// `n` products spread over every leaf category, deterministic in `seed`.
+    /// `n` products spread over every leaf category, deterministic in `seed`, in English.
     pub fn generate(n: usize, seed: u64) -> Self {
+        Self::generate_in(Language::En, n, seed)
+    }
+
+    /// [`Shop::generate`] in `language`: the same seed gives the same products (ids, leaves,
+    /// colours, prices) in every language, their words translated.
+    pub fn generate_in(language: Language, n: usize, seed: u64) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
         let now = OffsetDateTime::now_utc();
         let products = (0..n)
             .map(|i| {
                 let leaf_ix = i % LEAVES.len();
                 let leaf = &LEAVES[leaf_ix];
+                let words = Words::of(language, leaf_ix);
                 let color = rng.random_range(0..COLORS.len());
-                let noun = leaf.nouns[rng.random_range(0..leaf.nouns.len())];
+                let noun = words.nouns[rng.random_range(0..leaf.nouns.len())];
                 let brand = leaf.brands[rng.random_range(0..leaf.brands.len())];
-                let style = STYLES[rng.random_range(0..STYLES.len())];
-                let f1 = leaf.features[rng.random_range(0..leaf.features.len())];
-                let f2 = leaf.features[rng.random_range(0..leaf.features.len())];
+                let style = words.styles[rng.random_range(0..STYLES.len())];
+                let f1 = words.features[rng.random_range(0..leaf.features.len())];
+                let f2 = words.features[rng.random_range(0..leaf.features.len())];
+                let colour = words.colors[color];
                 let position: f64 = rng.random::<f64>();
                 let (lo, hi) = leaf.price;
                 // Log-uniform within the leaf's range.
@@ -412,25 +464,39 @@ impl Shop {
                     (b'A' + rng.random_range(0..26u8)) as char,
                     rng.random_range(100..999)
                 );
-                let title = format!("{brand} {style} {} {noun} {model}", COLORS[color]);
-                let description = format!(
-                    "A {style} {} {noun} by {brand} with {f1}{}.",
-                    COLORS[color],
-                    if f1 == f2 {
-                        String::new()
-                    } else {
-                        format!(" and {f2}")
-                    }
-                );
+                let (title, description) = match language {
+                    Language::En => (
+                        format!("{brand} {style} {colour} {noun} {model}"),
+                        format!(
+                            "A {style} {colour} {noun} by {brand} with {f1}{}.",
+                            if f1 == f2 {
+                                String::new()
+                            } else {
+                                format!(" and {f2}")
+                            }
+                        ),
+                    ),
+                    Language::Zh => (
+                        format!("{brand} {style}{colour}{noun} {model}"),
+                        format!(
+                            "{brand}出品的{style}{colour}{noun}，{f1}{}。",
+                            if f1 == f2 {
+                                String::new()
+                            } else {
+                                format!("，{f2}")
+                            }
+                        ),
+                    ),
+                };
                 let age_days = rng.random_range(0..720);
                 let item = Item {
                     id: ItemId::from(format!("sku-{i:06}")),
                     title,
                     description: Some(description),
-                    category: Some(leaf.path.to_string()),
+                    category: Some(words.path.to_string()),
                     brand: Some(brand.to_string()),
                     price: Some(price.max(0.99)),
-                    tags: vec![COLORS[color].to_string(), style.to_string()],
+                    tags: vec![colour.to_string(), style.to_string()],
                     in_stock: Some(rng.random::<f64>() > 0.08),
                     attributes: serde_json::Map::new(),
                     updated_at: Some(now - time::Duration::days(age_days)),
@@ -443,7 +509,7 @@ impl Shop {
                 }
             })
             .collect();
-        Self { products }
+        Self { products, language }
     }
 
     /// The item bought together with product `i`, if its leaf has a companion leaf: the
@@ -469,33 +535,92 @@ impl Shop {
     }
 
     /// A query a shopper looking in leaf `i` might type (a product noun, sometimes with a
-    /// colour).
+    /// colour), in English.
     pub fn query_for(leaf: usize, color: Option<usize>, rng: &mut impl Rng) -> String {
-        let nouns = LEAVES[leaf].nouns;
-        let noun = nouns[rng.random_range(0..nouns.len())];
-        match color {
-            Some(c) => format!("{} {noun}", COLORS[c]),
-            None => noun.to_string(),
+        Self::query_in(Language::En, leaf, color, rng)
+    }
+
+    /// [`Shop::query_for`] in `language`; the same random draws give a query and its
+    /// translation.
+    pub fn query_in(
+        language: Language,
+        leaf: usize,
+        color: Option<usize>,
+        rng: &mut impl Rng,
+    ) -> String {
+        let words = Words::of(language, leaf);
+        let noun = words.nouns[rng.random_range(0..LEAVES[leaf].nouns.len())];
+        match (color, language) {
+            (Some(c), Language::En) => format!("{} {noun}", words.colors[c]),
+            (Some(c), Language::Zh) => format!("{}{noun}", words.colors[c]),
+            (None, _) => noun.to_string(),
         }
     }
-}
 
-impl Shop {
     /// A broad query for the area of leaf `i`: its parent and top categories
     /// (`Furniture/Living Room/Sofas` -> `living room furniture`), matching several leaves.
     pub fn broad_query_for(leaf: usize) -> String {
-        let parts: Vec<&str> = LEAVES[leaf].path.split('/').collect();
+        Self::broad_query_in(Language::En, leaf)
+    }
+
+    /// [`Shop::broad_query_for`] in `language` (Chinese: `客厅家具`).
+    pub fn broad_query_in(language: Language, leaf: usize) -> String {
+        let parts: Vec<&str> = Words::of(language, leaf).path.split('/').collect();
         let parent = parts
             .get(parts.len().saturating_sub(2))
             .copied()
             .unwrap_or_default();
-        format!("{} {}", parent, parts[0]).to_lowercase()
+        match language {
+            Language::En => format!("{} {}", parent, parts[0]).to_lowercase(),
+            Language::Zh => format!("{parent}{}", parts[0]),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_chinese_shop_is_the_english_one_translated() {
+        for (leaf, (path, nouns, features)) in super::super::zh::LEAVES.iter().enumerate() {
+            assert_eq!(
+                path.split('/').count(),
+                LEAVES[leaf].path.split('/').count(),
+                "{path}"
+            );
+            assert_eq!(nouns.len(), LEAVES[leaf].nouns.len(), "{path}");
+            assert_eq!(features.len(), LEAVES[leaf].features.len(), "{path}");
+        }
+        assert_eq!(super::super::zh::LEAVES.len(), LEAVES.len());
+        assert_eq!(super::super::zh::COLORS.len(), COLORS.len());
+        assert_eq!(super::super::zh::STYLES.len(), STYLES.len());
+        let en = Shop::generate_in(Language::En, 200, 4);
+        let zh = Shop::generate_in(Language::Zh, 200, 4);
+        for (e, z) in en.products.iter().zip(&zh.products) {
+            assert_eq!(
+                (&e.item.id, e.leaf, e.color, e.item.price),
+                (&z.item.id, z.leaf, z.color, z.item.price)
+            );
+            assert_eq!(e.item.brand, z.item.brand);
+            let han = |c: char| ('\u{4e00}'..='\u{9fff}').contains(&c);
+            assert!(z.item.title.chars().any(han), "{}", z.item.title);
+        }
+        for seed in 0..20 {
+            let en = Shop::query_in(Language::En, 0, Some(2), &mut SmallRng::seed_from_u64(seed));
+            let zh = Shop::query_in(Language::Zh, 0, Some(2), &mut SmallRng::seed_from_u64(seed));
+            let en_noun = LEAVES[0]
+                .nouns
+                .iter()
+                .position(|n| en == format!("grey {n}"));
+            let zh_noun = super::super::zh::LEAVES[0]
+                .1
+                .iter()
+                .position(|n| zh == format!("灰色{n}"));
+            assert!(en_noun.is_some() && en_noun == zh_noun, "{en} / {zh}");
+        }
+        assert_eq!(Shop::broad_query_in(Language::Zh, 0), "客厅家具");
+    }
 
     #[test]
     fn the_shop_is_deterministic_valid_and_covers_every_leaf() {

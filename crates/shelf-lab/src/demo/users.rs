@@ -1,7 +1,7 @@
 //! Simulated shoppers with hidden preferences who search through the public API and click
 //! by a position-biased click model, and the NDCG measure of how well results fit them.
 
-use super::shop::{Shop, Tier, COLORS};
+use super::shop::{Language, Shop, Tier, COLORS};
 use axum::http::{Method, StatusCode};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -23,6 +23,8 @@ pub struct SimUser {
 pub struct Facets {
     by_id: HashMap<String, (usize, usize, Tier)>,
     companions: HashMap<String, String>,
+    /// The language shoppers type their queries in (the shop's).
+    pub language: Language,
 }
 
 impl Facets {
@@ -42,6 +44,7 @@ impl Facets {
                     ))
                 })
                 .collect(),
+            language: shop.language,
         }
     }
 
@@ -151,10 +154,10 @@ pub async fn session(
     };
     // Shoppers type product words (sometimes with a colour) or browse broadly.
     let query = if rng.random::<f64>() < 0.3 {
-        Shop::broad_query_for(leaf)
+        Shop::broad_query_in(facets.language, leaf)
     } else {
         let color = (rng.random::<f64>() < 0.4).then_some(user.color);
-        Shop::query_for(leaf, color, rng)
+        Shop::query_in(facets.language, leaf, color, rng)
     };
     let (status, response) = api
         .call(

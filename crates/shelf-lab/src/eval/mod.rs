@@ -2,7 +2,7 @@
 //! judgments: ANN-only against ANN + re-rank), `interactions` (items and a time-ordered
 //! interaction log replayed through the event job, each user's last interaction held out:
 //! popularity, item-kNN, EASE, profile-ANN, co-visitation and shelf's recommendation path)
-//! and `ctr` (held-out impressions).
+//! `ctr` (held-out impressions) and `languages` (English and Chinese on the demo shop).
 
 use crate::baselines::{Ease, Interactions, ItemKnn};
 use anyhow::Context;
@@ -16,8 +16,8 @@ use shelf_lexical::LexicalIndex;
 use shelf_rank::{ndcg_at, recall_at, reciprocal_rank, Judgments, PriorRanker};
 use shelf_store::{text_hash, Store, StoreOptions, StoredVector};
 use shelf_types::{
-    Item, ItemAttributes, ItemId, ItemRecord, Ranker, TextEmbedder, VectorIndex, FEATURE_COUNT,
-    FEATURE_NAMES,
+    Item, ItemAttributes, ItemId, ItemRecord, Ranker, TextEmbedder, TextRole, VectorIndex,
+    FEATURE_COUNT, FEATURE_NAMES,
 };
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal};
@@ -26,12 +26,14 @@ use std::sync::Arc;
 
 mod ctr;
 mod interactions;
+mod languages;
 mod relevance;
 
 use ctr::*;
 pub use ctr::{CtrArgs, DemoDataArgs};
 pub use interactions::InteractionsArgs;
 use interactions::*;
+pub use languages::LanguagesArgs;
 pub use relevance::RelevanceArgs;
 use relevance::*;
 
@@ -46,6 +48,9 @@ pub enum EvalCommand {
     /// Click prediction on the newest logged impressions of a data directory: AUC and
     /// log-loss of the prior and of every saved model.
     Ctr(CtrArgs),
+    /// Search across languages on the demo shop (English and Chinese catalogues and
+    /// queries): semantic and lexical NDCG, and overlap with the English query's results.
+    Languages(Box<LanguagesArgs>),
     /// Writes the demo shop's catalog and its shoppers' browsing (with companion items
     /// bought together) as `items.jsonl` and `interactions.tsv` for `eval interactions`.
     DemoData(DemoDataArgs),
@@ -59,6 +64,7 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
         EvalCommand::Relevance(args) => runtime.block_on(relevance(*args)),
         EvalCommand::Interactions(args) => runtime.block_on(interactions(*args)),
         EvalCommand::Ctr(args) => ctr(args),
+        EvalCommand::Languages(args) => runtime.block_on(languages::languages(*args)),
         EvalCommand::DemoData(args) => demo_data(args),
     }
 }
@@ -104,7 +110,7 @@ async fn scratch_catalog(
     let mut rows = Vec::with_capacity(items.len());
     for (done, chunk) in items.chunks(256).enumerate() {
         let texts: Vec<String> = chunk.iter().map(Item::embedding_text).collect();
-        let vectors = embedder.embed(texts.clone()).await?;
+        let vectors = embedder.embed_as(TextRole::Document, texts.clone()).await?;
         let mut batch = store.batch();
         for ((item, text), vector) in chunk.iter().zip(&texts).zip(vectors) {
             let stored = StoredVector {

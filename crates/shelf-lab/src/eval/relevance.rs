@@ -240,7 +240,7 @@ pub(super) async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
                         .collect())
                 };
                 let ann_ids = || async {
-                    let v = embedder.embed(vec![text.clone()]).await?.remove(0);
+                    let v = embedder.embed_as(TextRole::Query, vec![text.clone()]).await?.remove(0);
                     anyhow::Ok(
                         index
                             .search(&v.0, args.depth, None, &Default::default())?
