@@ -1,22 +1,35 @@
-//! Prometheus metrics: counters and latency histograms, rendered as text on `/metrics`.
+//! Prometheus metrics (`prometheus-client`): the HTTP layer's counters and latency
+//! histograms, the node's own, and the values read at scrape time, in the text format.
 
-use shelf_node::metrics::{Histogram, NodeMetrics, Reading};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use shelf_node::metrics::{latency_histogram, MetricKind, Reading};
 use shelf_node::supervisor::{JobState, JobStatus};
 use shelf_node::Node;
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Every metric the server keeps itself (gauges read from the index and store are added at
-/// render time by the caller).
-#[derive(Debug, Default)]
+/// The `Content-Type` of what [`Metrics::render`] writes (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+type Labels<const N: usize> = [(&'static str, String); N];
+type HistogramFamily<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
+
+/// Every metric the HTTP layer keeps itself, registered once; the node's metrics and the
+/// gauges read from the index, the store and the jobs are added at render time.
+#[derive(Debug)]
 pub struct Metrics {
+    registry: Registry,
     /// HTTP requests by (route, status).
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    requests: Family<Labels<2>, Counter>,
     /// HTTP latency by route.
-    http_latency: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
+    http_latency: HistogramFamily<1>,
     /// Search stages.
     pub search_embed: Histogram,
     pub search_lexical: Histogram,
@@ -24,13 +37,13 @@ pub struct Metrics {
     pub search_rerank: Histogram,
     pub search_total: Histogram,
     /// Events appended to the stream through the API.
-    pub events_appended: AtomicU64,
+    pub events_appended: Counter,
     /// Searches refused because too many were in flight.
-    pub searches_rejected: AtomicU64,
+    pub searches_rejected: Counter,
     /// Searches with a query that returned nothing, and the queries.
     pub zero_results: ZeroResults,
     /// Recommendations served by (placement, whether the list was empty).
-    recommendations: Mutex<BTreeMap<(&'static str, bool), u64>>,
+    recommendations: Family<Labels<2>, Counter>,
 }
 
 /// The queries that found nothing since the server started, with how often each was
@@ -39,7 +52,7 @@ pub struct Metrics {
 /// distinct ones are kept (later new ones count in the total only).
 #[derive(Debug, Default)]
 pub struct ZeroResults {
-    total: AtomicU64,
+    total: Counter,
     queries: Mutex<std::collections::HashMap<String, u64>>,
 }
 
@@ -47,7 +60,7 @@ impl ZeroResults {
     pub const MAX_QUERIES: usize = 10_000;
 
     pub fn record(&self, query: &str) {
-        self.total.fetch_add(1, Ordering::Relaxed);
+        self.total.inc();
         let query = query.trim().to_lowercase();
         let mut queries = self.queries.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = queries.get_mut(&query) {
@@ -59,7 +72,7 @@ impl ZeroResults {
 
     /// Zero-result searches so far.
     pub fn total(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
+        self.total.get()
     }
 
     /// The `limit` most frequent zero-result queries, most frequent first, and how many
@@ -73,176 +86,181 @@ impl ZeroResults {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<Labels<2>, Counter>::default();
+        registry.register(
+            "shelf_http_requests",
+            "HTTP requests by route and status.",
+            requests.clone(),
+        );
+        let recommendations = Family::<Labels<2>, Counter>::default();
+        registry.register(
+            "shelf_recommendations",
+            "Recommendations served (POST /v1/recommend, and /v1/search without a query as \
+             for_user) by placement, and whether the list was empty.",
+            recommendations.clone(),
+        );
+        let http_latency: HistogramFamily<1> = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "shelf_http_request_duration_seconds",
+            "HTTP request latency by route.",
+            http_latency.clone(),
+        );
+        let stages: HistogramFamily<1> = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "shelf_search_stage_duration_seconds",
+            "Search latency per stage (embed, lexical, ann, rerank, total).",
+            stages.clone(),
+        );
+        let stage = |name: &str| stages.get_or_create_owned(&[("stage", name.to_string())]);
+        let events_appended = Counter::default();
+        registry.register(
+            "shelf_events_appended",
+            "Events appended to the log through the API.",
+            events_appended.clone(),
+        );
+        let searches_rejected = Counter::default();
+        registry.register(
+            "shelf_searches_rejected",
+            "Searches refused with 429 because too many were in flight.",
+            searches_rejected.clone(),
+        );
+        let zero_results = ZeroResults::default();
+        registry.register(
+            "shelf_search_zero_results",
+            "Searches with a query that returned no item (see GET /v1/analytics/zero-results).",
+            zero_results.total.clone(),
+        );
+        Self {
+            search_embed: stage("embed"),
+            search_lexical: stage("lexical"),
+            search_ann: stage("ann"),
+            search_rerank: stage("rerank"),
+            search_total: stage("total"),
+            registry,
+            requests,
+            http_latency,
+            events_appended,
+            searches_rejected,
+            zero_results,
+            recommendations,
+        }
+    }
+}
+
 impl Metrics {
     /// Counts a recommendation served for `placement`.
     pub fn recommended(&self, placement: &'static str, empty: bool) {
-        *self
-            .recommendations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((placement, empty))
-            .or_default() += 1;
+        self.recommendations
+            .get_or_create(&[
+                ("placement", placement.to_string()),
+                ("empty", empty.to_string()),
+            ])
+            .inc();
     }
 
     pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((route.to_string(), status))
-            .or_default() += 1;
-        let histogram = std::sync::Arc::clone(
-            self.http_latency
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(route.to_string())
-                .or_default(),
-        );
-        histogram.observe(elapsed);
+        self.requests
+            .get_or_create(&[("route", route.to_string()), ("status", status.to_string())])
+            .inc();
+        self.http_latency
+            .get_or_create(&[("route", route.to_string())])
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The text exposition of everything above, the node's own metrics, its jobs' states
     /// and its readings. It reads RocksDB and /proc: call it off the async runtime.
     pub fn render(&self, node: &Node) -> String {
-        let node_metrics: &NodeMetrics = &node.metrics;
+        let mut scraped = Registry::default();
+        node.metrics.register(&mut scraped);
+        scraped.register_collector(Box::new(Scraped {
+            jobs: node.jobs.statuses(),
+            readings: node
+                .readings()
+                .into_iter()
+                .chain(process_gauges())
+                .collect(),
+        }));
         let mut out = String::new();
-        header(
-            &mut out,
-            "shelf_http_requests_total",
-            "HTTP requests by route and status.",
-            "counter",
-        );
-        for ((route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "shelf_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-            );
+        for registry in [&self.registry, &scraped] {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, registry)
+                .expect("writing to a String cannot fail");
         }
-        header(
-            &mut out,
-            "shelf_recommendations_total",
-            "Recommendations served (POST /v1/recommend, and /v1/search without a query as \
-             for_user) by placement, and whether the list was empty.",
-            "counter",
-        );
-        for ((placement, empty), n) in self
-            .recommendations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "shelf_recommendations_total{{placement=\"{placement}\",empty=\"{empty}\"}} {n}"
-            );
-        }
-        header(
-            &mut out,
-            "shelf_http_request_duration_seconds",
-            "HTTP request latency by route.",
-            "histogram",
-        );
-        for (route, h) in self
-            .http_latency
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            h.render(
-                &mut out,
-                "shelf_http_request_duration_seconds",
-                &format!("route=\"{route}\""),
-            );
-        }
-        header(
-            &mut out,
-            "shelf_search_stage_duration_seconds",
-            "Search latency per stage (embed, lexical, ann, rerank, total).",
-            "histogram",
-        );
-        for (stage, h) in [
-            ("embed", &self.search_embed),
-            ("lexical", &self.search_lexical),
-            ("ann", &self.search_ann),
-            ("rerank", &self.search_rerank),
-            ("total", &self.search_total),
-        ] {
-            h.render(
-                &mut out,
-                "shelf_search_stage_duration_seconds",
-                &format!("stage=\"{stage}\""),
-            );
-        }
-        header(
-            &mut out,
-            "shelf_item_freshness_seconds",
-            "Time from an item's append through the API to its being searchable (vector index updated, lexical index committed).",
-            "histogram",
-        );
-        node_metrics
-            .item_freshness
-            .render(&mut out, "shelf_item_freshness_seconds", "");
-        for (name, help, value) in [
+        out
+    }
+}
+
+/// Values read once per scrape: the jobs' states and the node's and the process's readings.
+#[derive(Debug)]
+struct Scraped {
+    jobs: std::collections::BTreeMap<&'static str, JobStatus>,
+    readings: Vec<Reading>,
+}
+
+impl Collector for Scraped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        type JobValue = fn(&JobStatus) -> f64;
+        let job_metrics: [(&str, &str, MetricType, JobValue); 3] = [
             (
-                "shelf_items_appended_total",
-                "Item records appended to the stream through the API (and the demo).",
-                &node_metrics.items_appended,
+                "shelf_job_failures",
+                "Failures of each background job (failed batches, retried, and failed or \
+                 panicked runs, restarted).",
+                MetricType::Counter,
+                |s| s.failures as f64,
             ),
             (
-                "shelf_events_appended_total",
-                "Events appended to the log through the API.",
-                &self.events_appended,
-            ),
-            (
-                "shelf_searches_rejected_total",
-                "Searches refused with 429 because too many were in flight.",
-                &self.searches_rejected,
-            ),
-            (
-                "shelf_search_zero_results_total",
-                "Searches with a query that returned no item (see GET /v1/analytics/zero-results).",
-                &self.zero_results.total,
-            ),
-        ] {
-            header(&mut out, name, help, "counter");
-            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
-        }
-        let jobs = node.jobs.statuses();
-        for (name, help, kind, value) in [
-            (
-                "shelf_job_failures_total",
-                "Failures of each background job (failed batches, retried, and failed or panicked runs, restarted).",
-                "counter",
-                (|s: &JobStatus| s.failures as f64) as fn(&JobStatus) -> f64,
-            ),
-            (
-                "shelf_job_restarts_total",
+                "shelf_job_restarts",
                 "Times each background job was restarted by its supervisor.",
-                "counter",
+                MetricType::Counter,
                 |s| s.restarts as f64,
             ),
             (
                 "shelf_job_up",
                 "1 while the job is running (or starting), 0 while it is down.",
-                "gauge",
+                MetricType::Gauge,
                 |s| f64::from(u8::from(!matches!(s.state, JobState::Down { .. }))),
             ),
-        ] {
-            header(&mut out, name, help, kind);
-            for (job, status) in &jobs {
-                let _ = writeln!(out, "{name}{{job=\"{job}\"}} {}", value(status));
+        ];
+        for (name, help, kind, value) in job_metrics {
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            for (job, status) in &self.jobs {
+                let labels = [("job", *job)];
+                let metric = family.encode_family(&labels)?;
+                match kind {
+                    MetricType::Counter => ConstCounter::new(value(status)).encode(metric)?,
+                    _ => ConstGauge::new(value(status)).encode(metric)?,
+                }
             }
         }
-        for reading in node.readings().into_iter().chain(process_gauges()) {
-            header(&mut out, reading.name, reading.help, reading.kind.as_str());
-            let _ = writeln!(out, "{} {}", reading.name, reading.value);
+        for reading in &self.readings {
+            match reading.kind {
+                MetricKind::Counter => {
+                    // The encoder appends `_total` to counters' names.
+                    let name = reading.name.strip_suffix("_total").unwrap_or(reading.name);
+                    let counter = ConstCounter::new(reading.value);
+                    let metric = encoder.encode_descriptor(
+                        name,
+                        reading.help,
+                        None,
+                        counter.metric_type(),
+                    )?;
+                    counter.encode(metric)?;
+                }
+                MetricKind::Gauge => {
+                    let gauge = ConstGauge::new(reading.value);
+                    let metric = encoder.encode_descriptor(
+                        reading.name,
+                        reading.help,
+                        None,
+                        gauge.metric_type(),
+                    )?;
+                    gauge.encode(metric)?;
+                }
+            }
         }
-        out
+        Ok(())
     }
 }
 
@@ -271,9 +289,4 @@ fn process_gauges() -> Vec<Reading> {
         ));
     }
     out
-}
-
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
 }

@@ -85,11 +85,5 @@ pub(crate) async fn metrics(State(app): State<Arc<App>>) -> ApiResult<impl IntoR
     let text = tokio::task::spawn_blocking(move || app.metrics.render(&app.node))
         .await
         .map_err(ApiError::internal)?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    ))
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text))
 }

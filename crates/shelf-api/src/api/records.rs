@@ -10,7 +10,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 use shelf_types::{Event, ItemRecord};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
@@ -224,6 +223,6 @@ pub(crate) async fn post_events(
         .append_events(payloads)
         .await
         .map_err(ApiError::stream_unavailable)?;
-    app.metrics.events_appended.fetch_add(n, Ordering::Relaxed);
+    app.metrics.events_appended.inc_by(n);
     Ok(accepted(n as usize, range))
 }

@@ -11,7 +11,6 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use shelf_engine::{FacetField, SearchMode, SearchRequest, SortOrder};
 use shelf_types::{Rules, SearchFilter, UserId};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
@@ -296,9 +295,7 @@ pub(crate) async fn run(app: &Arc<App>, request: SearchRequest) -> ApiResult<Sea
         ));
     };
     let Ok(_slot) = app.search_slots.try_acquire() else {
-        app.metrics
-            .searches_rejected
-            .fetch_add(1, Ordering::Relaxed);
+        app.metrics.searches_rejected.inc();
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "overloaded",
@@ -319,11 +316,15 @@ pub(crate) async fn run(app: &Arc<App>, request: SearchRequest) -> ApiResult<Sea
     .map_err(ApiError::internal)?;
     let t = response.timings;
     let m = &app.metrics;
-    m.search_embed.observe_ms(t.embed_ms);
-    m.search_lexical.observe_ms(t.lexical_ms);
-    m.search_ann.observe_ms(t.ann_ms);
-    m.search_rerank.observe_ms(t.rerank_ms);
-    m.search_total.observe_ms(t.total_ms);
+    for (histogram, ms) in [
+        (&m.search_embed, t.embed_ms),
+        (&m.search_lexical, t.lexical_ms),
+        (&m.search_ann, t.ann_ms),
+        (&m.search_rerank, t.rerank_ms),
+        (&m.search_total, t.total_ms),
+    ] {
+        histogram.observe(ms.max(0.0) / 1e3);
+    }
     if let Some(placement) = placement {
         m.recommended(placement, response.items.is_empty());
     }

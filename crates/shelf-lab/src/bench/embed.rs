@@ -114,7 +114,10 @@ pub(super) fn embed_bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
         }
         let cpu_seconds = process_cpu_seconds() - cpu_before;
         let busy_seconds = call_ms.iter().sum::<f64>() / 1000.0;
-        call_ms.sort_by(f64::total_cmp);
+        let mut call_latency = Latencies::default();
+        for &ms in &call_ms {
+            call_latency.record_ms(ms);
+        }
         println!(
             "{}",
             serde_json::json!({
@@ -124,8 +127,8 @@ pub(super) fn embed_bench(args: EmbedBenchArgs) -> anyhow::Result<()> {
                 "gap_ms": args.gap_ms, "calls": call_ms.len(),
                 "sentences": sentences, "seconds": round(busy_seconds),
                 "sentences_per_s": round(sentences as f64 / busy_seconds),
-                "call_ms_p50": round(percentile(&call_ms, 0.5)),
-                "call_ms_p99": round(percentile(&call_ms, 0.99)),
+                "call_ms_p50": round(call_latency.quantile_ms(0.5)),
+                "call_ms_p99": round(call_latency.quantile_ms(0.99)),
                 "cpu_ms_per_call": round(cpu_seconds * 1000.0 / call_ms.len().max(1) as f64),
                 "threads": candle_threads(), "device": embedder.device(),
                 "quantize": embedder.quantization().name(),

@@ -329,7 +329,7 @@ pub(super) async fn ingest_in(
     let wake = Arc::new(tokio::sync::Notify::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let appended: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
-    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let latencies: Arc<Mutex<Latencies>> = Arc::default();
     let follower = {
         let (store, wake, appended, latencies) = (
             Arc::clone(&store),
@@ -357,7 +357,7 @@ pub(super) async fn ingest_in(
                     appended.retain(|(id, at)| {
                         let done = store.item(id).is_ok_and(|item| item.is_some());
                         if done {
-                            latencies.push((now - *at).as_secs_f64() * 1e3);
+                            latencies.record_ms((now - *at).as_secs_f64() * 1e3);
                         }
                         !done
                     });
@@ -389,15 +389,14 @@ pub(super) async fn ingest_in(
     }
     let _ = stop_tx.send(true);
     follower.await??;
-    let mut latencies = latencies.lock().expect("not poisoned").clone();
-    latencies.sort_by(f64::total_cmp);
+    let freshness = latencies.lock().expect("not poisoned");
     println!(
         "{}",
         serde_json::json!({
-            "bench": "item_freshness", "source": transport, "items": latencies.len(),
+            "bench": "item_freshness", "source": transport, "items": freshness.len(),
             "rate_per_s": args.freshness_rate, "fsync": args.fsync,
-            "p50_ms": round(percentile(&latencies, 0.5)), "p99_ms": round(percentile(&latencies, 0.99)),
-            "max_ms": round(latencies.last().copied().unwrap_or(f64::NAN)),
+            "p50_ms": round(freshness.quantile_ms(0.5)), "p99_ms": round(freshness.quantile_ms(0.99)),
+            "max_ms": round(freshness.max_ms()),
         })
     );
     Ok(())

@@ -125,27 +125,27 @@ pub(super) fn search_body(
 
 #[derive(Default)]
 pub(super) struct Tally {
-    pub(super) latencies: Vec<f64>,
+    pub(super) latencies: Latencies,
     /// The server's own stage timings of each answer (`timings`: embed, ann, rerank), ms.
-    pub(super) stages: [Vec<f64>; 3],
+    pub(super) stages: [Latencies; 3],
     pub(super) errors: u64,
 }
 
 impl Tally {
     /// Counts one answer: its latency as the client saw it and the server's stage timings.
     pub(super) fn answered(&mut self, ms: f64, body: &serde_json::Value) {
-        self.latencies.push(ms);
+        self.latencies.record_ms(ms);
         for (stage, name) in self.stages.iter_mut().zip(["embed", "ann", "rerank"]) {
             if let Some(t) = body["timings"][name].as_f64() {
-                stage.push(t);
+                stage.record_ms(t);
             }
         }
     }
 
     pub(super) fn extend(&mut self, other: Tally) {
-        self.latencies.extend(other.latencies);
-        for (mine, theirs) in self.stages.iter_mut().zip(other.stages) {
-            mine.extend(theirs);
+        self.latencies.add(&other.latencies);
+        for (mine, theirs) in self.stages.iter_mut().zip(&other.stages) {
+            mine.add(theirs);
         }
         self.errors += other.errors;
     }
@@ -154,30 +154,27 @@ impl Tally {
 pub(super) fn report(
     mode: &str,
     label: serde_json::Value,
-    mut tally: Tally,
+    tally: Tally,
     seconds: f64,
     cache: ((u64, u64), (u64, u64)),
 ) {
-    tally.latencies.sort_by(f64::total_cmp);
-    for stage in &mut tally.stages {
-        stage.sort_by(f64::total_cmp);
-    }
     let [embed, ann, rerank] = &tally.stages;
     let l = &tally.latencies;
     let mut line = serde_json::json!({
         "bench": "search", "mode": mode,
         "requests": l.len(), "errors": tally.errors,
         "qps": round(l.len() as f64 / seconds),
-        "p50_ms": round(percentile(l, 0.5)), "p90_ms": round(percentile(l, 0.9)),
-        "p99_ms": round(percentile(l, 0.99)), "max_ms": round(l.last().copied().unwrap_or(f64::NAN)),
+        "p50_ms": round(l.quantile_ms(0.5)), "p90_ms": round(l.quantile_ms(0.9)),
+        "p99_ms": round(l.quantile_ms(0.99)), "p999_ms": round(l.quantile_ms(0.999)),
+        "max_ms": round(l.max_ms()),
         "query_cache_hits": cache.1 .0.saturating_sub(cache.0 .0),
         "query_cache_misses": cache.1 .1.saturating_sub(cache.0 .1),
-        "server_embed_p50_ms": round(percentile(embed, 0.5)),
-        "server_embed_p99_ms": round(percentile(embed, 0.99)),
-        "server_ann_p50_ms": round(percentile(ann, 0.5)),
-        "server_ann_p99_ms": round(percentile(ann, 0.99)),
-        "server_rerank_p50_ms": round(percentile(rerank, 0.5)),
-        "server_rerank_p99_ms": round(percentile(rerank, 0.99)),
+        "server_embed_p50_ms": round(embed.quantile_ms(0.5)),
+        "server_embed_p99_ms": round(embed.quantile_ms(0.99)),
+        "server_ann_p50_ms": round(ann.quantile_ms(0.5)),
+        "server_ann_p99_ms": round(ann.quantile_ms(0.99)),
+        "server_rerank_p50_ms": round(rerank.quantile_ms(0.5)),
+        "server_rerank_p99_ms": round(rerank.quantile_ms(0.99)),
     });
     if let (Some(obj), Some(extra)) = (line.as_object_mut(), label.as_object()) {
         obj.extend(extra.clone());

@@ -172,7 +172,7 @@ impl Node {
                 pending.push_back((range.end - 1, started));
             }
         }
-        self.metrics.items_appended.fetch_add(n, Ordering::Relaxed);
+        self.metrics.items_appended.inc_by(n);
         self.item_wake.notify_one();
         Ok(range)
     }
@@ -196,7 +196,9 @@ impl Node {
             if offset >= applied_up_to {
                 break;
             }
-            self.metrics.item_freshness.observe(appended.elapsed());
+            self.metrics
+                .item_freshness
+                .observe(appended.elapsed().as_secs_f64());
             pending.pop_front();
         }
     }
