@@ -4,8 +4,8 @@
 use crate::consumer::{Applied, Job};
 use crate::EngineError;
 use shelf_store::{
-    covisit_pairs, BehaviourConfig, Counter, DeadLetter, DecayConfig, Impression, ItemFacts,
-    ItemStats, Profile, Store, TopList, TRENDING_OVERALL,
+    covisit_pairs, BehaviourConfig, Counter, DeadLetter, DecayConfig, Impression, ImpressionItem,
+    ItemFacts, ItemStats, Profile, Store, TopList, TRENDING_OVERALL,
 };
 use shelf_stream::Record;
 use shelf_types::{Event, EventKind};
@@ -162,20 +162,25 @@ impl EventJob {
         Ok(Ok(()))
     }
 
-    /// Marks the clicked item in the impression the click's request id names (the label
-    /// for CTR training). Clicks on expired or unknown requests, and on a response served
-    /// to another user, only update the profile. A response served without a user (an
-    /// anonymous search) takes the label of whoever clicks: the click carries the id the
-    /// shop knows the visitor by, which the search did not.
-    fn label_click(
+    /// Marks the clicked, carted or purchased item in the impression the event's request id
+    /// names (the click is the label for CTR training; all three count in A/B tests).
+    /// Events on expired or unknown requests, and on a response served to another user,
+    /// only update the profile. A response served without a user (an anonymous search)
+    /// takes the label of whoever acts on it: the event carries the id the shop knows the
+    /// visitor by, which the search did not.
+    fn label_response(
         &self,
         event: &Event,
         impressions: &mut BTreeMap<String, Impression>,
     ) -> Result<(), EngineError> {
-        let (EventKind::Click, Some(request), Some(item)) =
-            (event.kind, &event.request_id, &event.item_id)
-        else {
+        let (Some(request), Some(item)) = (&event.request_id, &event.item_id) else {
             return Ok(());
+        };
+        let label: fn(&mut ImpressionItem) = match event.kind {
+            EventKind::Click => |shown| shown.clicked = true,
+            EventKind::AddToCart => |shown| shown.carted = true,
+            EventKind::Purchase => |shown| shown.purchased = true,
+            EventKind::View | EventKind::Search => return Ok(()),
         };
         let request = request.as_str();
         if !impressions.contains_key(request) {
@@ -199,7 +204,7 @@ impl EventJob {
             .iter_mut()
             .find(|shown| shown.item_id == item.as_str())
         {
-            shown.clicked = true;
+            label(shown);
         }
         Ok(())
     }
@@ -305,7 +310,7 @@ impl Job for EventJob {
                 Ok(EventRecord::Event(event)) => {
                     let outcome = self.apply_event(&event, &mut working)?;
                     if outcome.is_ok() {
-                        self.label_click(&event, &mut working.impressions)?;
+                        self.label_response(&event, &mut working.impressions)?;
                     }
                     outcome
                 }
@@ -398,7 +403,10 @@ mod tests {
                 position: 0,
                 features: vec![0.0; shelf_types::FEATURE_COUNT],
                 clicked: false,
+                carted: false,
+                purchased: false,
             }],
+            arm: None,
         };
         let click = |user: &str, request: &str| {
             serde_json::to_vec(&serde_json::json!({
@@ -427,5 +435,25 @@ mod tests {
             .await
             .unwrap();
         assert!(clicked("r-alice"));
+        // Carts and purchases carrying the request id label the response too (A/B tests).
+        let act = |kind: &str, user: &str| {
+            serde_json::to_vec(&serde_json::json!({
+                "user_id": user, "kind": kind, "item_id": "sku-1",
+                "request_id": "r-alice", "ts": "2026-11-20T10:01:00Z",
+            }))
+            .unwrap()
+        };
+        job.apply(vec![
+            record(5, act("add_to_cart", "mallory")),
+            record(6, act("purchase", "alice")),
+        ])
+        .await
+        .unwrap();
+        let shown = store.impression("r-alice").unwrap().unwrap().items[0].clone();
+        assert!(
+            !shown.carted,
+            "another user's cart labelled alice's impression"
+        );
+        assert!(shown.purchased);
     }
 }

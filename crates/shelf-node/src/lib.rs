@@ -3,6 +3,7 @@
 //! without HTTP.
 
 pub mod config;
+pub mod experiments;
 pub mod metrics;
 pub mod models;
 mod node;

@@ -29,6 +29,33 @@ pub fn load_live(data_dir: &Path) -> anyhow::Result<Option<LearnedModel>> {
     }
 }
 
+/// The saved model `version` (`{version}.json`), or `None` when there is no such file.
+pub fn load(data_dir: &Path, version: &str) -> anyhow::Result<Option<LearnedModel>> {
+    let valid = !version.is_empty()
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid || version == "live" {
+        return Ok(None);
+    }
+    let path = dir(data_dir).join(format!("{version}.json"));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => LearnedModel::from_json(&text)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Makes `model` the live one (`live.json`, replaced atomically); the caller swaps it into
+/// the retriever.
+pub fn promote(data_dir: &Path, model: &LearnedModel) -> anyhow::Result<()> {
+    let dir = dir(data_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_atomically(&dir.join(LIVE), &model.to_json())
+}
+
 /// Every saved model (not `live.json`), oldest version first.
 pub fn list(data_dir: &Path) -> anyhow::Result<Vec<LearnedModel>> {
     let dir = dir(data_dir);
@@ -89,10 +116,12 @@ pub fn count_examples(store: &Store) -> anyhow::Result<usize> {
 pub const MODELS_KEPT: usize = 20;
 
 /// Deletes all but the newest `keep` saved models (by the training time in their version,
-/// `{kind}-{unix ms}`), never the live one. Returns how many were deleted.
+/// `{kind}-{unix ms}`), never the live one nor one an A/B test in progress serves. Returns
+/// how many were deleted.
 pub fn prune(data_dir: &Path, keep: usize) -> anyhow::Result<usize> {
     let dir = dir(data_dir);
     let live = load_live(data_dir).ok().flatten().map(|m| m.version);
+    let in_tests = crate::experiments::models_in_running_tests(data_dir)?;
     let mut saved: Vec<(u128, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
@@ -102,7 +131,7 @@ pub fn prune(data_dir: &Path, keep: usize) -> anyhow::Result<usize> {
         if path.extension().is_none_or(|e| e != "json") || stem == "live" {
             continue;
         }
-        if live.as_deref() == Some(stem) {
+        if live.as_deref() == Some(stem) || in_tests.iter().any(|m| m == stem) {
             continue;
         }
         let Some(ms) = stem.rsplit('-').next().and_then(|t| t.parse().ok()) else {
@@ -181,7 +210,7 @@ pub fn train_and_promote(
     let path = dir.join(format!("{version}.json"));
     write_atomically(&path, &model.to_json())?;
     if promoted {
-        write_atomically(&dir.join(LIVE), &model.to_json())?;
+        promote(data_dir, &model)?;
     }
     prune(data_dir, MODELS_KEPT)?;
     Ok(TrainOutcome {
@@ -194,7 +223,7 @@ pub fn train_and_promote(
     })
 }
 
-fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("json.tmp");
     {
         use std::io::Write;

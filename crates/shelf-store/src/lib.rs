@@ -136,6 +136,17 @@ pub struct Impression {
     pub query: Option<String>,
     /// Shown items in order, each with the feature values it was ranked with.
     pub items: Vec<ImpressionItem>,
+    /// The A/B test arm that served the response, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<ArmTag>,
+}
+
+/// Which experiment, and which of its arms, served a response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArmTag {
+    /// The experiment's id (`{placement}-{start in unix ms}`).
+    pub experiment: String,
+    pub arm: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -146,6 +157,12 @@ pub struct ImpressionItem {
     /// Set when a click carrying the impression's request id arrives (the training label).
     #[serde(default)]
     pub clicked: bool,
+    /// Set when an add-to-cart carrying the impression's request id arrives.
+    #[serde(default)]
+    pub carted: bool,
+    /// Set when a purchase carrying the impression's request id arrives.
+    #[serde(default)]
+    pub purchased: bool,
 }
 
 /// A raw key and value read from RocksDB.
@@ -423,11 +440,19 @@ impl Store {
     }
 
     /// Calls `f` with every impression, oldest first (request ids sort by time).
-    pub fn for_each_impression(&self, mut f: impl FnMut(Impression)) -> Result<(), StoreError> {
-        for entry in self
-            .db
-            .iterator_cf(self.cf(IMPRESSIONS), IteratorMode::Start)
-        {
+    pub fn for_each_impression(&self, f: impl FnMut(Impression)) -> Result<(), StoreError> {
+        self.for_each_impression_from("", f)
+    }
+
+    /// Calls `f` with every impression whose request id sorts at or after `start` (request
+    /// ids begin with their time, so a time's floor starts the scan there), oldest first.
+    pub fn for_each_impression_from(
+        &self,
+        start: &str,
+        mut f: impl FnMut(Impression),
+    ) -> Result<(), StoreError> {
+        let mode = IteratorMode::From(start.as_bytes(), rocksdb::Direction::Forward);
+        for entry in self.db.iterator_cf(self.cf(IMPRESSIONS), mode) {
             let (_, v) = entry?;
             f(codec::decode(&v, "impression")?);
         }
@@ -504,6 +529,7 @@ mod tests {
                 ts_ms: i as i64,
                 query: None,
                 items: Vec::new(),
+                arm: None,
             });
         }
         store.commit(batch).unwrap();

@@ -29,6 +29,6 @@ pub use rank::{
     features_from_logged, Contribution, Features, Ranker, FEATURE_COUNT, FEATURE_COUNT_V1,
     FEATURE_COUNT_V2, FEATURE_NAMES,
 };
-pub use rng::SplitMix;
+pub use rng::{mix as splitmix_mix, SplitMix};
 pub use rules::Rules;
 pub use traits::{BoxFuture, TextEmbedder, TextRole};

@@ -120,6 +120,16 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
     /// Runs both stages. Without a query and without a profile, the candidates are the
     /// trending items (none before any event: the response is empty).
     pub async fn search(&self, request: &SearchRequest) -> Result<SearchResponse, EngineError> {
+        self.search_with(request, self.ranker()).await
+    }
+
+    /// [`Retriever::search`] re-ranked by `ranker` instead of the live one (an A/B test's
+    /// arm); the response's `model` names it.
+    pub async fn search_with(
+        &self,
+        request: &SearchRequest,
+        ranker: Arc<dyn Ranker>,
+    ) -> Result<SearchResponse, EngineError> {
         let started = Instant::now();
         let request_id = new_request_id();
         let query = request
@@ -235,7 +245,6 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         let rerank_started = Instant::now();
         let now_ms = unix_ms(OffsetDateTime::now_utc());
         let query_terms = query.map(terms).unwrap_or_default();
-        let ranker = self.ranker();
         let mut ranked = Vec::with_capacity(candidates.len());
         let ids: Vec<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
         let rows = self.store.candidates(&ids)?;
@@ -377,8 +386,11 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                     position: (request.offset + position) as u32,
                     features: item.features.to_vec(),
                     clicked: false,
+                    carted: false,
+                    purchased: false,
                 })
                 .collect(),
+            arm: None,
         };
         Ok(SearchResponse {
             model: ranker.name().to_string(),
