@@ -9,11 +9,12 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use shelf_node::experiments::{self, ArmReport, Report};
 use shelf_node::metrics::{latency_histogram, MetricKind, Reading};
 use shelf_node::supervisor::{JobState, JobStatus};
 use shelf_node::Node;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The `Content-Type` of what [`Metrics::render`] writes (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -44,7 +45,13 @@ pub struct Metrics {
     pub zero_results: ZeroResults,
     /// Recommendations served by (placement, whether the list was empty).
     recommendations: Family<Labels<2>, Counter>,
+    /// The running A/B tests' reports, read from the impression log at most every
+    /// [`EXPERIMENT_REPORT_TTL`] (a scan of the test's impressions).
+    experiment_reports: Mutex<Option<(Instant, Vec<Report>)>>,
 }
+
+/// How long a scrape reuses the A/B tests' reports.
+pub const EXPERIMENT_REPORT_TTL: Duration = Duration::from_secs(30);
 
 /// The queries that found nothing since the server started, with how often each was
 /// asked: the first report a merchandiser asks for (missing products, missing synonyms).
@@ -146,6 +153,7 @@ impl Default for Metrics {
             searches_rejected,
             zero_results,
             recommendations,
+            experiment_reports: Mutex::default(),
         }
     }
 }
@@ -182,6 +190,7 @@ impl Metrics {
                 .into_iter()
                 .chain(process_gauges())
                 .collect(),
+            experiments: self.experiment_reports(node),
         }));
         let mut out = String::new();
         for registry in [&self.registry, &scraped] {
@@ -192,11 +201,44 @@ impl Metrics {
     }
 }
 
-/// Values read once per scrape: the jobs' states and the node's and the process's readings.
+impl Metrics {
+    /// The running A/B tests' reports, recomputed when older than [`EXPERIMENT_REPORT_TTL`]
+    /// (a test that cannot be read is logged and left out).
+    fn experiment_reports(&self, node: &Node) -> Vec<Report> {
+        let mut cached = self
+            .experiment_reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((at, reports)) = cached.as_ref() {
+            if at.elapsed() < EXPERIMENT_REPORT_TTL {
+                return reports.clone();
+            }
+        }
+        let reports: Vec<Report> = node
+            .experiments
+            .list()
+            .iter()
+            .filter(|e| e.stopped_ms.is_none())
+            .filter_map(|e| match experiments::report(&node.store, e) {
+                Ok(report) => Some(report),
+                Err(error) => {
+                    tracing::error!(experiment = %e.id, %error, "reading an A/B test's report failed");
+                    None
+                }
+            })
+            .collect();
+        *cached = Some((Instant::now(), reports.clone()));
+        reports
+    }
+}
+
+/// Values read once per scrape: the jobs' states, the node's and the process's readings,
+/// and the running A/B tests' reports.
 #[derive(Debug)]
 struct Scraped {
     jobs: std::collections::BTreeMap<&'static str, JobStatus>,
     readings: Vec<Reading>,
+    experiments: Vec<Report>,
 }
 
 impl Collector for Scraped {
@@ -231,6 +273,44 @@ impl Collector for Scraped {
                 match kind {
                     MetricType::Counter => ConstCounter::new(value(status)).encode(metric)?,
                     _ => ConstGauge::new(value(status)).encode(metric)?,
+                }
+            }
+        }
+        type ArmValue = fn(&ArmReport) -> f64;
+        let arm_metrics: [(&str, &str, ArmValue); 4] = [
+            (
+                "shelf_experiment_responses",
+                "Responses each running A/B test's arm served with items (from the impression \
+                 log, refreshed every 30 s).",
+                |a| a.responses as f64,
+            ),
+            (
+                "shelf_experiment_clicks_per_response",
+                "Clicks per response of each running A/B test's arm.",
+                |a| a.clicks_per_response.value,
+            ),
+            (
+                "shelf_experiment_carts_per_response",
+                "Add-to-carts per response of each running A/B test's arm.",
+                |a| a.carts_per_response.value,
+            ),
+            (
+                "shelf_experiment_purchases_per_response",
+                "Purchases per response of each running A/B test's arm.",
+                |a| a.purchases_per_response.value,
+            ),
+        ];
+        if !self.experiments.is_empty() {
+            for (name, help, value) in arm_metrics {
+                let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                for report in &self.experiments {
+                    for arm in &report.arms {
+                        let labels = [
+                            ("experiment", report.experiment.id.as_str()),
+                            ("arm", arm.name.as_str()),
+                        ];
+                        ConstGauge::new(value(arm)).encode(family.encode_family(&labels)?)?;
+                    }
                 }
             }
         }

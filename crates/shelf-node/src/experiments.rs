@@ -88,8 +88,9 @@ impl std::fmt::Debug for Experiments {
 fn read_all(data_dir: &Path) -> anyhow::Result<Vec<Experiment>> {
     let path = data_dir.join(FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Ok(text) => {
+            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
     }
@@ -443,7 +444,6 @@ pub struct ArmReport {
 /// An experiment with its arms' outcomes so far.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    #[serde(flatten)]
     pub experiment: Experiment,
     pub arms: Vec<ArmReport>,
     /// The arm whose clicks-per-response interval against the control lies wholly above
@@ -462,7 +462,10 @@ pub fn report(store: &Store, experiment: &Experiment) -> anyhow::Result<Report> 
         .stopped_ms
         .map(|ms| format!("{:012x}-", ms.max(0) as u64 + 1));
     let mut count = |impression: Impression| {
-        let Some(tag) = impression.arm.as_ref().filter(|t| t.experiment == experiment.id)
+        let Some(tag) = impression
+            .arm
+            .as_ref()
+            .filter(|t| t.experiment == experiment.id)
         else {
             return;
         };
@@ -472,7 +475,11 @@ pub fn report(store: &Store, experiment: &Experiment) -> anyhow::Result<Report> 
         let tally = |f: fn(&shelf_store::ImpressionItem) -> bool| {
             impression.items.iter().filter(|i| f(i)).count() as f64
         };
-        let counts = [tally(|i| i.clicked), tally(|i| i.carted), tally(|i| i.purchased)];
+        let counts = [
+            tally(|i| i.clicked),
+            tally(|i| i.carted),
+            tally(|i| i.purchased),
+        ];
         for (m, c) in moments[arm].iter_mut().zip(counts) {
             m.add(c);
         }
@@ -481,7 +488,10 @@ pub fn report(store: &Store, experiment: &Experiment) -> anyhow::Result<Report> 
         }
     };
     store.for_each_impression_from(&start, |impression| {
-        if end.as_deref().is_none_or(|end| impression.request_id.as_str() < end) {
+        if end
+            .as_deref()
+            .is_none_or(|end| impression.request_id.as_str() < end)
+        {
             count(impression);
         }
     })?;
@@ -557,11 +567,17 @@ mod tests {
             ExperimentError::Invalid(_)
         ));
         assert!(matches!(
-            refuse("search", vec![arm("a", "prior", 0.5), arm("a", "prior", 0.5)]),
+            refuse(
+                "search",
+                vec![arm("a", "prior", 0.5), arm("a", "prior", 0.5)]
+            ),
             ExperimentError::Invalid(_)
         ));
         assert!(matches!(
-            refuse("search", vec![arm("a", "prior", 0.0), arm("b", "prior", 0.5)]),
+            refuse(
+                "search",
+                vec![arm("a", "prior", 0.0), arm("b", "prior", 0.5)]
+            ),
             ExperimentError::Invalid(_)
         ));
         assert!(matches!(
@@ -590,7 +606,10 @@ mod tests {
         assert_eq!(started.arms[0].model, "prior", "live resolved at the start");
         let arms = |e: &Experiments| -> Vec<Option<String>> {
             (0..2000)
-                .map(|u| e.assign("search", Some(&format!("u{u}"))).map(|(t, _)| t.arm))
+                .map(|u| {
+                    e.assign("search", Some(&format!("u{u}")))
+                        .map(|(t, _)| t.arm)
+                })
                 .collect()
         };
         let before = arms(&experiments);
@@ -601,15 +620,29 @@ mod tests {
         let share = |name: Option<&str>| {
             before.iter().filter(|a| a.as_deref() == name).count() as f64 / 2000.0
         };
-        for (name, expected) in [(Some("control"), 0.3), (Some("treatment"), 0.3), (None, 0.4)] {
-            assert!((share(name) - expected).abs() < 0.04, "{name:?}: {}", share(name));
+        for (name, expected) in [
+            (Some("control"), 0.3),
+            (Some("treatment"), 0.3),
+            (None, 0.4),
+        ] {
+            assert!(
+                (share(name) - expected).abs() < 0.04,
+                "{name:?}: {}",
+                share(name)
+            );
         }
         assert!(reopened.assign("for_user", Some("u1")).is_none());
         let stopped = reopened.stop("search").unwrap();
         assert!(stopped.stopped_ms.is_some());
         assert!(reopened.assign("search", Some("u1")).is_none());
-        assert!(Experiments::open(data.path()).unwrap().running("search").is_none());
-        assert!(matches!(reopened.stop("search"), Err(ExperimentError::NotFound(_))));
+        assert!(Experiments::open(data.path())
+            .unwrap()
+            .running("search")
+            .is_none());
+        assert!(matches!(
+            reopened.stop("search"),
+            Err(ExperimentError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -56,6 +56,16 @@ pub fn promote(data_dir: &Path, model: &LearnedModel) -> anyhow::Result<()> {
     write_atomically(&dir.join(LIVE), &model.to_json())
 }
 
+/// Returns ranking to the hand-set prior: removes `live.json` (the saved models stay).
+pub fn demote_to_prior(data_dir: &Path) -> anyhow::Result<()> {
+    let path = dir(data_dir).join(LIVE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("deleting {}", path.display())),
+    }
+}
+
 /// Every saved model (not `live.json`), oldest version first.
 pub fn list(data_dir: &Path) -> anyhow::Result<Vec<LearnedModel>> {
     let dir = dir(data_dir);

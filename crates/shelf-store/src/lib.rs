@@ -451,7 +451,8 @@ impl Store {
         start: &str,
         mut f: impl FnMut(Impression),
     ) -> Result<(), StoreError> {
-        let mode = IteratorMode::From(start.as_bytes(), rocksdb::Direction::Forward);
+        let start = keys::id_key(start);
+        let mode = IteratorMode::From(&start, rocksdb::Direction::Forward);
         for entry in self.db.iterator_cf(self.cf(IMPRESSIONS), mode) {
             let (_, v) = entry?;
             f(codec::decode(&v, "impression")?);

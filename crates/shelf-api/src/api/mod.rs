@@ -4,6 +4,7 @@
 mod analytics;
 mod auth;
 mod error;
+mod experiments;
 mod models;
 mod openapi;
 mod ops;
@@ -13,6 +14,7 @@ mod search;
 mod users;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use experiments::{ArmBody, ExperimentBody, PromoteBody};
 pub use models::{ModelList, ModelSummary};
 pub use openapi::ApiDoc;
 pub use recommend::{PlacementName, RecommendBody};
@@ -22,6 +24,7 @@ pub use users::{CategoryAffinity, Deleted, ProfileView, RecentView};
 
 use self::analytics::*;
 use self::auth::*;
+use self::experiments::*;
 use self::models::*;
 use self::openapi::*;
 use self::ops::*;
@@ -52,6 +55,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/users/{id}/profile", get(get_profile))
         .route("/v1/users/{id}", delete(delete_user))
         .route("/v1/models", get(list_models))
+        .route(
+            "/v1/experiments",
+            get(list_experiments).post(start_experiment),
+        )
+        .route("/v1/experiments/{id}", get(get_experiment))
+        .route("/v1/experiments/{id}/stop", post(stop_experiment))
+        .route("/v1/experiments/{id}/promote", post(promote_experiment))
         .route("/v1/analytics/zero-results", get(zero_results))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&app),

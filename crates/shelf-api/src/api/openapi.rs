@@ -2,6 +2,7 @@
 
 use super::analytics::*;
 use super::error::*;
+use super::experiments::*;
 use super::models::*;
 use super::ops::*;
 use super::recommend::*;
@@ -29,6 +30,11 @@ use utoipa::OpenApi;
         get_profile,
         delete_user,
         list_models,
+        start_experiment,
+        list_experiments,
+        get_experiment,
+        stop_experiment,
+        promote_experiment,
         zero_results,
         health,
         ready,
@@ -39,6 +45,9 @@ use utoipa::OpenApi;
         RecommendBody,
         SearchResult,
         ErrorBody,
+        ExperimentBody,
+        ArmBody,
+        PromoteBody,
         Accepted,
         ProfileView,
         ItemView,

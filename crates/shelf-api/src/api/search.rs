@@ -145,6 +145,9 @@ pub struct SearchResult {
     pub request_id: String,
     /// The ranking model that scored the results.
     pub model: String,
+    /// The A/B test arm that served this response, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentArm>,
     /// Whether the user's profile took part.
     pub personalized: bool,
     /// The mode the search ran in.
@@ -171,6 +174,14 @@ pub struct SearchResult {
     pub facets: FacetCounts,
     pub items: Vec<ResultItem>,
     pub timings: TimingsMs,
+}
+
+/// An A/B test and the arm of it that served a response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExperimentArm {
+    /// The experiment's id (`GET /v1/experiments/{id}` reports it).
+    pub id: String,
+    pub arm: String,
 }
 
 /// Facet counts, most frequent first (price buckets in price order).
@@ -304,16 +315,24 @@ pub(crate) async fn run(app: &Arc<App>, request: SearchRequest) -> ApiResult<Sea
     };
     // The ANN walk and the re-rank's store reads block: they run on the blocking pool
     // (bounded by the search slots), never on the runtime's workers.
+    // An A/B test on the placement picks the ranker (a user keeps their arm).
+    let assignment = app.node.experiments.assign(
+        placement.unwrap_or("search"),
+        request.user_id.as_ref().map(|u| u.as_str()),
+    );
+    let (arm, ranker) = assignment.unzip();
     let node = Arc::clone(&app.node);
     let runtime = tokio::runtime::Handle::current();
 
-    let response = tokio::task::spawn_blocking(move || {
+    let mut response = tokio::task::spawn_blocking(move || {
         let retriever = node.retriever().expect("checked above; never unset");
-        runtime.block_on(retriever.search(&request))
+        let ranker = ranker.unwrap_or_else(|| retriever.ranker());
+        runtime.block_on(retriever.search_with(&request, ranker))
     })
     .await
     .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
+    response.impression.arm = arm.clone();
     let t = response.timings;
     let m = &app.metrics;
     for (histogram, ms) in [
@@ -337,6 +356,10 @@ pub(crate) async fn run(app: &Arc<App>, request: SearchRequest) -> ApiResult<Sea
     }
     Ok(SearchResult {
         request_id: response.request_id,
+        experiment: arm.map(|tag| ExperimentArm {
+            id: tag.experiment,
+            arm: tag.arm,
+        }),
         placement,
         reason: response.reason,
         skipped_pins: response

@@ -13,6 +13,7 @@ mod recovery;
 mod training;
 
 use crate::config::NodeConfig;
+use crate::experiments::{self, ExperimentError};
 use crate::metrics::{NodeMetrics, Reading};
 use crate::streams::{self, Streams, Transport, ITEM_VECTORS_TOPIC};
 use crate::supervisor::{spawn_supervised, JobBoard};
@@ -56,6 +57,8 @@ pub struct Node {
     pub config: NodeConfig,
     pub store: Arc<Store>,
     pub metrics: NodeMetrics,
+    /// The online A/B tests of rankers (`DATA/experiments.json`).
+    pub experiments: crate::experiments::Experiments,
     /// The jobs' states (shown by `/ready`, `/health` and `/metrics`).
     pub jobs: Arc<JobBoard>,
     retriever: OnceLock<ShelfRetriever>,
@@ -144,10 +147,12 @@ impl Node {
     ) -> anyhow::Result<Arc<Self>> {
         let (tx, rx) = mpsc::channel(IMPRESSION_QUEUE);
         let dim = query_embedder.dim();
+        let experiments = crate::experiments::Experiments::open(&config.data_dir)?;
         Ok(Arc::new(Self {
             config,
             store: Arc::new(store),
             metrics: NodeMetrics::default(),
+            experiments,
             jobs: Arc::default(),
             retriever: OnceLock::new(),
             transport: Transport::open(streams)?,

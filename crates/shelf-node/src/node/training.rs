@@ -87,3 +87,72 @@ impl Node {
         }
     }
 }
+
+impl Node {
+    /// Makes the saved model `version` (or `prior`, the hand-set ranker) the live ranker,
+    /// now and after a restart.
+    pub fn promote(&self, version: &str) -> Result<(), ExperimentError> {
+        let data_dir = &self.config.data_dir;
+        let (ranker, report): (Arc<dyn Ranker>, _) = if version == "prior" {
+            crate::models::demote_to_prior(data_dir)?;
+            (Arc::new(shelf_rank::PriorRanker::default()), None)
+        } else {
+            let model = crate::models::load(data_dir, version)?
+                .ok_or_else(|| ExperimentError::UnknownModel(version.to_string()))?;
+            crate::models::promote(data_dir, &model)?;
+            let report = model.report.clone();
+            (Arc::new(model), Some(report))
+        };
+        *self.live_report.lock().unwrap_or_else(|e| e.into_inner()) = report;
+        if let Some(r) = self.retriever() {
+            r.set_ranker(ranker);
+        }
+        tracing::info!(version, "promoted to live");
+        Ok(())
+    }
+
+    /// Ends experiment `id` by making its arm `arm`'s model live (and stopping the test if
+    /// it still runs). With `require_win`, only an arm whose gain in clicks per response
+    /// over the control is significant (its 95% interval above zero) is promoted. Returns
+    /// the report the decision was made on.
+    pub fn promote_arm(
+        &self,
+        id: &str,
+        arm: &str,
+        require_win: bool,
+    ) -> Result<experiments::Report, ExperimentError> {
+        let experiment = self
+            .experiments
+            .get(id)
+            .ok_or_else(|| ExperimentError::NotFound(format!("no experiment `{id}`")))?;
+        let Some(index) = experiment.arms.iter().position(|a| a.name == arm) else {
+            return Err(ExperimentError::Invalid(format!(
+                "experiment {id} has no arm `{arm}`"
+            )));
+        };
+        let report = experiments::report(&self.store, &experiment)?;
+        if require_win && report.winner.as_deref() != Some(arm) {
+            let why = match &report.arms[index].clicks_per_response_lift {
+                None => "it is the control, which the other arms are compared with".to_string(),
+                Some(lift) => format!(
+                    "its clicks per response differ from the control's by {:+.4} (95% \
+                     interval {:+.4} to {:+.4}, {} responses against {})",
+                    lift.value,
+                    lift.low,
+                    lift.high,
+                    report.arms[index].responses,
+                    report.arms[0].responses
+                ),
+            };
+            return Err(ExperimentError::Conflict(format!(
+                "arm `{arm}` has not won online: {why}; promote with require_win false to \
+                 override"
+            )));
+        }
+        if experiment.stopped_ms.is_none() {
+            self.experiments.stop(&experiment.placement)?;
+        }
+        self.promote(&experiment.arms[index].model)?;
+        Ok(report)
+    }
+}
