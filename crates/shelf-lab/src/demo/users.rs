@@ -206,8 +206,11 @@ pub async fn session(
         }
         if rng.random::<f64>() < 0.25 {
             outcome.carts += 1;
+            // The shop passes the response's request id on with the cart and the purchase
+            // it led to, so A/B tests count them for the ranker that served it.
             events.push(serde_json::json!({
-                "user_id": user.id, "kind": "add_to_cart", "item_id": id, "ts": now,
+                "user_id": user.id, "kind": "add_to_cart", "item_id": id,
+                "request_id": request_id, "ts": now,
             }));
             if let Some(companion) = companion.filter(|_| rng.random::<f64>() < COMPANION_CART) {
                 outcome.carts += 1;
@@ -218,7 +221,8 @@ pub async fn session(
             if rng.random::<f64>() < 0.4 {
                 outcome.purchases += 1;
                 events.push(serde_json::json!({
-                    "user_id": user.id, "kind": "purchase", "item_id": id, "ts": now,
+                    "user_id": user.id, "kind": "purchase", "item_id": id,
+                    "request_id": request_id, "ts": now,
                 }));
             }
         }
