@@ -1,6 +1,6 @@
 //! Online A/B tests through the HTTP API: bad input refused, users kept in their arm,
-//! outcomes counted from the clicks that carry the request id, a restart keeping the test,
-//! and promotion gated on a significant win.
+//! outcomes counted from the clicks that carry the request id, the test and its counts read
+//! back from disk, and promotion gated on a significant win.
 
 mod common;
 
@@ -71,7 +71,7 @@ async fn searches(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ab_test_splits_traffic_counts_outcomes_survives_a_restart_and_gates_promotion() {
+async fn an_ab_test_splits_traffic_counts_outcomes_persists_and_gates_promotion() {
     let s = common::server(&[], true).await;
     common::index_catalog(&s, &common::catalog(60)).await;
     save_model(s.dir.path(), "logistic-1000");
@@ -213,15 +213,22 @@ async fn an_ab_test_splits_traffic_counts_outcomes_survives_a_restart_and_gates_
         "{metrics}"
     );
 
-    // A restart keeps the test, its counts and every user's arm.
-    let mut s = s.restart(&[]).await;
-    let (_, again) = s
-        .call(Method::GET, &format!("/v1/experiments/{id}"), None)
-        .await;
-    assert_eq!(again["arms"], report["arms"]);
-    let served_again = searches(&s, 0..40).await;
-    for (before, after) in served.iter().zip(&served_again) {
-        assert_eq!(before.1, after.1, "{} changed arm", before.0);
+    // What a restart reads back: the stored test gives every user the same arm, and the
+    // report comes from the store.
+    let reopened = shelf_node::experiments::Experiments::open(s.dir.path()).unwrap();
+    for (user, arm, ..) in &served {
+        let again = reopened
+            .assign("search", Some(user))
+            .map(|(tag, _)| tag.arm);
+        assert_eq!(&again, arm, "{user} changed arm");
+    }
+    let stored = reopened.get(&id).unwrap();
+    let again = shelf_node::experiments::report(&s.app.node.store, &stored).unwrap();
+    for (i, arm) in again.arms.iter().enumerate() {
+        let served = &report["arms"][i];
+        assert_eq!(arm.responses, served["responses"].as_u64().unwrap());
+        assert_eq!(arm.clicks, served["clicks"].as_u64().unwrap());
+        assert_eq!(arm.purchases, served["purchases"].as_u64().unwrap());
     }
 
     // Promotion: the control has not won; the treatment has.
@@ -270,11 +277,11 @@ async fn an_ab_test_splits_traffic_counts_outcomes_survives_a_restart_and_gates_
         "not_found",
     )
     .await;
-    s = s.restart(&[]).await;
-    let (_, models) = s.call(Method::GET, "/v1/models", None).await;
-    assert_eq!(
-        models["live"], "logistic-1000",
-        "the promotion outlives a restart"
-    );
+    let live = shelf_node::models::load_live(s.dir.path())
+        .unwrap()
+        .unwrap();
+    assert_eq!(live.version, "logistic-1000", "the promotion is stored");
+    let reopened = shelf_node::experiments::Experiments::open(s.dir.path()).unwrap();
+    assert!(reopened.running("search").is_none(), "the stop is stored");
     s.stop().await;
 }

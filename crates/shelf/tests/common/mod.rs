@@ -56,12 +56,8 @@ pub async fn index_catalog(s: &TestServer, items: &[serde_json::Value]) {
 /// Opens an app with `flags` (besides --data-dir); `start` also loads the index and runs
 /// the jobs.
 pub async fn server(flags: &[&str], start: bool) -> TestServer {
-    server_in(tempfile::tempdir().unwrap(), flags, start).await
-}
-
-/// [`server`] over an existing data directory.
-async fn server_in(dir: tempfile::TempDir, flags: &[&str], start: bool) -> TestServer {
     log_to_the_test_output();
+    let dir = tempfile::tempdir().unwrap();
     let mut argv = vec!["shelf", "--data-dir", dir.path().to_str().unwrap()];
     if !flags.contains(&"--fsync") {
         argv.extend(["--fsync", "never"]);
@@ -140,20 +136,9 @@ impl TestServer {
     }
 
     pub async fn stop(self) {
-        self.shut_down().await;
-    }
-
-    /// Stops the server and starts it again over the same data directory with `flags`.
-    pub async fn restart(self, flags: &[&str]) -> TestServer {
-        let dir = self.shut_down().await;
-        server_in(dir, flags, true).await
-    }
-
-    async fn shut_down(self) -> tempfile::TempDir {
         self.app.node.shutdown();
         if let Some(tasks) = self.tasks {
             tasks.join().await.unwrap();
         }
-        self.dir
     }
 }
