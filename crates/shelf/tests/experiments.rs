@@ -283,5 +283,39 @@ async fn an_ab_test_splits_traffic_counts_outcomes_persists_and_gates_promotion(
     assert_eq!(live.version, "logistic-1000", "the promotion is stored");
     let reopened = shelf_node::experiments::Experiments::open(s.dir.path()).unwrap();
     assert!(reopened.running("search").is_none(), "the stop is stored");
+
+    // `shelf eval ab`'s loop, through the router: the demo's shoppers split between the live
+    // model and the prior; every click and purchase they make is counted for an arm.
+    let shop = shelf_lab::demo::shop::Shop::generate(60, 3);
+    let facets = shelf_lab::demo::users::Facets::of(&shop);
+    let shoppers = shelf_lab::demo::users::users(40, 11);
+    let outcome = shelf_lab::eval::ab::run_ab(
+        &s.api,
+        &facets,
+        &shoppers,
+        [("control", "live"), ("treatment", "prior")],
+        0.5,
+        2,
+        5,
+        false,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let arms = outcome.report["arms"].as_array().unwrap();
+    let total = |field: &str| arms.iter().map(|a| a[field].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        outcome.report["experiment"]["arms"][0]["model"],
+        "logistic-1000"
+    );
+    assert!(arms.iter().all(|a| a["responses"].as_u64().unwrap() > 0));
+    assert!(total("responses") <= outcome.sent.searches);
+    assert_eq!(total("clicks"), outcome.sent.clicks);
+    assert_eq!(total("purchases"), outcome.sent.purchases);
+    assert!(total("carts") <= outcome.sent.carts);
+    assert!(
+        s.app.node.experiments.running("search").is_none(),
+        "stopped at the end"
+    );
     s.stop().await;
 }

@@ -218,9 +218,11 @@ pub(crate) async fn post_events(
         .map(|e| serde_json::to_vec(e).map_err(ApiError::internal))
         .collect::<ApiResult<Vec<_>>>()?;
     let n = payloads.len() as u64;
+    // After the impressions already queued, so that a click on a response just served is
+    // applied after that response's impression (and labels it).
     let range = app
         .node
-        .append_events(payloads)
+        .append_events_after_impressions(payloads)
         .await
         .map_err(ApiError::stream_unavailable)?;
     app.metrics.events_appended.inc_by(n);

@@ -2,7 +2,8 @@
 //! judgments: ANN-only against ANN + re-rank), `interactions` (items and a time-ordered
 //! interaction log replayed through the event job, each user's last interaction held out:
 //! popularity, item-kNN, EASE, profile-ANN, co-visitation and shelf's recommendation path)
-//! `ctr` (held-out impressions) and `languages` (English and Chinese on the demo shop).
+//! `ctr` (held-out impressions) and `languages` (English and Chinese on the demo shop);
+//! and `ab`, an online A/B test against a running demo server.
 
 use crate::baselines::{Ease, Interactions, ItemKnn};
 use anyhow::Context;
@@ -24,11 +25,13 @@ use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod ab;
 mod ctr;
 mod interactions;
 mod languages;
 mod relevance;
 
+pub use ab::AbArgs;
 use ctr::*;
 pub use ctr::{CtrArgs, DemoDataArgs};
 pub use interactions::InteractionsArgs;
@@ -51,6 +54,10 @@ pub enum EvalCommand {
     /// Search across languages on the demo shop (English and Chinese catalogues and
     /// queries): semantic and lexical NDCG, and overlap with the English query's results.
     Languages(Box<LanguagesArgs>),
+    /// An online A/B test of two rankers on a running `shelf serve --demo`: the demo's
+    /// shoppers search through the API, split by the experiment, and each arm's clicks,
+    /// carts and purchases per search are reported with 95% intervals.
+    Ab(Box<AbArgs>),
     /// Writes the demo shop's catalog and its shoppers' browsing (with companion items
     /// bought together) as `items.jsonl` and `interactions.tsv` for `eval interactions`.
     DemoData(DemoDataArgs),
@@ -65,6 +72,7 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
         EvalCommand::Interactions(args) => runtime.block_on(interactions(*args)),
         EvalCommand::Ctr(args) => ctr(args),
         EvalCommand::Languages(args) => runtime.block_on(languages::languages(*args)),
+        EvalCommand::Ab(args) => runtime.block_on(ab::ab(*args)),
         EvalCommand::DemoData(args) => demo_data(args),
     }
 }

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The longest an event append waits for the impressions queued before it.
+const IMPRESSION_WAIT: Duration = Duration::from_secs(1);
+
 impl Node {
     /// Appends queued impressions to the event stream in batches.
     pub(super) async fn run_impression_writer(self: Arc<Self>) -> anyhow::Result<()> {
@@ -24,8 +27,11 @@ impl Node {
                         buffer.push(impression);
                     }
                     if !buffer.is_empty() {
-                        self.append_events(buffer.iter().map(impression_record).collect()).await?;
+                        let appended =
+                            self.append_events(buffer.iter().map(impression_record).collect()).await;
                         self.impressions_pending.fetch_sub(buffer.len(), Ordering::AcqRel);
+                        self.settle_impressions(buffer.len());
+                        appended?;
                     }
                     return Ok(());
                 }
@@ -36,7 +42,42 @@ impl Node {
                 tracing::error!(error = %e, "appending impressions failed; they are lost");
             }
             self.impressions_pending.fetch_sub(n, Ordering::AcqRel);
+            self.settle_impressions(n);
         }
+    }
+
+    /// Counts `n` impressions as settled (appended, failed or dropped) and wakes the event
+    /// appends waiting for them.
+    fn settle_impressions(&self, n: usize) {
+        self.impressions_settled
+            .fetch_add(n as u64, Ordering::AcqRel);
+        self.impressions_settled_wake.notify_waiters();
+    }
+
+    /// Appends shoppers' events after every impression queued before the call: a click
+    /// posted right after its search finds the response's impression already in the stream
+    /// (the event job labels an impression only once it has applied it). It waits at most
+    /// [`IMPRESSION_WAIT`] (the writer appends within milliseconds; a stalled stream is the
+    /// append's own error to report).
+    pub async fn append_events_after_impressions(
+        &self,
+        payloads: Vec<Vec<u8>>,
+    ) -> anyhow::Result<Range<u64>> {
+        let target = self.impressions_queued.load(Ordering::Acquire);
+        let deadline = tokio::time::Instant::now() + IMPRESSION_WAIT;
+        loop {
+            let woken = self.impressions_settled_wake.notified();
+            if self.impressions_settled.load(Ordering::Acquire) >= target {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                tracing::warn!(
+                    "impressions not appended within {IMPRESSION_WAIT:?}; appending events anyway"
+                );
+                break;
+            }
+        }
+        self.append_events(payloads).await
     }
 
     /// Deletes impressions older than the retention and dead letters beyond the newest
@@ -77,8 +118,12 @@ impl Node {
     /// and counted.
     pub fn log_impression(&self, impression: Impression) {
         self.impressions_pending.fetch_add(1, Ordering::AcqRel);
+        // Counted before it is sent, so a reader of `queued` covers every impression sent
+        // before its read.
+        self.impressions_queued.fetch_add(1, Ordering::AcqRel);
         if self.impressions.try_send(impression).is_err() {
             self.impressions_pending.fetch_sub(1, Ordering::AcqRel);
+            self.settle_impressions(1);
             tracing::warn!("impression queue full; an impression was dropped");
         }
     }

@@ -69,6 +69,12 @@ pub struct Node {
     impressions_rx: Mutex<Option<mpsc::Receiver<Impression>>>,
     /// Impressions queued but not yet appended to the stream.
     impressions_pending: AtomicUsize,
+    /// Impressions ever queued, and ever settled (appended, failed or dropped): in queue
+    /// order, so once `settled` reaches a value of `queued`, every impression queued before
+    /// that read is in the stream ([`Node::append_events_after_impressions`]).
+    impressions_queued: AtomicU64,
+    impressions_settled: AtomicU64,
+    impressions_settled_wake: Notify,
     /// Offsets of items appended here with their append time (for freshness).
     pending_items: Mutex<VecDeque<(u64, Instant)>>,
     /// The item position of the newest index snapshot on disk (or of the index as built).
@@ -161,6 +167,9 @@ impl Node {
             impressions: tx,
             impressions_rx: Mutex::new(Some(rx)),
             impressions_pending: AtomicUsize::new(0),
+            impressions_queued: AtomicU64::new(0),
+            impressions_settled: AtomicU64::new(0),
+            impressions_settled_wake: Notify::new(),
             pending_items: Mutex::new(VecDeque::new()),
             snapshot_position: AtomicU64::new(0),
             ready: AtomicBool::new(false),
