@@ -344,78 +344,69 @@ pub struct Estimate {
 /// z for a two-sided 95% interval.
 const Z95: f64 = 1.959_964;
 
-/// Sums of a per-response count (clicks, carts, purchases): for its mean and variance.
+/// One unit of assignment in an arm (a user, or an anonymous response): its responses and
+/// what came of them.
 #[derive(Clone, Copy, Debug, Default)]
-struct Moments {
-    n: f64,
-    sum: f64,
-    sum_sq: f64,
+struct Unit {
+    responses: f64,
+    /// Clicks, carts, purchases, and responses with at least one click.
+    counts: [f64; 4],
 }
 
-impl Moments {
-    fn add(&mut self, x: f64) {
-        self.n += 1.0;
-        self.sum += x;
-        self.sum_sq += x * x;
-    }
+/// A ratio of sums over units (`Σy / Σx`: clicks per response) with its delta-method
+/// variance. Users, not responses, are assigned to arms, and one user's responses are
+/// correlated: the variance comes from the spread of the units' residuals `y - r·x`, which
+/// for one response per unit is the plain variance of the mean.
+#[derive(Clone, Copy, Debug, Default)]
+struct Ratio {
+    value: f64,
+    variance: f64,
+}
 
-    fn mean(&self) -> f64 {
-        if self.n == 0.0 {
-            0.0
-        } else {
-            self.sum / self.n
+impl Ratio {
+    /// `units` as `(x, y)` pairs.
+    fn of(units: &[(f64, f64)]) -> Self {
+        let n = units.len() as f64;
+        let (sx, sy) = units
+            .iter()
+            .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
+        if sx == 0.0 {
+            return Self::default();
+        }
+        let value = sy / sx;
+        if n < 2.0 {
+            return Self {
+                value,
+                variance: 0.0,
+            };
+        }
+        let residuals: f64 = units.iter().map(|(x, y)| (y - value * x).powi(2)).sum();
+        let mean_x = sx / n;
+        Self {
+            value,
+            variance: residuals / (n - 1.0) / (n * mean_x * mean_x),
         }
     }
 
-    /// The variance of the mean (sample variance over n).
-    fn variance_of_mean(&self) -> f64 {
-        if self.n < 2.0 {
-            return 0.0;
-        }
-        let mean = self.mean();
-        let variance = ((self.sum_sq - self.n * mean * mean) / (self.n - 1.0)).max(0.0);
-        variance / self.n
-    }
-
-    /// The mean with a normal-approximation interval (never below 0: counts are).
-    fn estimate(&self) -> Estimate {
-        let (mean, half) = (self.mean(), Z95 * self.variance_of_mean().sqrt());
+    /// The ratio with its 95% interval, within `[0, max]`.
+    fn estimate(&self, max: f64) -> Estimate {
+        let half = Z95 * self.variance.sqrt();
         Estimate {
-            value: mean,
-            low: (mean - half).max(0.0),
-            high: mean + half,
+            value: self.value,
+            low: (self.value - half).max(0.0),
+            high: (self.value + half).min(max),
         }
     }
 
-    /// This mean minus `control`'s, with a Welch (unpooled) interval.
-    fn difference(&self, control: &Moments) -> Estimate {
-        let diff = self.mean() - control.mean();
-        let half = Z95 * (self.variance_of_mean() + control.variance_of_mean()).sqrt();
+    /// This ratio minus `control`'s (independent arms), with its 95% interval.
+    fn difference(&self, control: &Ratio) -> Estimate {
+        let diff = self.value - control.value;
+        let half = Z95 * (self.variance + control.variance).sqrt();
         Estimate {
             value: diff,
             low: diff - half,
             high: diff + half,
         }
-    }
-}
-
-/// The Wilson score interval of `successes` in `n` (95%).
-pub fn wilson(successes: f64, n: f64) -> Estimate {
-    if n == 0.0 {
-        return Estimate {
-            value: 0.0,
-            low: 0.0,
-            high: 1.0,
-        };
-    }
-    let p = successes / n;
-    let z2 = Z95 * Z95;
-    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
-    let half = Z95 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / (1.0 + z2 / n);
-    Estimate {
-        value: p,
-        low: (centre - half).max(0.0),
-        high: (centre + half).min(1.0),
     }
 }
 
@@ -427,16 +418,19 @@ pub struct ArmReport {
     pub share: f64,
     /// Responses served (searches or recommendation lists) that showed at least one item.
     pub responses: u64,
+    /// Units of assignment that received them: users, and each anonymous response.
+    pub units: u64,
     pub clicks: u64,
     pub carts: u64,
     pub purchases: u64,
     pub clicks_per_response: Estimate,
     pub carts_per_response: Estimate,
     pub purchases_per_response: Estimate,
-    /// The share of responses with at least one click (Wilson interval).
+    /// The share of responses with at least one click.
     pub click_through_rate: Estimate,
     /// Against the control (the first arm): the difference in clicks per response, and in
-    /// purchases per response (Welch intervals); absent for the control itself.
+    /// purchases per response; absent for the control itself. Every interval is 95%, from
+    /// the delta method over the units of assignment.
     pub clicks_per_response_lift: Option<Estimate>,
     pub purchases_per_response_lift: Option<Estimate>,
 }
@@ -454,14 +448,19 @@ pub struct Report {
 /// Reads the impressions `experiment` served (they are kept for the impression retention)
 /// and the clicks, carts and purchases that came back with their request ids.
 pub fn report(store: &Store, experiment: &Experiment) -> anyhow::Result<Report> {
-    let n = experiment.arms.len();
-    let mut moments = vec![[Moments::default(); 3]; n];
-    let mut clicked = vec![0.0; n];
+    let mut units: Vec<std::collections::HashMap<String, Unit>> =
+        vec![std::collections::HashMap::new(); experiment.arms.len()];
     let start = format!("{:012x}-", experiment.started_ms.max(0) as u64);
     let end = experiment
         .stopped_ms
         .map(|ms| format!("{:012x}-", ms.max(0) as u64 + 1));
-    let mut count = |impression: Impression| {
+    store.for_each_impression_from(&start, |impression| {
+        if end
+            .as_deref()
+            .is_some_and(|end| impression.request_id.as_str() >= end)
+        {
+            return;
+        }
         let Some(tag) = impression
             .arm
             .as_ref()
@@ -475,45 +474,55 @@ pub fn report(store: &Store, experiment: &Experiment) -> anyhow::Result<Report> 
         let tally = |f: fn(&shelf_store::ImpressionItem) -> bool| {
             impression.items.iter().filter(|i| f(i)).count() as f64
         };
+        let clicks = tally(|i| i.clicked);
+        let key = impression
+            .user_id
+            .clone()
+            .unwrap_or_else(|| impression.request_id.clone());
+        let unit = units[arm].entry(key).or_default();
+        unit.responses += 1.0;
         let counts = [
-            tally(|i| i.clicked),
+            clicks,
             tally(|i| i.carted),
             tally(|i| i.purchased),
+            f64::from(u8::from(clicks > 0.0)),
         ];
-        for (m, c) in moments[arm].iter_mut().zip(counts) {
-            m.add(c);
-        }
-        if counts[0] > 0.0 {
-            clicked[arm] += 1.0;
-        }
-    };
-    store.for_each_impression_from(&start, |impression| {
-        if end
-            .as_deref()
-            .is_none_or(|end| impression.request_id.as_str() < end)
-        {
-            count(impression);
+        for (total, count) in unit.counts.iter_mut().zip(counts) {
+            *total += count;
         }
     })?;
+    // Per arm: clicks, carts, purchases and clicked responses, each per response.
+    let ratios: Vec<[Ratio; 4]> = units
+        .iter()
+        .map(|units| {
+            std::array::from_fn(|k| {
+                let pairs: Vec<(f64, f64)> =
+                    units.values().map(|u| (u.responses, u.counts[k])).collect();
+                Ratio::of(&pairs)
+            })
+        })
+        .collect();
     let arms: Vec<ArmReport> = experiment
         .arms
         .iter()
         .enumerate()
         .map(|(i, spec)| {
-            let [clicks, carts, purchases] = moments[i];
-            let control = &moments[0];
+            let sum = |k: usize| units[i].values().map(|u| u.counts[k]).sum::<f64>() as u64;
+            let [clicks, carts, purchases, clicked] = ratios[i];
+            let control = &ratios[0];
             ArmReport {
                 name: spec.name.clone(),
                 model: spec.model.clone(),
                 share: spec.share,
-                responses: clicks.n as u64,
-                clicks: clicks.sum as u64,
-                carts: carts.sum as u64,
-                purchases: purchases.sum as u64,
-                clicks_per_response: clicks.estimate(),
-                carts_per_response: carts.estimate(),
-                purchases_per_response: purchases.estimate(),
-                click_through_rate: wilson(clicked[i], clicks.n),
+                responses: units[i].values().map(|u| u.responses).sum::<f64>() as u64,
+                units: units[i].len() as u64,
+                clicks: sum(0),
+                carts: sum(1),
+                purchases: sum(2),
+                clicks_per_response: clicks.estimate(f64::INFINITY),
+                carts_per_response: carts.estimate(f64::INFINITY),
+                purchases_per_response: purchases.estimate(f64::INFINITY),
+                click_through_rate: clicked.estimate(1.0),
                 clicks_per_response_lift: (i > 0).then(|| clicks.difference(&control[0])),
                 purchases_per_response_lift: (i > 0).then(|| purchases.difference(&control[2])),
             }
@@ -646,18 +655,29 @@ mod tests {
     }
 
     #[test]
-    fn intervals_cover_known_values() {
-        let w = wilson(50.0, 100.0);
-        assert!((w.low - 0.4038).abs() < 1e-3 && (w.high - 0.5962).abs() < 1e-3);
-        let mut a = Moments::default();
-        let mut b = Moments::default();
-        for i in 0..1000 {
-            a.add(f64::from(i % 2)); // mean 0.5, sd ~0.5
-            b.add(f64::from(u8::from(i % 4 == 0))); // mean 0.25
-        }
-        let d = a.difference(&b);
+    fn intervals_cover_known_values_and_widen_for_correlated_users() {
+        // One response per unit: the plain mean and its standard error.
+        let independent: Vec<(f64, f64)> = (0..1000).map(|i| (1.0, f64::from(i % 2))).collect();
+        let r = Ratio::of(&independent);
+        assert!((r.value - 0.5).abs() < 1e-12);
+        // sample variance 0.25025..., over 1000
+        assert!((r.variance - 0.250_250_25 / 1000.0).abs() < 1e-9, "{r:?}");
+        let quarter: Vec<(f64, f64)> = (0..1000)
+            .map(|i| (1.0, f64::from(u8::from(i % 4 == 0))))
+            .collect();
+        let d = r.difference(&Ratio::of(&quarter));
         assert!((d.value - 0.25).abs() < 1e-12);
-        // sqrt(0.25/1000 + 0.1876/1000) * 1.96 ~= 0.041
+        // 1.96 * sqrt(0.25025/1000 + 0.18769/1000) ~= 0.041
         assert!((d.high - d.value - 0.041).abs() < 2e-3, "{d:?}");
+        // The same 1000 responses from 10 users, each of whom always or never clicks: the
+        // rate is the same, its interval much wider.
+        let clustered: Vec<(f64, f64)> = (0..10)
+            .map(|u| (100.0, if u % 2 == 0 { 100.0 } else { 0.0 }))
+            .collect();
+        let c = Ratio::of(&clustered);
+        assert!((c.value - 0.5).abs() < 1e-12);
+        assert!(c.variance > 10.0 * r.variance, "{c:?} against {r:?}");
+        let e = c.estimate(1.0);
+        assert!(e.low >= 0.0 && e.high <= 1.0);
     }
 }
