@@ -19,8 +19,12 @@ pub fn dir(data_dir: &Path) -> PathBuf {
 
 /// The live model, if one was promoted.
 pub fn load_live(data_dir: &Path) -> anyhow::Result<Option<LearnedModel>> {
-    let path = dir(data_dir).join(LIVE);
-    match std::fs::read_to_string(&path) {
+    read_model(&dir(data_dir).join(LIVE))
+}
+
+/// The model saved at `path`, or `None` when there is no such file.
+fn read_model(path: &Path) -> anyhow::Result<Option<LearnedModel>> {
+    match std::fs::read_to_string(path) {
         Ok(text) => LearnedModel::from_json(&text)
             .map(Some)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
@@ -38,14 +42,7 @@ pub fn load(data_dir: &Path, version: &str) -> anyhow::Result<Option<LearnedMode
     if !valid || version == "live" {
         return Ok(None);
     }
-    let path = dir(data_dir).join(format!("{version}.json"));
-    match std::fs::read_to_string(&path) {
-        Ok(text) => LearnedModel::from_json(&text)
-            .map(Some)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+    read_model(&dir(data_dir).join(format!("{version}.json")))
 }
 
 /// Makes `model` the live one (`live.json`, replaced atomically); the caller swaps it into
