@@ -4,6 +4,7 @@
 //! It is derived state, like the vector index: every commit records the item log position
 //! it holds (tantivy's commit payload), so a restart replays only what came after.
 
+mod faults;
 mod query;
 mod schema;
 mod words;
@@ -12,15 +13,20 @@ pub use query::{FieldBoosts, MAX_QUERY_WORDS};
 pub use schema::TextField;
 pub use words::CjkSplit;
 
+use faults::FaultableDirectory;
 use query::{filter_clauses, text_query, words};
 use schema::{analyzer, document, schema, Fields, ANALYZER, SCHEMA_VERSION};
 use shelf_types::{ItemId, SearchFilter};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use tantivy::collector::{Count, TopDocs};
+use tantivy::directory::{MmapDirectory, RamDirectory};
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::IndexRecordOption;
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, TantivyDocument, Term,
+};
 
 /// Memory the writer buffers before it writes a segment (tantivy's minimum is 15 MB).
 const WRITER_MEMORY_BYTES: usize = 32 << 20;
@@ -65,6 +71,8 @@ pub struct LexicalIndex {
     dir: Option<PathBuf>,
     /// How Chinese, Japanese and Korean text is split (bigrams but in comparisons).
     cjk: CjkSplit,
+    /// How many of the next commits fail (fault injection, [`LexicalIndex::fail_next_commits`]).
+    failing_commits: Arc<AtomicU32>,
 }
 
 struct Writer {
@@ -95,9 +103,12 @@ impl LexicalIndex {
         if !dir.join("meta.json").exists() {
             return Self::create(dir);
         }
-        let index = Index::open_in_dir(dir).map_err(|e| unusable(dir, e.to_string()))?;
+        let directory = FaultableDirectory::new(mmap(dir)?);
+        let failing_commits = directory.failing_commits();
+        let index = Index::open(directory).map_err(|e| unusable(dir, e.to_string()))?;
         let position = read_payload(dir, &index)?;
-        let index = Self::with_index(index, Some(dir.to_path_buf()), true, CjkSplit::default())?;
+        let index = Self::with_index(index, Some(dir.to_path_buf()), true, CjkSplit::default())?
+            .with_faults(failing_commits);
         index.writer_mut(|w| w.position = position);
         index.set_searchable(position);
         Ok(index)
@@ -121,8 +132,13 @@ impl LexicalIndex {
         }
         std::fs::create_dir_all(dir).map_err(io)?;
         let (schema, _) = schema();
-        let index = Index::create_in_dir(dir, schema)?;
-        Self::with_index(index, Some(dir.to_path_buf()), true, CjkSplit::default())
+        let directory = FaultableDirectory::new(mmap(dir)?);
+        let failing_commits = directory.failing_commits();
+        let index = Index::create(directory, schema, IndexSettings::default())?;
+        Ok(
+            Self::with_index(index, Some(dir.to_path_buf()), true, CjkSplit::default())?
+                .with_faults(failing_commits),
+        )
     }
 
     /// An empty index held in memory (evaluation, tests).
@@ -133,8 +149,13 @@ impl LexicalIndex {
     /// An empty in-memory index that splits CJK text by `cjk` (to compare the splits).
     pub fn in_memory_with(cjk: CjkSplit) -> Self {
         let (schema, _) = schema();
-        Self::with_index(Index::create_in_ram(schema), None, true, cjk)
+        let directory = FaultableDirectory::new(RamDirectory::create());
+        let failing_commits = directory.failing_commits();
+        let index = Index::create(directory, schema, IndexSettings::default())
+            .expect("an in-memory index is created");
+        Self::with_index(index, None, true, cjk)
             .expect("an in-memory index opens")
+            .with_faults(failing_commits)
     }
 
     fn with_index(
@@ -171,7 +192,21 @@ impl LexicalIndex {
             boosts: std::sync::RwLock::new(FieldBoosts::default()),
             dir,
             cjk,
+            failing_commits: Arc::default(),
         })
+    }
+
+    fn with_faults(mut self, failing_commits: Arc<AtomicU32>) -> Self {
+        self.failing_commits = failing_commits;
+        self
+    }
+
+    /// Makes the next `n` commits fail as a failing disk would: their last write (tantivy's
+    /// `meta.json`) returns an I/O error. Fault-injection tests use it to exercise the
+    /// rollback and the caller's repair.
+    #[doc(hidden)]
+    pub fn fail_next_commits(&self, n: u32) {
+        self.failing_commits.store(n, Ordering::Release);
     }
 
     /// Searches weigh words by these boosts from now on.
@@ -425,6 +460,11 @@ pub fn analyse(text: &str) -> Vec<String> {
         out.push(token.text.clone());
     }
     out
+}
+
+/// The directory at `dir` (existing) as tantivy's memory-mapped directory.
+fn mmap(dir: &Path) -> Result<MmapDirectory, LexicalError> {
+    MmapDirectory::open(dir).map_err(|e| unusable(dir, e.to_string()))
 }
 
 fn unusable(dir: &Path, reason: String) -> LexicalError {

@@ -394,3 +394,50 @@ fn clear_drops_committed_and_buffered_documents() {
         .collect();
     assert_eq!(ids, ["c"]);
 }
+
+/// A commit whose last write fails (an I/O error injected into tantivy's directory) rolls
+/// the index back to the last commit, searchable and on disk; applying the same changes
+/// again commits them, and a reopen finds exactly that.
+#[test]
+fn a_commit_that_fails_on_disk_rolls_back_and_the_changes_apply_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lexical");
+    let index = LexicalIndex::open(&path).unwrap();
+    let lantern = item("a", "Brass lantern", "Lights", "Lumo", Some(20.0));
+    let cushion = item("b", "Velvet cushion", "Home", "Lumo", None);
+    index.upsert(&lantern).unwrap();
+    index.commit(1).unwrap();
+    let committed = index.documents().unwrap();
+
+    index.fail_next_commits(1);
+    let changes = |index: &LexicalIndex| {
+        index.upsert(&cushion).unwrap();
+        index.delete(&ItemId::from("a"));
+    };
+    changes(&index);
+    let error = index.commit(2).unwrap_err().to_string();
+    assert!(error.contains("fault injected"), "{error}");
+    assert_eq!(index.position(), Some(1));
+    assert_eq!(index.documents().unwrap(), committed);
+    let found = |index: &LexicalIndex, word: &str| {
+        ids(&index
+            .search(word, &SearchFilter::default(), 10)
+            .unwrap()
+            .hits)
+    };
+    assert_eq!(found(&index, "lantern"), ["a"]);
+    assert!(found(&index, "cushion").is_empty());
+    // The rollback dropped the failed batch: a commit now has nothing new to write.
+    index.commit(1).unwrap();
+    assert_eq!(index.documents().unwrap(), committed);
+
+    changes(&index);
+    index.commit(2).unwrap();
+    assert_eq!(found(&index, "cushion"), ["b"]);
+    assert!(found(&index, "lantern").is_empty());
+    let after = index.documents().unwrap();
+    drop(index);
+    let index = LexicalIndex::open(&path).unwrap();
+    assert_eq!(index.position(), Some(2));
+    assert_eq!(index.documents().unwrap(), after);
+}

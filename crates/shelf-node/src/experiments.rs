@@ -5,7 +5,7 @@
 use crate::models;
 use serde::{Deserialize, Serialize};
 use shelf_rank::PriorRanker;
-use shelf_store::{ArmTag, Impression, Store};
+use shelf_store::{ArmTag, Store};
 use shelf_types::Ranker;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

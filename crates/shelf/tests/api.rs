@@ -899,6 +899,64 @@ async fn a_job_that_panics_is_restarted_and_loses_nothing() {
     s.stop().await;
 }
 
+/// A lexical commit that fails on disk (an I/O error injected into tantivy's directory) is
+/// repaired: the batch is indexed again from the log, or, when that commit fails too, the
+/// index is rebuilt from the store. Either way it ends holding exactly what indexing the
+/// stored items without a fault holds, and every item is found by its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lexical_commit_that_fails_on_disk_is_repaired() {
+    let s = server(&["--batch-size", "8"], true).await;
+    let lexical = std::sync::Arc::clone(s.app.node.retriever().unwrap().lexical().unwrap());
+    let items = catalog(36);
+    let wait_for_documents = |n: u64| {
+        let lexical = std::sync::Arc::clone(&lexical);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while lexical.len() != n {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} documents, not {n}",
+                    lexical.len()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let post = |chunk: &[serde_json::Value]| s.call(Method::POST, "/v1/items", Some(json!(chunk)));
+    assert_eq!(post(&items[..12]).await.0, StatusCode::ACCEPTED);
+    wait_for_documents(12).await;
+    // One failure: the repair from the log commits.
+    lexical.fail_next_commits(1);
+    assert_eq!(post(&items[12..24]).await.0, StatusCode::ACCEPTED);
+    wait_for_documents(24).await;
+    // Two: the repair's commit fails too, and the index is rebuilt from the store.
+    lexical.fail_next_commits(2);
+    assert_eq!(post(&items[24..]).await.0, StatusCode::ACCEPTED);
+    wait_for_documents(36).await;
+    wait_for_items(&s, 36).await;
+
+    let fresh = shelf_lexical::LexicalIndex::in_memory();
+    for item in &items {
+        let stored = s.app.node.store.item(item["id"].as_str().unwrap()).unwrap();
+        fresh.upsert(&stored.unwrap()).unwrap();
+    }
+    fresh.commit(0).unwrap();
+    assert_eq!(lexical.documents().unwrap(), fresh.documents().unwrap());
+    for item in &items {
+        let id = item["id"].as_str().unwrap();
+        let (status, body) = s
+            .call(
+                Method::POST,
+                "/v1/search",
+                Some(json!({"query": id, "mode": "lexical", "k": 1})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["items"][0]["id"], id, "{body}");
+    }
+    s.stop().await;
+}
+
 /// Log retention deletes only whole segments of records already applied (and, for items,
 /// already in an index snapshot); the active segment and everything unapplied stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

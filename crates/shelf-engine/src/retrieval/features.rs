@@ -98,6 +98,44 @@ pub fn reciprocal_rank_fusion(lists: &[(Vec<ItemId>, f64)], k: f64) -> Vec<ItemI
     fuse(lists, k, &weights).into_iter().map(|c| c.id).collect()
 }
 
+/// Convex score fusion of two scored lists, the alternative to [`reciprocal_rank_fusion`]
+/// (Bruch et al., "An Analysis of Fusion Functions for Hybrid Retrieval", 2023): each
+/// list's scores are scaled to [0, 1] between the list's lowest and highest, an id scores
+/// `(1 - lexical_share) * semantic + lexical_share * lexical` (0 for a list it is not in),
+/// best first, ties by id.
+pub fn convex_fusion(
+    semantic: &[(ItemId, f32)],
+    lexical: &[(ItemId, f32)],
+    lexical_share: f64,
+) -> Vec<ItemId> {
+    fn scaled(list: &[(ItemId, f32)]) -> impl Iterator<Item = (&ItemId, f64)> {
+        let (lo, hi) = list
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), h| {
+                (lo.min(h.1), hi.max(h.1))
+            });
+        let span = f64::from(hi - lo);
+        list.iter().map(move |(id, s)| {
+            let x = if span > 0.0 {
+                f64::from(s - lo) / span
+            } else {
+                1.0
+            };
+            (id, x)
+        })
+    }
+    let mut fused: HashMap<&ItemId, f64> = HashMap::new();
+    for (id, x) in scaled(semantic) {
+        *fused.entry(id).or_default() += (1.0 - lexical_share) * x;
+    }
+    for (id, x) in scaled(lexical) {
+        *fused.entry(id).or_default() += lexical_share * x;
+    }
+    let mut out: Vec<(&ItemId, f64)> = fused.into_iter().collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    out.into_iter().map(|(id, _)| id.clone()).collect()
+}
+
 /// Orders a matched set for a listing: by price or by age, ties (and items without the
 /// value, placed last) by relevance.
 pub(super) fn sort_by(ranked: &mut [RankedItem], sort: SortOrder) {

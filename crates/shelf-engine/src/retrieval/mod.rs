@@ -27,8 +27,8 @@ mod request;
 
 use candidates::*;
 
-pub use features::reciprocal_rank_fusion;
 use features::*;
+pub use features::{convex_fusion, reciprocal_rank_fusion};
 pub use request::{
     FacetField, Facets, Placement, PriceBucket, RankedItem, RetrievalConfig, SearchMode,
     SearchRequest, SearchResponse, SortOrder, Source, Sources, Timings,
@@ -511,6 +511,30 @@ pub fn request_id_floor(ts_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn convex_fusion_scales_each_list_and_weighs_the_lexical_share() {
+        let scored = |l: &[(&str, f32)]| -> Vec<(ItemId, f32)> {
+            l.iter().map(|(id, s)| (ItemId::from(*id), *s)).collect()
+        };
+        // Semantic scaled: a 1, b 0.5, c 0; lexical scaled: c 1, d 0.
+        let semantic = scored(&[("a", 0.9), ("b", 0.8), ("c", 0.7)]);
+        let lexical = scored(&[("c", 12.0), ("d", 3.0)]);
+        let ids = |v: Vec<ItemId>| v.iter().map(|i| i.as_str().to_owned()).collect::<Vec<_>>();
+        // Share 0.25: a 0.75, b 0.375, c 0.25, d 0.
+        assert_eq!(
+            ids(convex_fusion(&semantic, &lexical, 0.25)),
+            ["a", "b", "c", "d"]
+        );
+        // Share 0.75: c 0.75, a 0.25, b 0.125, d 0.
+        assert_eq!(
+            ids(convex_fusion(&semantic, &lexical, 0.75)),
+            ["c", "a", "b", "d"]
+        );
+        // One score in a list scales to 1; an empty list adds nothing.
+        let one = scored(&[("z", 5.0)]);
+        assert_eq!(ids(convex_fusion(&one, &[], 0.5)), ["z"]);
+    }
 
     #[test]
     fn union_keeps_each_id_once_at_its_best_rank() {

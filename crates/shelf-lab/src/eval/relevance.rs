@@ -277,6 +277,26 @@ pub(super) async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
                 None => *PriorRanker::default().weights(),
             };
             let at = |name: &str| FEATURE_NAMES.iter().position(|f| *f == name).unwrap();
+            // Stage 1 fused by scores instead of ranks, at a range of lexical shares.
+            let mut scored = Vec::with_capacity(judged.len());
+            for (id, text) in &judged {
+                let lexical_hits = lexical.search(text, &Default::default(), args.depth)?.hits;
+                let v = embedder.embed_as(TextRole::Query, vec![text.clone()]).await?.remove(0);
+                let ann_hits: Vec<(ItemId, f32)> = index
+                    .search(&v.0, args.depth, None, &Default::default())?
+                    .into_iter()
+                    .map(|h| (h.id, h.score))
+                    .collect();
+                scored.push((id, ann_hits, lexical_hits));
+            }
+            eprintln!("sweep of hybrid stage 1 by convex score fusion (lexical share):");
+            for share in [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7] {
+                let mut totals = Totals::default();
+                for (id, ann_hits, lexical_hits) in &scored {
+                    totals.add(&eval, id, &convex_fusion(ann_hits, lexical_hits, share));
+                }
+                eval.report(&format!("hybrid:convex {share}"), &totals, items.len());
+            }
             eprintln!(
                 "sweep of hybrid+rerank (title boost, w_query_cosine, w_lexical_overlap, w_lexical_score):"
             );
