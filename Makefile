@@ -31,7 +31,7 @@ test: test-models
 	"$$(scripts/python-numpy.sh)" -m unittest discover -s scripts -p 'test_*.py'
 	cargo test --workspace --all-targets $(FEATURES)
 	cargo test --workspace --doc $(FEATURES)
-	scripts/fluvio-local.sh run -- cargo test --workspace $(FEATURES) --test fluvio -- --ignored --test-threads 1
+	scripts/fluvio-local.sh run -- cargo test --workspace $(FEATURES) --test it -- --ignored --test-threads 1 fluvio::
 
 # The `cuda` build, type-checked on a machine without a GPU or a system CUDA install
 # (scripts/cuda-toolkit.sh brings nvcc 13.4 from PyPI): every target of shelf-embed, the one

@@ -5,7 +5,7 @@ use crate::model::ModelArgs;
 use anyhow::Context;
 use clap::Args;
 use shelf_api::app::{ApiKeys, App, Limits, ServeConfig};
-use shelf_engine::RetrievalConfig;
+use shelf_engine::{Fusion, RetrievalConfig};
 use shelf_node::{Node, NodeConfig, Streams};
 use shelf_rank::PriorRanker;
 use shelf_store::DecayConfig;
@@ -114,6 +114,11 @@ pub struct ServeArgs {
     /// Trending candidates added to a recommendation (all a user without history gets).
     #[arg(long, env = "SHELF_TRENDING_CANDIDATES", default_value_t = 50)]
     pub trending_candidates: usize,
+    /// How a hybrid search fuses its lexical and vector lists: `rrf` (reciprocal rank
+    /// fusion, `--rrf-k` and `--lexical-weight`) or `convex` (each list's scores scaled to
+    /// [0, 1], `--lexical-share` of the lexical one).
+    #[arg(long, env = "SHELF_FUSION", value_enum, default_value_t = FusionArg::Rrf)]
+    pub fusion: FusionArg,
     /// Rank constant of the hybrid search's reciprocal rank fusion: a candidate's stage-1
     /// score is the sum over its lists of `weight / (rrf_k + rank)`.
     #[arg(long, env = "SHELF_RRF_K", default_value_t = RetrievalConfig::default().rrf_k)]
@@ -121,6 +126,9 @@ pub struct ServeArgs {
     /// Weight of the lexical (BM25) list in the hybrid fusion; the vector lists weigh 1.
     #[arg(long, env = "SHELF_LEXICAL_WEIGHT", default_value_t = RetrievalConfig::default().lexical_weight)]
     pub lexical_weight: f64,
+    /// Share of the lexical score in convex fusion (`--fusion convex`), 0 to 1.
+    #[arg(long, env = "SHELF_LEXICAL_SHARE", default_value_t = RetrievalConfig::default().lexical_share)]
+    pub lexical_share: f64,
     /// A lexical hit scoring at least this share of the best lexical score stays on topic
     /// whatever its query cosine (a SKU, a brand, a word the model does not know; 2: never).
     #[arg(long, env = "SHELF_LEXICAL_ON_TOPIC", default_value_t = RetrievalConfig::default().lexical_on_topic)]
@@ -190,6 +198,10 @@ impl ServeArgs {
             "--lexical-weight must be a number >= 0"
         );
         anyhow::ensure!(
+            (0.0..=1.0).contains(&self.lexical_share),
+            "--lexical-share must be between 0 and 1"
+        );
+        anyhow::ensure!(
             self.lexical_on_topic.is_finite(),
             "--lexical-on-topic must be a number"
         );
@@ -220,8 +232,10 @@ impl ServeArgs {
                 covisit_seeds: self.covisit_seeds,
                 covisit_candidates: self.covisit_candidates,
                 trending_candidates: self.trending_candidates,
+                fusion: self.fusion.into(),
                 rrf_k: self.rrf_k,
                 lexical_weight: self.lexical_weight,
+                lexical_share: self.lexical_share,
                 lexical_on_topic: self.lexical_on_topic,
                 seen_after: self.seen_after,
                 ..Default::default()
@@ -254,6 +268,22 @@ impl ServeArgs {
                 write: keys(&self.api_keys_write),
             },
         })
+    }
+}
+
+/// `--fusion`: how a hybrid search fuses its lexical and vector lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FusionArg {
+    Rrf,
+    Convex,
+}
+
+impl From<FusionArg> for Fusion {
+    fn from(arg: FusionArg) -> Self {
+        match arg {
+            FusionArg::Rrf => Fusion::Rrf,
+            FusionArg::Convex => Fusion::Convex,
+        }
     }
 }
 

@@ -18,7 +18,7 @@ pub use item_job::{ItemJob, ITEM_JOB};
 pub use query_cache::QueryCache;
 pub use retrieval::{
     convex_fusion, new_request_id, reciprocal_rank_fusion, request_id_floor, FacetField, Facets,
-    Placement, RankedItem, RetrievalConfig, Retriever, SearchMode, SearchRequest, SearchResponse,
-    SortOrder, Source, Sources, Timings,
+    Fusion, Placement, RankedItem, RetrievalConfig, Retriever, SearchMode, SearchRequest,
+    SearchResponse, SortOrder, Source, Sources, Timings,
 };
 pub use stats_job::{StatsJob, STATS_JOB};

@@ -133,13 +133,48 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         out
     }
 
-    /// Stage 1's vector and behaviour lists, best first. With a query, the query's ANN
+    /// The `k` items nearest `v` that pass the request's filter, with their cosines.
+    fn ann(
+        &self,
+        v: &[f32],
+        k: usize,
+        request: &SearchRequest,
+    ) -> Result<Vec<(ItemId, f32)>, EngineError> {
+        Ok(self
+            .index
+            .search(v, k, self.config.ef, &request.filter)
+            .map_err(|e| EngineError::Index(e.to_string()))?
+            .into_iter()
+            .map(|hit| (hit.id, hit.score))
+            .collect())
+    }
+
+    /// Stage 1's vector lists of a query, best first, with their cosines: the query's ANN
     /// list and the query/profile blend's (none in lexical mode, where the query has no
-    /// vector); without, the profile's ANN list, the co-visited and the trending items
-    /// (with a query, behaviour only re-ranks: the query decides what is relevant).
+    /// vector). Behaviour only re-ranks a query's candidates: the query decides what is
+    /// relevant.
+    pub(super) fn query_lists(
+        &self,
+        stage1: &Stage1<'_>,
+        request: &SearchRequest,
+    ) -> Result<Vec<(Source, Vec<(ItemId, f32)>)>, EngineError> {
+        let fetch = self.depth(request);
+        let mut lists = Vec::new();
+        if let Some(q) = stage1.query_vector {
+            lists.push((Source::Query, self.ann(q, fetch, request)?));
+            if let Some(p) = stage1.profile_vector {
+                let v = blend(q, p, self.config.profile_blend);
+                lists.push((Source::Profile, self.ann(&v, fetch, request)?));
+            }
+        }
+        Ok(lists)
+    }
+
+    /// Stage 1's lists of a recommendation (no query), best first: for a user the
+    /// profile's ANN list, the co-visited and the trending items; for the other placements
+    /// their own.
     pub(super) fn candidate_lists(
         &self,
-        has_query: bool,
         placement: &Placement,
         stage1: &Stage1<'_>,
         request: &SearchRequest,
@@ -147,24 +182,12 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         let fetch = self.depth(request);
         let ann = |v: &[f32], k: usize| -> Result<Vec<ItemId>, EngineError> {
             Ok(self
-                .index
-                .search(v, k, self.config.ef, &request.filter)
-                .map_err(|e| EngineError::Index(e.to_string()))?
+                .ann(v, k, request)?
                 .into_iter()
-                .map(|hit| hit.id)
+                .map(|(id, _)| id)
                 .collect())
         };
         let mut lists = Vec::new();
-        if has_query {
-            if let Some(q) = stage1.query_vector {
-                lists.push((Source::Query, ann(q, fetch)?));
-                if let Some(p) = stage1.profile_vector {
-                    let v = blend(q, p, self.config.profile_blend);
-                    lists.push((Source::Profile, ann(&v, fetch)?));
-                }
-            }
-            return Ok(lists);
-        }
         let covisited = || {
             let top = stage1
                 .behaviour
@@ -259,7 +282,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             profile: profile.as_ref(),
             behaviour: &behaviour,
         };
-        self.candidate_lists(false, &placement, &stage1, &SearchRequest::default())
+        self.candidate_lists(&placement, &stage1, &SearchRequest::default())
     }
 
     /// Co-visit scores from `seeds` (most important first), and the overall trending list.

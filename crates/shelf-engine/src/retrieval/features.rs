@@ -98,16 +98,16 @@ pub fn reciprocal_rank_fusion(lists: &[(Vec<ItemId>, f64)], k: f64) -> Vec<ItemI
     fuse(lists, k, &weights).into_iter().map(|c| c.id).collect()
 }
 
-/// Convex score fusion of two scored lists, the alternative to [`reciprocal_rank_fusion`]
-/// (Bruch et al., "An Analysis of Fusion Functions for Hybrid Retrieval", 2023): each
-/// list's scores are scaled to [0, 1] between the list's lowest and highest, an id scores
-/// `(1 - lexical_share) * semantic + lexical_share * lexical` (0 for a list it is not in),
-/// best first, ties by id.
-pub fn convex_fusion(
-    semantic: &[(ItemId, f32)],
+/// Convex score fusion (Bruch et al., "An Analysis of Fusion Functions for Hybrid
+/// Retrieval", 2023): each list's scores are scaled to [0, 1] between the list's lowest and
+/// highest; an id's vector score is its best over the vector lists, and it scores
+/// `(1 - lexical_share) * vector + lexical_share * lexical` (0 for a list it is not in).
+/// Best first, ties by id; an id's stage-1 rank is its place in that order.
+pub(super) fn fuse_scores(
+    vector_lists: &[(Source, Vec<(ItemId, f32)>)],
     lexical: &[(ItemId, f32)],
     lexical_share: f64,
-) -> Vec<ItemId> {
+) -> Vec<Candidate> {
     fn scaled(list: &[(ItemId, f32)]) -> impl Iterator<Item = (&ItemId, f64)> {
         let (lo, hi) = list
             .iter()
@@ -124,16 +124,50 @@ pub fn convex_fusion(
             (id, x)
         })
     }
-    let mut fused: HashMap<&ItemId, f64> = HashMap::new();
-    for (id, x) in scaled(semantic) {
-        *fused.entry(id).or_default() += (1.0 - lexical_share) * x;
+    // Per id: (best vector score, lexical score, sources).
+    let mut fused: HashMap<&ItemId, (f64, f64, Sources)> = HashMap::new();
+    for (source, list) in vector_lists {
+        for (id, x) in scaled(list) {
+            let entry = fused.entry(id).or_insert((0.0, 0.0, Sources::default()));
+            entry.0 = entry.0.max(x);
+            entry.2.insert(*source);
+        }
     }
     for (id, x) in scaled(lexical) {
-        *fused.entry(id).or_default() += lexical_share * x;
+        let entry = fused.entry(id).or_insert((0.0, 0.0, Sources::default()));
+        entry.1 = x;
+        entry.2.insert(Source::Lexical);
     }
-    let mut out: Vec<(&ItemId, f64)> = fused.into_iter().collect();
+    let mut out: Vec<(&ItemId, f64, Sources)> = fused
+        .into_iter()
+        .map(|(id, (v, l, sources))| (id, (1.0 - lexical_share) * v + lexical_share * l, sources))
+        .collect();
     out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    out.into_iter().map(|(id, _)| id.clone()).collect()
+    out.into_iter()
+        .enumerate()
+        .map(|(stage1_rank, (id, _, sources))| Candidate {
+            id: id.clone(),
+            stage1_rank,
+            sources,
+        })
+        .collect()
+}
+
+/// [`fuse_scores`] of one vector list and the lexical list, ids best first: what a hybrid
+/// search's stage 1 does under [`Fusion::Convex`], for evaluation.
+pub fn convex_fusion(
+    semantic: &[(ItemId, f32)],
+    lexical: &[(ItemId, f32)],
+    lexical_share: f64,
+) -> Vec<ItemId> {
+    fuse_scores(
+        &[(Source::Query, semantic.to_vec())],
+        lexical,
+        lexical_share,
+    )
+    .into_iter()
+    .map(|c| c.id)
+    .collect()
 }
 
 /// Orders a matched set for a listing: by price or by age, ties (and items without the

@@ -30,7 +30,7 @@ use candidates::*;
 use features::*;
 pub use features::{convex_fusion, reciprocal_rank_fusion};
 pub use request::{
-    FacetField, Facets, Placement, PriceBucket, RankedItem, RetrievalConfig, SearchMode,
+    FacetField, Facets, Fusion, Placement, PriceBucket, RankedItem, RetrievalConfig, SearchMode,
     SearchRequest, SearchResponse, SortOrder, Source, Sources, Timings,
 };
 
@@ -202,18 +202,31 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             profile: profile.as_ref(),
             behaviour: &behaviour,
         };
-        let mut lists = self.candidate_lists(query.is_some(), placement, &stage1, request)?;
-        if !lexical.hits.is_empty() {
-            let ids = lexical.hits.iter().map(|(id, _)| id.clone()).collect();
-            lists.push((Source::Lexical, ids));
-        }
-        let mut candidates = match (query, mode) {
-            (Some(_), SearchMode::Hybrid) => fuse(
-                lists,
-                self.config.rrf_k,
-                &[(Source::Lexical, self.config.lexical_weight)],
-            ),
-            _ => union(lists),
+        let mut candidates = match query {
+            None => union(self.candidate_lists(placement, &stage1, request)?),
+            Some(_) => {
+                let vector_lists = self.query_lists(&stage1, request)?;
+                match (mode, self.config.fusion) {
+                    (SearchMode::Hybrid, Fusion::Convex) => {
+                        fuse_scores(&vector_lists, &lexical.hits, self.config.lexical_share)
+                    }
+                    _ => {
+                        let mut lists: Vec<(Source, Vec<ItemId>)> = (vector_lists.into_iter())
+                            .map(|(s, hits)| (s, hits.into_iter().map(|(id, _)| id).collect()))
+                            .collect();
+                        if !lexical.hits.is_empty() {
+                            let ids = lexical.hits.iter().map(|(id, _)| id.clone()).collect();
+                            lists.push((Source::Lexical, ids));
+                        }
+                        if mode == SearchMode::Hybrid {
+                            let weights = [(Source::Lexical, self.config.lexical_weight)];
+                            fuse(lists, self.config.rrf_k, &weights)
+                        } else {
+                            union(lists)
+                        }
+                    }
+                }
+            }
         };
         if let Some(exact) = &lexical.exact_id {
             candidates.retain(|c| &c.id != exact);
@@ -534,6 +547,33 @@ mod tests {
         // One score in a list scales to 1; an empty list adds nothing.
         let one = scored(&[("z", 5.0)]);
         assert_eq!(ids(convex_fusion(&one, &[], 0.5)), ["z"]);
+    }
+
+    #[test]
+    fn convex_fusion_takes_an_items_better_vector_score_and_keeps_its_sources() {
+        let scored = |l: &[(&str, f32)]| -> Vec<(ItemId, f32)> {
+            l.iter().map(|(id, s)| (ItemId::from(*id), *s)).collect()
+        };
+        // Scaled: query a 1, b 0; blend b 1, a 0; lexical c 1, b 0.
+        let vector = [
+            (Source::Query, scored(&[("a", 0.9), ("b", 0.5)])),
+            (Source::Profile, scored(&[("b", 0.8), ("a", 0.6)])),
+        ];
+        let lexical = scored(&[("c", 9.0), ("b", 1.0)]);
+        let fused = fuse_scores(&vector, &lexical, 0.4);
+        let got: Vec<(&str, usize, Vec<&str>)> = fused
+            .iter()
+            .map(|c| (c.id.as_str(), c.stage1_rank, c.sources.names()))
+            .collect();
+        // a 0.6, b 0.6 (its blend score; lexical 0), c 0.4; a before b by id.
+        assert_eq!(
+            got,
+            vec![
+                ("a", 0, vec!["query_ann", "profile_ann"]),
+                ("b", 1, vec!["query_ann", "profile_ann", "lexical"]),
+                ("c", 2, vec!["lexical"]),
+            ]
+        );
     }
 
     #[test]

@@ -36,11 +36,15 @@ pub struct RetrievalConfig {
     /// Trending candidates added to a recommendation (no query; 0: none). They are all a
     /// user without history gets.
     pub trending_candidates: usize,
+    /// How a hybrid search merges its lexical and vector lists into stage 1's order.
+    pub fusion: Fusion,
     /// Reciprocal rank fusion of a hybrid search: a candidate's stage-1 score is the sum
     /// over lists of `weight / (rrf_k + rank)`, rank from 1.
     pub rrf_k: f64,
-    /// Weight of the lexical list in the fusion (the vector lists weigh 1).
+    /// Weight of the lexical list in reciprocal rank fusion (the vector lists weigh 1).
     pub lexical_weight: f64,
+    /// Share of the lexical score in convex fusion (the vector score has the rest).
+    pub lexical_share: f64,
     /// With a query, a lexical hit scoring at least this share of the best lexical score
     /// counts as on topic whatever its query cosine (a SKU, a brand, a rare word the model
     /// does not know).
@@ -67,10 +71,33 @@ impl Default for RetrievalConfig {
             covisit_candidates: 100,
             trending_candidates: 50,
             seen_after: 3,
+            fusion: Fusion::Rrf,
             rrf_k: 60.0,
             // Tuned on the CrowdFlower development queries (1, 2, 3 tried): see the README.
             lexical_weight: 2.0,
+            // Tuned there too, on stage 1 alone (0.1 to 0.7 tried).
+            lexical_share: 0.5,
             lexical_on_topic: 0.5,
+        }
+    }
+}
+
+/// How a hybrid search fuses its lexical and vector candidate lists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fusion {
+    /// Reciprocal rank fusion: ranks only (`RetrievalConfig::rrf_k`, `lexical_weight`).
+    #[default]
+    Rrf,
+    /// Convex combination of each list's scores scaled to [0, 1] within the list
+    /// (`RetrievalConfig::lexical_share`); an item in both vector lists takes its better one.
+    Convex,
+}
+
+impl Fusion {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fusion::Rrf => "rrf",
+            Fusion::Convex => "convex",
         }
     }
 }

@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use shelf_cli::model::ModelArgs;
 use shelf_engine::{
-    convex_fusion, reciprocal_rank_fusion, RetrievalConfig, Retriever, SearchMode, SearchRequest,
-    Source,
+    convex_fusion, reciprocal_rank_fusion, Fusion, RetrievalConfig, Retriever, SearchMode,
+    SearchRequest, Source,
 };
 use shelf_index::{HnswIndex, IndexConfig};
 use shelf_lexical::LexicalIndex;

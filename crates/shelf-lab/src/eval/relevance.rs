@@ -30,6 +30,12 @@ pub struct RelevanceArgs {
     /// Evaluate one mode only (default: lexical, semantic and hybrid).
     #[arg(long, value_enum)]
     pub mode: Option<EvalMode>,
+    /// How hybrid search fuses its lists (see `--fusion` of `shelf serve`).
+    #[arg(long, value_enum)]
+    pub fusion: Option<shelf_cli::serve::FusionArg>,
+    /// The lexical share of convex fusion (see `shelf serve`).
+    #[arg(long)]
+    pub lexical_share: Option<f64>,
     /// The hybrid fusion's rank constant (see `--rrf-k` of `shelf serve`).
     #[arg(long)]
     pub rrf_k: Option<f64>,
@@ -185,6 +191,12 @@ pub(super) async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
     };
     config.rrf_k = args.rrf_k.unwrap_or(config.rrf_k);
     config.lexical_weight = args.lexical_weight.unwrap_or(config.lexical_weight);
+    config.fusion = args.fusion.map_or(config.fusion, Into::into);
+    config.lexical_share = args.lexical_share.unwrap_or(config.lexical_share);
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&config.lexical_share),
+        "--lexical-share must be between 0 and 1"
+    );
     config.lexical_on_topic = args.lexical_on_topic.unwrap_or(config.lexical_on_topic);
 
     // Embed the catalogue into a scratch store and index.
@@ -231,38 +243,44 @@ pub(super) async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
             // Stage 1 alone: the lexical list, the ANN list, or their fusion.
             let mut stage1 = Totals::default();
             for (id, text) in &judged {
-                let lexical_ids = || -> anyhow::Result<Vec<ItemId>> {
-                    Ok(lexical
-                        .search(text, &Default::default(), args.depth)?
-                        .hits
-                        .into_iter()
-                        .map(|(id, _)| id)
-                        .collect())
+                let lexical_hits = || -> anyhow::Result<Vec<(ItemId, f32)>> {
+                    Ok(lexical.search(text, &Default::default(), args.depth)?.hits)
                 };
-                let ann_ids = || async {
+                let ann_hits = || async {
                     let v = embedder.embed_as(TextRole::Query, vec![text.clone()]).await?.remove(0);
                     anyhow::Ok(
                         index
                             .search(&v.0, args.depth, None, &Default::default())?
                             .into_iter()
-                            .map(|h| h.id)
-                            .collect::<Vec<ItemId>>(),
+                            .map(|h| (h.id, h.score))
+                            .collect::<Vec<(ItemId, f32)>>(),
                     )
                 };
-                let ids = match mode {
-                    EvalMode::Lexical => lexical_ids()?,
-                    EvalMode::Semantic => ann_ids().await?,
-                    EvalMode::Hybrid => reciprocal_rank_fusion(
-                        &[
-                            (ann_ids().await?, 1.0),
-                            (lexical_ids()?, config.lexical_weight),
-                        ],
-                        config.rrf_k,
-                    ),
+                let ids_of = |hits: Vec<(ItemId, f32)>| hits.into_iter().map(|(id, _)| id).collect();
+                let ids: Vec<ItemId> = match mode {
+                    EvalMode::Lexical => ids_of(lexical_hits()?),
+                    EvalMode::Semantic => ids_of(ann_hits().await?),
+                    EvalMode::Hybrid => match config.fusion {
+                        Fusion::Rrf => reciprocal_rank_fusion(
+                            &[
+                                (ids_of(ann_hits().await?), 1.0),
+                                (ids_of(lexical_hits()?), config.lexical_weight),
+                            ],
+                            config.rrf_k,
+                        ),
+                        Fusion::Convex => convex_fusion(
+                            &ann_hits().await?,
+                            &lexical_hits()?,
+                            config.lexical_share,
+                        ),
+                    },
                 };
                 stage1.add(&eval, id, &ids);
             }
-            let name = format!("{mode:?}").to_lowercase();
+            let name = match mode {
+                EvalMode::Hybrid if config.fusion == Fusion::Convex => "hybrid-convex".into(),
+                _ => format!("{mode:?}").to_lowercase(),
+            };
             eval.report(&name, &stage1, items.len());
             let reranked = eval.reranked(&main, mode).await?;
             eval.report(

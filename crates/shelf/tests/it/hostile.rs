@@ -1,7 +1,7 @@
 //! Hostile input: 10,000 generated malformed or hostile requests through the real router
 //! get only 4xx answers, the server stays healthy, and the store is unchanged.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};

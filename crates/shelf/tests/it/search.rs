@@ -1,7 +1,7 @@
 //! Product search through the router: hybrid, lexical and semantic modes, exact ids, typos,
 //! facets against a brute-force count, pages, sorting, and the 422s of the new fields.
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, StatusCode};
 use common::{catalog, index_catalog, server};

@@ -4,7 +4,7 @@
 //! (`living room furniture`) are where a profile matters most; product queries (`sofa`)
 //! leave it only the colour and price tier within one category to get right.
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use rand::rngs::SmallRng;

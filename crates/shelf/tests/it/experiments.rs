@@ -2,7 +2,7 @@
 //! outcomes counted from the clicks that carry the request id, the test and its counts read
 //! back from disk, and promotion gated on a significant win.
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};

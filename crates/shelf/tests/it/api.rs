@@ -1,6 +1,6 @@
 //! The HTTP API through its router (no socket), with the real model, index and store.
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, StatusCode};
 use common::{catalog, server};

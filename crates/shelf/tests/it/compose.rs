@@ -273,6 +273,6 @@ fn shelf_and_the_deploy_job_are_configured_with_flags_shelf_has() {
         model_dir.starts_with(mount_point),
         "{model_dir} outside {mount_point}"
     );
-    let embed = include_str!("../../../udfs/embed.rs");
+    let embed = include_str!("../../../../udfs/embed.rs");
     assert!(embed.contains("SHELF_UDF_MODEL_DIR"));
 }

@@ -1,7 +1,7 @@
 //! `POST /v1/recommend` through the router: every placement on a small shop with a known
 //! browsing history, the exclusions, and the 422s and empty lists of bad requests.
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, StatusCode};
 use common::{catalog, index_catalog, server};

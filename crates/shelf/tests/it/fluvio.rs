@@ -2,11 +2,11 @@
 //! from a committed offset, and the event job applies a topic exactly once across restarts.
 //!
 //! These tests are ignored unless asked for, since they need a cluster: `make test` runs
-//! them through `scripts/fluvio-local.sh run -- cargo test ... --test fluvio -- --ignored`,
+//! them through `scripts/fluvio-local.sh run -- cargo test ... --test it -- --ignored fluvio::`,
 //! which starts a local SC + SPU and sets SHELF_FLUVIO_ENDPOINT.
 #![cfg(feature = "fluvio")]
 
-mod common;
+use crate::common;
 
 use shelf_engine::{catch_up, EventJob, EVENT_JOB};
 use shelf_store::{DecayConfig, Store};
@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Why every test here is ignored by default.
-const NEEDS_CLUSTER: &str = "needs a Fluvio cluster: scripts/fluvio-local.sh run -- cargo test -p shelf --features fluvio --test fluvio -- --ignored";
+const NEEDS_CLUSTER: &str = "needs a Fluvio cluster: scripts/fluvio-local.sh run -- cargo test --workspace --features shelf/fluvio --test it -- --ignored fluvio::";
 
 /// The cluster at SHELF_FLUVIO_ENDPOINT (these tests only run when asked for, so a missing
 /// cluster is a failure, not a skip).
