@@ -23,6 +23,9 @@ pub(super) fn trending_scope<'a>(category: Option<&'a str>, filter: &'a SearchFi
         .map_or(shelf_store::TRENDING_OVERALL, |c| c.trim_end_matches('/'))
 }
 
+/// One source's ranked list, best first, with the source's score of each item.
+pub(super) type ScoredList = (Source, Vec<(ItemId, f32)>);
+
 /// A candidate after stage 1: its best rank over the candidate lists, and which proposed it.
 pub(super) struct Candidate {
     pub(super) id: ItemId,
@@ -157,7 +160,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         &self,
         stage1: &Stage1<'_>,
         request: &SearchRequest,
-    ) -> Result<Vec<(Source, Vec<(ItemId, f32)>)>, EngineError> {
+    ) -> Result<Vec<ScoredList>, EngineError> {
         let fetch = self.depth(request);
         let mut lists = Vec::new();
         if let Some(q) = stage1.query_vector {

@@ -104,7 +104,7 @@ pub fn reciprocal_rank_fusion(lists: &[(Vec<ItemId>, f64)], k: f64) -> Vec<ItemI
 /// `(1 - lexical_share) * vector + lexical_share * lexical` (0 for a list it is not in).
 /// Best first, ties by id; an id's stage-1 rank is its place in that order.
 pub(super) fn fuse_scores(
-    vector_lists: &[(Source, Vec<(ItemId, f32)>)],
+    vector_lists: &[ScoredList],
     lexical: &[(ItemId, f32)],
     lexical_share: f64,
 ) -> Vec<Candidate> {
