@@ -135,7 +135,7 @@ impl ShelfGraph {
     pub(super) fn link(&self, slot: u32) {
         let level = self.links.level(slot as usize);
         debug_assert!(level <= MAX_LEVEL);
-        let Some((entry, top)) = self.entry() else {
+        let Some((mut entry, mut top)) = self.entry() else {
             let _guard = self.entry_lock.lock();
             if self.entry().is_none() {
                 self.set_entry(slot, level);
@@ -144,6 +144,24 @@ impl ShelfGraph {
             drop(_guard);
             return self.link(slot);
         };
+        // An insert drawn above the top level links only up to the top it read, then
+        // becomes the entry point, the sole node of its higher layers. Two such inserts at
+        // once both read the old top: one becomes the entry point and the other's layers
+        // above the old top stay unlinked for good, since nothing there searches for it
+        // again. So an insert that would raise the top holds `entry_lock` from here until
+        // it is the entry point, and one that waited reads the top again: it may no longer
+        // raise it, and then links every layer from the new entry point. Such inserts are
+        // a handful per build (about one per layer); the others never take the lock.
+        let mut raising = None;
+        if level > top {
+            let guard = self.entry_lock.lock();
+            (entry, top) = self
+                .entry()
+                .expect("the entry point is never taken away once set");
+            if level > top {
+                raising = Some(guard);
+            }
+        }
         if entry == slot {
             return;
         }
@@ -214,11 +232,8 @@ impl ShelfGraph {
                 self.connect(&reading, c.slot, slot, c.distance, *layer);
             }
         }
-        if level > top {
-            let _guard = self.entry_lock.lock();
-            if self.entry().is_none_or(|(_, top)| level > top) {
-                self.set_entry(slot, level);
-            }
+        if let Some(_guard) = raising {
+            self.set_entry(slot, level);
         }
     }
 
@@ -315,8 +330,9 @@ impl Drop for Linking<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ShelfGraph;
+    use super::super::{ShelfGraph, MAX_LEVEL};
     use crate::synthetic::Clustered;
+    use rayon::prelude::*;
     use std::sync::atomic::Ordering;
 
     /// Live nodes that no walk of layer 0 from the entry point reaches.
@@ -343,6 +359,64 @@ mod tests {
                     && graph.state[s as usize].load(Ordering::Acquire) == super::super::LIVE
             })
             .collect()
+    }
+
+    /// Nodes left without a single link on one of their upper layers although other nodes
+    /// share that layer, as (slot, layer): no search ever reaches them there. (A node can
+    /// also become unreachable on an upper layer when pruning drops its in-links, as in any
+    /// HNSW; that is not this.)
+    fn unlinked_above_layer0(graph: &ShelfGraph) -> Vec<(u32, usize)> {
+        let points = graph.points() as u32;
+        let mut list = Vec::new();
+        let mut missing = Vec::new();
+        for layer in 1..=MAX_LEVEL {
+            let on_layer: Vec<u32> = (0..points)
+                .filter(|&s| graph.links.level(s as usize) >= layer)
+                .collect();
+            if on_layer.len() < 2 {
+                continue;
+            }
+            for &s in &on_layer {
+                graph.links.read(s as usize, layer, &mut list);
+                if list.is_empty() {
+                    missing.push((s, layer));
+                }
+            }
+        }
+        missing
+    }
+
+    /// Inserts drawn above the top level that run at the same time must each be linked on
+    /// all of their layers, not only the one that becomes the entry point. A high level
+    /// multiplier (half the nodes on layer 1, a quarter on layer 2, ...) makes the top rise
+    /// often while several inserts are under way; each build draws its levels with its own
+    /// seed.
+    #[test]
+    fn parallel_inserts_raising_the_top_level_link_every_layer() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(8)
+            .build()
+            .unwrap();
+        let mut lost = Vec::new();
+        for seed in 0..40u64 {
+            let rows = Clustered::new(32, 12, 0.15, seed).take(200);
+            let mut graph = ShelfGraph::new(32, 8, 64, rows.len());
+            graph.level_mult = 1.0 / 2f64.ln();
+            graph.seed ^= seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            pool.install(|| {
+                rows.par_iter().for_each(|r| {
+                    graph.insert(r).expect("the graph has room for every row");
+                })
+            });
+            let missing = unlinked_above_layer0(&graph);
+            if !missing.is_empty() {
+                lost.push((seed, missing));
+            }
+        }
+        assert!(
+            lost.is_empty(),
+            "(slot, layer) never linked on an upper layer after parallel inserts, by seed: {lost:?}"
+        );
     }
 
     /// Builds run their inserts in parallel; a node linked while a neighbour is still being
