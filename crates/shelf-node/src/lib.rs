@@ -7,6 +7,7 @@ pub mod experiments;
 pub mod metrics;
 pub mod models;
 mod node;
+pub mod rules;
 mod streams;
 pub mod supervisor;
 

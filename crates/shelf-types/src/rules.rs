@@ -149,6 +149,38 @@ impl Rules {
     }
 }
 
+impl Rules {
+    /// These (a request's) rules on top of a placement's stored `defaults`: the defaults'
+    /// boosts, then these (factors multiply); these pins, then the defaults' pins of ids and
+    /// positions these do not pin; the blocks of both, except ids these pin (an explicit pin
+    /// beats a default block); these caps on diversity if given, else the defaults'.
+    pub fn over(self, defaults: &Rules) -> Rules {
+        let mut pin = self.pin;
+        for p in &defaults.pin {
+            if !pin.iter().any(|q| q.id == p.id || q.position == p.position) {
+                pin.push(p.clone());
+            }
+        }
+        let mut block: Vec<ItemId> = defaults
+            .block
+            .iter()
+            .filter(|id| !pin.iter().any(|p| &p.id == *id))
+            .cloned()
+            .collect();
+        for id in self.block {
+            if !block.contains(&id) {
+                block.push(id);
+            }
+        }
+        Rules {
+            boost: defaults.boost.iter().cloned().chain(self.boost).collect(),
+            pin,
+            block,
+            diversity: self.diversity.or_else(|| defaults.diversity.clone()),
+        }
+    }
+}
+
 /// `score` scaled by a boost `factor`: away from zero above 1, toward it below.
 pub fn boosted(score: f32, factor: f32) -> f32 {
     if score >= 0.0 {
@@ -161,6 +193,36 @@ pub fn boosted(score: f32, factor: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_requests_rules_go_on_top_of_the_defaults() {
+        let parse = |json: &str| serde_json::from_str::<Rules>(json).unwrap();
+        let defaults = parse(
+            r#"{"boost": [{"filter": {"brand": "Nord"}, "factor": 1.5}],
+                "pin": [{"id": "a", "position": 1}, {"id": "b", "position": 2}],
+                "block": ["x", "c"], "diversity": {"max_per_brand": 2}}"#,
+        );
+        let request = parse(
+            r#"{"boost": [{"filter": {"in_stock": true}, "factor": 2}],
+                "pin": [{"id": "c", "position": 2}], "block": ["y"]}"#,
+        );
+        let merged = request.over(&defaults);
+        assert_eq!(
+            merged,
+            parse(
+                r#"{"boost": [{"filter": {"brand": "Nord"}, "factor": 1.5},
+                              {"filter": {"in_stock": true}, "factor": 2}],
+                    "pin": [{"id": "c", "position": 2}, {"id": "a", "position": 1}],
+                    "block": ["x", "y"], "diversity": {"max_per_brand": 2}}"#
+            )
+        );
+        assert!(merged.validate().is_ok());
+        // No defaults: the request's own; no request rules: the defaults.
+        assert_eq!(defaults.clone().over(&Rules::default()), defaults);
+        assert_eq!(Rules::default().over(&defaults), defaults);
+        let own = parse(r#"{"diversity": {"max_per_category": 1}}"#);
+        assert_eq!(own.clone().over(&defaults).diversity, own.diversity);
+    }
 
     #[test]
     fn boosts_keep_their_direction_for_any_sign() {

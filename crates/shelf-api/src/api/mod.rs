@@ -10,6 +10,7 @@ mod openapi;
 mod ops;
 mod recommend;
 mod records;
+mod rules;
 mod search;
 mod users;
 
@@ -30,13 +31,14 @@ use self::openapi::*;
 use self::ops::*;
 use self::recommend::*;
 use self::records::*;
+use self::rules::*;
 use self::search::*;
 use self::users::*;
 use crate::app::App;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,6 +64,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/experiments/{id}", get(get_experiment))
         .route("/v1/experiments/{id}/stop", post(stop_experiment))
         .route("/v1/experiments/{id}/promote", post(promote_experiment))
+        .route("/v1/rules", get(list_rules))
+        .route("/v1/rules/{placement}", put(put_rules))
         .route("/v1/analytics/zero-results", get(zero_results))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&app),

@@ -7,6 +7,7 @@ use super::models::*;
 use super::ops::*;
 use super::recommend::*;
 use super::records::*;
+use super::rules::*;
 use super::search::*;
 use super::users::*;
 use axum::response::IntoResponse;
@@ -35,6 +36,8 @@ use utoipa::OpenApi;
         get_experiment,
         stop_experiment,
         promote_experiment,
+        list_rules,
+        put_rules,
         zero_results,
         health,
         ready,

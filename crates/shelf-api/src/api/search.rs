@@ -295,9 +295,12 @@ pub(crate) async fn search(
 
 /// Runs a validated search or recommendation on the blocking pool, records its timings
 /// and impression, and shapes the response.
-pub(crate) async fn run(app: &Arc<App>, request: SearchRequest) -> ApiResult<SearchResult> {
+pub(crate) async fn run(app: &Arc<App>, mut request: SearchRequest) -> ApiResult<SearchResult> {
     let query = request.query.clone();
     let placement = request.query.is_none().then(|| request.placement.name());
+    // The placement's stored rules, under the request's own.
+    let own = std::mem::take(&mut request.rules);
+    request.rules = app.node.rules.apply(placement.unwrap_or("search"), own);
     if app.node.retriever().is_none() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

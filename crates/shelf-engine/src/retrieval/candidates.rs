@@ -12,6 +12,9 @@ pub(super) struct Stage1<'a> {
     pub(super) seed_vector: Option<&'a [f32]>,
     pub(super) profile: Option<&'a Profile>,
     pub(super) behaviour: &'a Behaviour,
+    /// How many ids the request excludes: each list fetches that many more, so that the
+    /// exclusions (a user's history, a block list) never thin out stage 1.
+    pub(super) excluded: usize,
 }
 
 /// The trending list a recommendation reads: the placement's category, else the one the
@@ -161,7 +164,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         stage1: &Stage1<'_>,
         request: &SearchRequest,
     ) -> Result<Vec<ScoredList>, EngineError> {
-        let fetch = self.depth(request);
+        let fetch = self.depth(request) + stage1.excluded;
         let mut lists = Vec::new();
         if let Some(q) = stage1.query_vector {
             lists.push((Source::Query, self.ann(q, fetch, request)?));
@@ -182,7 +185,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         stage1: &Stage1<'_>,
         request: &SearchRequest,
     ) -> Result<Vec<(Source, Vec<ItemId>)>, EngineError> {
-        let fetch = self.depth(request);
+        let fetch = self.depth(request) + stage1.excluded;
         let ann = |v: &[f32], k: usize| -> Result<Vec<ItemId>, EngineError> {
             Ok(self
                 .ann(v, k, request)?
@@ -203,7 +206,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                     lists.push((Source::Profile, ann(p, fetch)?));
                 }
                 lists.push(covisited());
-                let n = self.config.trending_candidates;
+                let n = self.config.trending_candidates + stage1.excluded;
                 let trending = match trending_scope(None, &request.filter) {
                     shelf_store::TRENDING_OVERALL => (stage1.behaviour.trending.entries.iter())
                         .take(n)
@@ -284,6 +287,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             seed_vector: None,
             profile: profile.as_ref(),
             behaviour: &behaviour,
+            excluded: 0,
         };
         self.candidate_lists(&placement, &stage1, &SearchRequest::default())
     }

@@ -195,12 +195,14 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             _ => None,
         };
         let behaviour = self.behaviour(&self.covisit_seeds(placement, profile.as_ref()))?;
+        let excluded = self.excluded(placement, request, profile.as_ref());
         let stage1 = Stage1 {
             query_vector: query_vector.as_ref().map(|v| v.as_slice()),
             profile_vector: profile_vector.as_deref(),
             seed_vector: seed_vector.as_deref(),
             profile: profile.as_ref(),
             behaviour: &behaviour,
+            excluded: excluded.len(),
         };
         let mut candidates = match query {
             None => union(self.candidate_lists(placement, &stage1, request)?),
@@ -252,7 +254,6 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 }),
             }
         }
-        let excluded = self.excluded(placement, request, profile.as_ref());
         candidates.retain(|c| !excluded.contains(&c.id));
 
         let rerank_started = Instant::now();

@@ -478,13 +478,19 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
                     .unwrap_or_default()
             };
             ranked.push(unseen(list_of(Source::Covisit)));
+            // What `POST /v1/recommend` serves for `{"placement": "for_user", "user_id",
+            // "k", "exclude_ids": the user's history}` (exclude_seen on, as its default):
+            // the same request, the same function, nothing filtered here.
             let request = SearchRequest {
                 user_id: Some((*user).to_string().into()),
-                k: depth,
+                k: args.k,
+                placement: shelf_engine::Placement::ForUser,
+                exclude_seen: true,
+                exclude_ids: seen.iter().map(|id| ItemId::from(*id)).collect(),
                 ..Default::default()
             };
-            let recommend = |response: shelf_engine::SearchResponse| {
-                unseen(response.items.into_iter().map(|i| i.id.0).collect())
+            let recommend = |response: shelf_engine::SearchResponse| -> Vec<String> {
+                response.items.into_iter().map(|i| i.id.0).collect()
             };
             ranked.push(recommend(retriever.search(&request).await?));
             if let Some(model) = &trained {

@@ -59,6 +59,8 @@ pub struct Node {
     pub metrics: NodeMetrics,
     /// The online A/B tests of rankers (`DATA/experiments.json`).
     pub experiments: crate::experiments::Experiments,
+    /// The business rules stored per placement (`DATA/rules.json`).
+    pub rules: crate::rules::StoredRules,
     /// The jobs' states (shown by `/ready`, `/health` and `/metrics`).
     pub jobs: Arc<JobBoard>,
     retriever: OnceLock<ShelfRetriever>,
@@ -154,11 +156,13 @@ impl Node {
         let (tx, rx) = mpsc::channel(IMPRESSION_QUEUE);
         let dim = query_embedder.dim();
         let experiments = crate::experiments::Experiments::open(&config.data_dir)?;
+        let rules = crate::rules::StoredRules::open(&config.data_dir)?;
         Ok(Arc::new(Self {
             config,
             store: Arc::new(store),
             metrics: NodeMetrics::default(),
             experiments,
+            rules,
             jobs: Arc::default(),
             retriever: OnceLock::new(),
             transport: Transport::open(streams)?,

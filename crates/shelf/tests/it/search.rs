@@ -514,5 +514,52 @@ async fn rules_boost_bury_pin_block_and_diversify_exactly() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{response}");
     assert!(response.to_string().contains("rules.pin"), "{response}");
+
+    // Stored rules: every search runs with the placement's, under the request's own.
+    let stored = json!({"pin": [{"id": p3, "position": 1}], "block": [blocked, p1]});
+    let (status, response) = s
+        .call(Method::PUT, "/v1/rules/search", Some(stored.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    let (_, all) = s.call(Method::GET, "/v1/rules", None).await;
+    assert_eq!(all, json!({"search": stored}));
+    let got = ids(&search(&s, base_request.clone()).await);
+    assert_eq!(&got[0], p3);
+    assert!(!got.contains(blocked) && !got.contains(p1), "{got:?}");
+    // The request's pin takes position 1 (the stored pin there gives way) and beats the
+    // stored block of its id; the other stored block holds.
+    let got = ids(&search(&s, with_rules(json!({"pin": [{"id": p1, "position": 1}]}))).await);
+    assert_eq!(&got[0], p1);
+    assert!(!got.contains(blocked), "{got:?}");
+    // Bad rules and unknown placements are 422s, and change nothing.
+    for (path, body) in [
+        ("/v1/rules/home", json!({})),
+        (
+            "/v1/rules/search",
+            json!({"pin": [{"id": p1, "position": 1}], "block": [p1]}),
+        ),
+        (
+            "/v1/rules/search",
+            json!({"boost": [{"filter": {}, "factor": 0}]}),
+        ),
+        ("/v1/rules/search", json!({"bury": []})),
+    ] {
+        let (status, response) = s.call(Method::PUT, path, Some(body)).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}: {response}"
+        );
+    }
+    let (_, all) = s.call(Method::GET, "/v1/rules", None).await;
+    assert_eq!(all, json!({"search": stored}));
+    // Empty rules remove the placement's.
+    let (status, _) = s
+        .call(Method::PUT, "/v1/rules/search", Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, all) = s.call(Method::GET, "/v1/rules", None).await;
+    assert_eq!(all, json!({}));
+    assert!(ids(&search(&s, base_request.clone()).await).contains(blocked));
     s.stop().await;
 }
