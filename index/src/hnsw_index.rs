@@ -199,6 +199,29 @@ impl HnswIndex {
     }
 
     /// Number of live items.
+    /// The mean of at most `sample` live unit vectors, taken evenly over the slots (all of
+    /// them in an index that small); `None` when the index is empty.
+    pub fn mean_vector(&self, sample: usize) -> Option<Vec<f32>> {
+        let graph = self.graph();
+        let catalog = self.inner.catalog.read();
+        let live = catalog.len();
+        if live == 0 || sample == 0 {
+            return None;
+        }
+        let step = live.div_ceil(sample);
+        let mut sum = vec![0.0f64; self.inner.config.dim];
+        let mut n = 0usize;
+        for slot in catalog.slots().step_by(step) {
+            if let Some(v) = graph.vector(slot) {
+                for (s, x) in sum.iter_mut().zip(v.iter()) {
+                    *s += f64::from(*x);
+                }
+                n += 1;
+            }
+        }
+        (n > 0).then(|| sum.into_iter().map(|s| (s / n as f64) as f32).collect())
+    }
+
     pub fn len(&self) -> usize {
         self.inner.catalog.read().len()
     }
@@ -451,4 +474,11 @@ impl VectorIndex for HnswIndex {
     fn vectors(&self, ids: &[&ItemId]) -> Vec<Option<Vec<f32>>> {
         HnswIndex::vectors(self, ids)
     }
+
+    fn mean_vector(&self) -> Option<Vec<f32>> {
+        HnswIndex::mean_vector(self, MEAN_SAMPLE)
+    }
 }
+
+/// Live vectors averaged by [`HnswIndex::mean_vector`] through the trait.
+const MEAN_SAMPLE: usize = 4096;

@@ -383,6 +383,15 @@ fn vectors_are_the_live_items_unit_vectors() {
             vec![Some(vec![-1.0, 0.0]), None, Some(vec![0.6, 0.8]), None],
             "{backend:?}"
         );
+        // The mean of the live unit vectors (b replaced, c deleted), all of them or a sample.
+        let mean = index.mean_vector(10).unwrap();
+        assert!(
+            (mean[0] + 0.2).abs() < 1e-6 && (mean[1] - 0.4).abs() < 1e-6,
+            "{backend:?}: {mean:?}"
+        );
+        assert_eq!(index.mean_vector(1).unwrap().len(), 2);
+        assert!(index.delete(&a) && index.delete(&b));
+        assert_eq!(index.mean_vector(10), None, "{backend:?}");
     }
 }
 

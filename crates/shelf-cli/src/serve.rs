@@ -100,9 +100,10 @@ pub struct ServeArgs {
     /// Seed of the exploration sampler (default: from the clock).
     #[arg(long, env = "SHELF_EXPLORATION_SEED")]
     pub exploration_seed: Option<u64>,
-    /// With a query, candidates whose query cosine is more than this below the best match
-    /// rank after the others, whatever their personal signals (2 turns it off).
-    #[arg(long, env = "SHELF_RELEVANCE_GAP", default_value_t = 0.2)]
+    /// With a query, candidates whose query cosine is below the best match's by more than
+    /// this share of the best match's margin over the catalogue's mean item rank after the
+    /// others, whatever their personal signals (10 turns it off).
+    #[arg(long, env = "SHELF_RELEVANCE_GAP", default_value_t = 0.33)]
     pub relevance_gap: f32,
     /// The user's most recent distinct items whose co-visit lists feed the `covisit`
     /// feature and candidates (0 turns both off).
@@ -158,6 +159,14 @@ pub struct ServeArgs {
     /// impressions arrived (0: off; `shelf train` does the same on demand).
     #[arg(long, env = "SHELF_TRAIN_INTERVAL_SECS", default_value_t = 0)]
     pub train_interval_secs: u64,
+    /// What the background training minimises (as `shelf train --objective`).
+    #[arg(
+        long,
+        env = "SHELF_TRAIN_OBJECTIVE",
+        value_enum,
+        default_value = "pointwise"
+    )]
+    pub train_objective: crate::train::ObjectiveArg,
     /// New shown items needed since the last background training.
     #[arg(long, env = "SHELF_TRAIN_MIN_NEW_EXAMPLES", default_value_t = 5000)]
     pub train_min_new_examples: usize,
@@ -252,6 +261,7 @@ impl ServeArgs {
             train_interval: (self.train_interval_secs > 0)
                 .then(|| Duration::from_secs(self.train_interval_secs)),
             train_min_new_examples: self.train_min_new_examples.max(1),
+            train_objective: self.train_objective.into(),
             index_backend: self.index_backend,
         };
         Ok(ServeConfig {

@@ -3,12 +3,33 @@
 
 use crate::data::DataArgs;
 use clap::{Args, ValueEnum};
-use shelf_rank::{ModelKind, TrainConfig};
+use shelf_rank::{ModelKind, Objective, TrainConfig};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Kind {
     Logistic,
+    /// One hidden layer of ReLU units.
     Mlp,
+}
+
+/// The objectives `--objective` takes.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ObjectiveArg {
+    /// Binary cross-entropy per shown item (a calibrated click probability); the epoch
+    /// kept has the best position-matched validation AUC.
+    Pointwise,
+    /// LambdaRank: pairs within a response, weighted by their NDCG change; the epoch kept
+    /// has the best validation clicks NDCG@10.
+    Lambdarank,
+}
+
+impl From<ObjectiveArg> for Objective {
+    fn from(arg: ObjectiveArg) -> Self {
+        match arg {
+            ObjectiveArg::Pointwise => Objective::Pointwise,
+            ObjectiveArg::Lambdarank => Objective::LambdaRank,
+        }
+    }
 }
 
 /// Flags of `shelf train`.
@@ -19,13 +40,17 @@ pub struct TrainArgs {
     /// Model to train.
     #[arg(long, value_enum, default_value = "logistic")]
     pub model: Kind,
+    /// What training minimises.
+    #[arg(long, value_enum, default_value = "pointwise")]
+    pub objective: ObjectiveArg,
     /// Hidden units of the MLP.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub hidden: u32,
     /// Most passes over the training examples (early stopping usually ends sooner).
     #[arg(long, default_value_t = 60)]
     pub max_epochs: usize,
-    /// Epochs without a better position-matched validation AUC before stopping.
+    /// Epochs without a better validation score (position-matched AUC, or clicks NDCG@10
+    /// with --objective lambdarank) before stopping.
     #[arg(long, default_value_t = 15)]
     pub patience: usize,
     /// AdamW learning rate.
@@ -55,6 +80,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 hidden: args.hidden as usize,
             },
         },
+        objective: args.objective.into(),
         max_epochs: args.max_epochs.max(1),
         patience: args.patience.max(1),
         learning_rate: args.learning_rate,
@@ -74,12 +100,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     )?;
     let r = &outcome.model.report;
     eprintln!(
-        "{}: position-matched validation AUC {:.4} (prior {:.4}, live before: {} {:.4}), plain AUC {:.4} (prior {:.4}), log-loss {:.4}, {} train / {} validation examples, best epoch {} of {}; {}",
+        "{} ({:?}): position-matched validation AUC {:.4} (prior {:.4}, live before: {} {:.4}), clicks NDCG@10 {:.4} (prior {:.4}), plain AUC {:.4} (prior {:.4}), log-loss {:.4}, {} train / {} validation examples, best epoch {} of {}; {}",
         outcome.model.version,
+        r.objective,
         r.validation_position_matched_auc,
         r.prior_validation_position_matched_auc,
         outcome.incumbent,
         outcome.incumbent_position_matched_auc,
+        r.validation_clicks_ndcg_at_10,
+        r.prior_validation_clicks_ndcg_at_10,
         r.validation_auc,
         r.prior_validation_auc,
         r.validation_log_loss,

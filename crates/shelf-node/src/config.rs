@@ -24,6 +24,8 @@ pub struct NodeConfig {
     pub train_interval: Option<Duration>,
     /// Fewest new shown items since the last training before retraining.
     pub train_min_new_examples: usize,
+    /// What background training minimises.
+    pub train_objective: shelf_rank::Objective,
     /// Graph implementation of the vector index.
     pub index_backend: Backend,
 }

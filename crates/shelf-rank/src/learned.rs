@@ -88,6 +88,10 @@ impl Params {
 /// What training saw and reached.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainingReport {
+    /// What the model was trained to minimise (models saved before objectives existed are
+    /// pointwise).
+    #[serde(default)]
+    pub objective: crate::Objective,
     pub train_examples: usize,
     pub train_clicks: usize,
     pub validation_examples: usize,

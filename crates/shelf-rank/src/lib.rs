@@ -15,4 +15,4 @@ pub use metrics::{
     Judgments,
 };
 pub use prior::PriorRanker;
-pub use train::{train, Example, ModelKind, TrainConfig, TrainError};
+pub use train::{train, Example, ModelKind, Objective, TrainConfig, TrainError};

@@ -1,6 +1,7 @@
-//! Training of the learned CTR models with candle: weighted binary cross-entropy, AdamW,
-//! a time-ordered train/validation split and early stopping on the position-matched
-//! validation AUC.
+//! Training of the learned models with candle: a pointwise objective (weighted binary
+//! cross-entropy, stopped on the position-matched validation AUC) or LambdaRank (pairs within
+//! a response weighted by their NDCG change, stopped on the validation clicks NDCG@10), AdamW,
+//! and a time-ordered train/validation split.
 
 use crate::learned::{
     input_names, inputs, LearnedModel, Params, TrainingReport, INPUT_COUNT, SCHEMA_VERSION,
@@ -32,15 +33,35 @@ pub enum ModelKind {
     },
 }
 
+/// What training minimises, and what picks the epoch whose parameters are kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Binary cross-entropy per shown item, clicks weighted up to balance the classes: a
+    /// calibrated click probability. The epoch kept is the one with the best
+    /// position-matched validation AUC.
+    #[default]
+    Pointwise,
+    /// LambdaRank: within each response, a logistic loss on the score difference of every
+    /// (clicked, not clicked) pair, weighted by how much the response's NDCG would change if
+    /// the two swapped places in the current order; only the order within a response is
+    /// learned. The epoch kept is the one with the best validation clicks NDCG@10. Position
+    /// bias is handled as in the pointwise objective: the logged position is an input
+    /// (its pair difference explains clicks on higher slots), fixed at serving.
+    LambdaRank,
+}
+
 /// Training settings.
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
     pub kind: ModelKind,
+    pub objective: Objective,
     pub max_epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
     pub weight_decay: f64,
-    /// Epochs without a better validation AUC before stopping.
+    /// Epochs without a better validation score (AUC or NDCG@10, per objective) before
+    /// stopping.
     pub patience: usize,
     /// Newest share of examples (by time) held out for validation.
     pub validation_share: f64,
@@ -51,6 +72,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             kind: ModelKind::Logistic,
+            objective: Objective::Pointwise,
             max_epochs: 60,
             batch_size: 256,
             learning_rate: 0.02,
@@ -173,28 +195,72 @@ pub fn train(
             ..Default::default()
         },
     )?;
-    let bias_shift = positive_weight.ln() as f32;
+    let groups: Vec<u64> = validation.iter().map(|e| e.request).collect();
+    let clicks_ndcg =
+        |scores: &[f32]| clicks_ndcg_at(10, scores, &validation_labels, &groups).unwrap_or(0.0);
+    let lambdarank = config.objective == Objective::LambdaRank;
+    // The pairwise loss has no use for a bias (it cancels within a pair); the logistic
+    // model's is set by `recalibrate` below, the MLP's stays uncalibrated.
+    let bias_shift = if lambdarank {
+        0.0
+    } else {
+        positive_weight.ln() as f32
+    };
+    // Responses with both a click and an item not clicked: the only ones with pairs.
+    let responses = if lambdarank {
+        responses_with_pairs(train_set)
+    } else {
+        Vec::new()
+    };
+    if lambdarank && responses.is_empty() {
+        return Err(TrainError::NotEnoughData(
+            "no training response has both a clicked item and one not clicked".into(),
+        ));
+    }
     let mut best: Option<(f64, usize, Params)> = None;
     let mut order: Vec<u32> = (0..train_set.len() as u32).collect();
+    let mut response_order: Vec<usize> = (0..responses.len()).collect();
     let mut epochs_run = 0;
     for epoch in 1..=config.max_epochs {
         epochs_run = epoch;
-        rng.shuffle(&mut order);
-        for batch in order.chunks(config.batch_size) {
-            let index = Tensor::from_slice(batch, batch.len(), &device)?;
-            let x = train_x.index_select(&index, 0)?;
-            let y = train_y.index_select(&index, 0)?;
-            let loss = weighted_bce(&net.logits(&x)?, &y, positive_weight)?;
-            optimizer.backward_step(&loss)?;
+        if lambdarank {
+            rng.shuffle(&mut response_order);
+            let mut batch: Vec<&Response> = Vec::new();
+            let mut rows = 0;
+            for (i, &r) in response_order.iter().enumerate() {
+                batch.push(&responses[r]);
+                rows += responses[r].rows.len();
+                if rows >= config.batch_size || i + 1 == response_order.len() {
+                    let loss = lambdarank_loss(&net, &train_x, &batch)?;
+                    optimizer.backward_step(&loss)?;
+                    batch.clear();
+                    rows = 0;
+                }
+            }
+        } else {
+            rng.shuffle(&mut order);
+            for batch in order.chunks(config.batch_size) {
+                let index = Tensor::from_slice(batch, batch.len(), &device)?;
+                let x = train_x.index_select(&index, 0)?;
+                let y = train_y.index_select(&index, 0)?;
+                let loss = weighted_bce(&net.logits(&x)?, &y, positive_weight)?;
+                optimizer.backward_step(&loss)?;
+            }
         }
         let params = net.params(bias_shift)?;
-        // Stop on the position-matched AUC: plain AUC on logged clicks rewards ranking like
-        // the ranker that was live when they were logged (see `position_matched_auc`).
+        // Pointwise: stop on the position-matched AUC; plain AUC on logged clicks rewards
+        // ranking like the ranker that was live when they were logged (see
+        // `position_matched_auc`). LambdaRank: on what it optimises, the order of the top
+        // 10 of each response.
         let scores: Vec<f32> = serving_inputs.iter().map(|x| params.logit(x)).collect();
-        let validation_matched_auc = matched_auc(&scores);
+        let selection = if lambdarank {
+            clicks_ndcg(&scores)
+        } else {
+            matched_auc(&scores)
+        };
         match &best {
-            Some((best_auc, _, _)) if validation_matched_auc <= *best_auc => {}
-            _ => best = Some((validation_matched_auc, epoch, params)),
+            Some((best_score, _, _)) if selection <= *best_score => {}
+            _ => best = Some((selection, epoch, params)),
         }
         if best
             .as_ref()
@@ -203,8 +269,7 @@ pub fn train(
             break;
         }
     }
-    let (validation_position_matched_auc, best_epoch, mut params) =
-        best.expect("at least one epoch ran");
+    let (_, best_epoch, mut params) = best.expect("at least one epoch ran");
     if centre {
         recalibrate(&mut params, train_set);
     }
@@ -219,12 +284,10 @@ pub fn train(
         .iter()
         .map(|e| prior.score(&e.features))
         .collect();
-    let groups: Vec<u64> = validation.iter().map(|e| e.request).collect();
     let serving_scores: Vec<f32> = serving_inputs.iter().map(|x| params.logit(x)).collect();
     let validation_auc = auc(&serving_scores, &validation_labels).unwrap_or(0.5);
-    let clicks_ndcg =
-        |scores: &[f32]| clicks_ndcg_at(10, scores, &validation_labels, &groups).unwrap_or(0.0);
     let report = TrainingReport {
+        objective: config.objective,
         train_examples: train_set.len(),
         train_clicks,
         validation_examples: validation.len(),
@@ -235,7 +298,7 @@ pub fn train(
         validation_auc_logged_positions,
         validation_log_loss: log_loss(&probabilities, &validation_labels),
         prior_validation_auc: auc(&prior_scores, &validation_labels).unwrap_or(0.5),
-        validation_position_matched_auc,
+        validation_position_matched_auc: matched_auc(&serving_scores),
         prior_validation_position_matched_auc: matched_auc(&prior_scores),
         validation_clicks_ndcg_at_10: clicks_ndcg(&serving_scores),
         prior_validation_clicks_ndcg_at_10: clicks_ndcg(&prior_scores),
@@ -286,6 +349,75 @@ fn recalibrate(params: &mut Params, examples: &[&Example]) {
     if let Params::Logistic { bias, .. } = params {
         *bias = 0.5 * (low + high);
     }
+}
+
+/// The rows of one training response, and which of them were clicked.
+struct Response {
+    rows: Vec<u32>,
+    clicked: Vec<bool>,
+}
+
+/// The training responses (by request) that hold both a clicked item and one not clicked.
+fn responses_with_pairs(train_set: &[&Example]) -> Vec<Response> {
+    let mut by_request: std::collections::BTreeMap<u64, Response> = Default::default();
+    for (row, e) in train_set.iter().enumerate() {
+        let response = by_request.entry(e.request).or_insert(Response {
+            rows: Vec::new(),
+            clicked: Vec::new(),
+        });
+        response.rows.push(row as u32);
+        response.clicked.push(e.clicked);
+    }
+    by_request
+        .into_values()
+        .filter(|r| r.clicked.iter().any(|&c| c) && r.clicked.iter().any(|&c| !c))
+        .collect()
+}
+
+/// LambdaRank's loss over a batch of responses: for every (clicked i, not clicked j) pair of
+/// a response, `|ΔNDCG_ij| * softplus(-(s_i - s_j))`, where `ΔNDCG_ij` is the change in the
+/// response's NDCG (full depth, gains 1 and 0) if i and j swapped places in the order of the
+/// current scores; summed per response, averaged over responses.
+fn lambdarank_loss(net: &Net, train_x: &Tensor, batch: &[&Response]) -> Result<Tensor, TrainError> {
+    let device = train_x.device();
+    let rows: Vec<u32> = batch.iter().flat_map(|r| r.rows.iter().copied()).collect();
+    let index = Tensor::from_slice(&rows, rows.len(), device)?;
+    let logits = net
+        .logits(&train_x.index_select(&index, 0)?)?
+        .flatten_all()?;
+    let scores: Vec<f32> = logits.to_vec1()?;
+    let discount = |rank: usize| 1.0 / (rank as f64 + 2.0).log2();
+    let (mut first, mut second, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+    let mut offset = 0usize;
+    for response in batch {
+        let n = response.rows.len();
+        let s = &scores[offset..offset + n];
+        let mut by_score: Vec<usize> = (0..n).collect();
+        by_score.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+        let mut rank = vec![0usize; n];
+        for (r, &i) in by_score.iter().enumerate() {
+            rank[i] = r;
+        }
+        let clicks = response.clicked.iter().filter(|&&c| c).count();
+        let ideal: f64 = (0..clicks).map(discount).sum();
+        for i in (0..n).filter(|&i| response.clicked[i]) {
+            for j in (0..n).filter(|&j| !response.clicked[j]) {
+                first.push((offset + i) as u32);
+                second.push((offset + j) as u32);
+                weights.push(((discount(rank[i]) - discount(rank[j])).abs() / ideal) as f32);
+            }
+        }
+        offset += n;
+    }
+    let pairs = first.len();
+    let pick = |at: Vec<u32>| -> candle_core::Result<Tensor> {
+        logits.index_select(&Tensor::from_vec(at, pairs, device)?, 0)
+    };
+    let margin = (pick(first)? - pick(second)?)?;
+    // softplus(-m) = relu(-m) + ln(1 + e^-|m|), stable for either sign.
+    let loss = (margin.neg()?.relu()? + margin.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
+    let weights = Tensor::from_vec(weights, pairs, device)?;
+    Ok(((loss * weights)?.sum_all()? / batch.len() as f64)?)
 }
 
 /// Mean of `w(y) * (softplus(z) - y z)` with `w = positive_weight` for clicks, 1 otherwise:
@@ -497,6 +629,114 @@ mod tests {
             "{} vs {rule_auc}",
             model.report.validation_auc
         );
+    }
+
+    /// Responses of 10 candidates with exactly one click each, the clicked one drawn by a
+    /// softmax over a known rule plus a per-response shift that only moves every score of
+    /// the response (which a pointwise model has to explain and a pairwise one ignores).
+    fn one_click_responses(responses: usize, seed: u64) -> Vec<Example> {
+        let mut rng = SplitMix(seed);
+        let mut examples = Vec::new();
+        for r in 0..responses {
+            let mut rows: Vec<(Features, f64)> = (0..10)
+                .map(|_| {
+                    let mut f = [0.0f32; shelf_types::FEATURE_COUNT];
+                    for x in f.iter_mut() {
+                        *x = rng.unit() as f32;
+                    }
+                    let rule = 4.0 * f64::from(f[1]) - 3.0 * f64::from(f[5]);
+                    (f, rule.exp())
+                })
+                .collect();
+            let total: f64 = rows.iter().map(|(_, w)| w).sum();
+            let mut draw = rng.unit() * total;
+            let clicked = rows
+                .iter()
+                .position(|(_, w)| {
+                    draw -= w;
+                    draw <= 0.0
+                })
+                .unwrap_or(9);
+            let shift = rng.unit() as f32;
+            for (i, (f, _)) in rows.iter_mut().enumerate() {
+                f[4] = shift;
+                examples.push(Example {
+                    features: *f,
+                    position: crate::learned::SERVING_POSITION,
+                    clicked: i == clicked,
+                    ts_ms: r as i64,
+                    request: r as u64,
+                });
+            }
+        }
+        examples
+    }
+
+    #[test]
+    fn lambdarank_learns_the_order_within_responses() {
+        let examples = one_click_responses(3000, 4);
+        for kind in [ModelKind::Logistic, ModelKind::Mlp { hidden: 8 }] {
+            let config = TrainConfig {
+                kind,
+                objective: Objective::LambdaRank,
+                learning_rate: 0.01,
+                ..TrainConfig::default()
+            };
+            let model = train(&examples, &config, "lambdarank-test").unwrap();
+            let r = &model.report;
+            // The rule's own NDCG@10 on the validation responses.
+            let validation = &examples[2400 * 10..];
+            let rule: Vec<f32> = validation
+                .iter()
+                .map(|e| 4.0 * e.features[1] - 3.0 * e.features[5])
+                .collect();
+            let labels: Vec<bool> = validation.iter().map(|e| e.clicked).collect();
+            let groups: Vec<u64> = validation.iter().map(|e| e.request).collect();
+            let rule_ndcg = clicks_ndcg_at(10, &rule, &labels, &groups).unwrap();
+            assert!(
+                r.validation_clicks_ndcg_at_10 > rule_ndcg - 0.02
+                    && r.validation_clicks_ndcg_at_10 > r.prior_validation_clicks_ndcg_at_10,
+                "{kind:?}: {} against the rule's {rule_ndcg} (prior {})",
+                r.validation_clicks_ndcg_at_10,
+                r.prior_validation_clicks_ndcg_at_10
+            );
+            if let Params::Logistic { weights, .. } = &model.params {
+                // The direction of the rule: profile_cosine up, price_fit down, about 4:3.
+                let ratio = weights[1] / -weights[5];
+                assert!(
+                    weights[1] > 0.5 && (0.9..2.0).contains(&ratio),
+                    "{weights:?}"
+                );
+            }
+            // Ranking stays in the saved model: scores order candidates as training did.
+            let saved = LearnedModel::from_json(&model.to_json()).unwrap();
+            assert_eq!(saved.params, model.params);
+        }
+    }
+
+    #[test]
+    fn lambdarank_weighs_a_pair_by_its_ndcg_change() {
+        // Two candidates, the clicked one scored below the other: swapping them moves NDCG
+        // from 1/log2(3) to 1, so the pair weighs 1 - 1/log2(3).
+        let mut rng = SplitMix(1);
+        let net = Net::new(ModelKind::Logistic, &mut rng, &Device::Cpu).unwrap();
+        let mut low = [0.0f32; INPUT_COUNT];
+        let mut high = [0.0f32; INPUT_COUNT];
+        low[0] = 0.1;
+        high[0] = 0.9;
+        let x = Tensor::from_vec([low, high].concat(), (2, INPUT_COUNT), &Device::Cpu).unwrap();
+        let response = Response {
+            rows: vec![0, 1],
+            clicked: vec![true, false],
+        };
+        let loss: f32 = lambdarank_loss(&net, &x, &[&response])
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let w0 = PriorRanker::default().weights()[0];
+        let margin = w0 * (0.1 - 0.9);
+        let expected = (1.0 - 1.0 / 3f32.log2()) * (1.0 + (-margin).exp()).ln();
+        assert!((loss - expected).abs() < 1e-5, "{loss} vs {expected}");
     }
 
     #[test]

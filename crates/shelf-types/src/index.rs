@@ -351,6 +351,14 @@ pub trait VectorIndex: Send + Sync {
 
     /// The stored unit vectors of `ids`, in order; `None` where an id is not live.
     fn vectors(&self, ids: &[&ItemId]) -> Vec<Option<Vec<f32>>>;
+
+    /// The mean of the live unit vectors (of an even sample of them in a large index), so
+    /// that `q · mean` is a query's expected cosine with an item of the catalogue: the
+    /// level of "unrelated" for the model that made the vectors. `None` when empty, or when
+    /// an index does not say.
+    fn mean_vector(&self) -> Option<Vec<f32>> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -45,7 +45,18 @@ pub struct Retriever<E, I> {
     cache: QueryCache,
     explorer: Explorer,
     config: RetrievalConfig,
+    /// The index's mean vector and when it was taken (see [`Retriever::catalogue_mean`]).
+    mean: std::sync::Mutex<Option<(Instant, Option<Arc<[f32]>>)>>,
 }
+
+/// The lowest query cosine still on topic: `gap` as a share of how far the `best` match
+/// stands above the `floor` (the query's cosine with the catalogue's mean item).
+fn semantic_cutoff(best: f32, floor: f32, gap: f32) -> f32 {
+    best - gap * (best - floor).max(0.0)
+}
+
+/// How long the catalogue's mean vector is reused before it is taken again.
+const MEAN_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl<E, I> std::fmt::Debug for Retriever<E, I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,6 +96,21 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             ranker: std::sync::RwLock::new(ranker),
             cache,
             config,
+            mean: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The index's mean unit vector (`q · mean` is a query's expected cosine with a
+    /// catalogue item: "unrelated" for this model), taken again every 30 s.
+    fn catalogue_mean(&self) -> Option<Arc<[f32]>> {
+        let mut mean = self.mean.lock().unwrap_or_else(|e| e.into_inner());
+        match &*mean {
+            Some((at, m)) if at.elapsed() < MEAN_REFRESH => m.clone(),
+            _ => {
+                let m: Option<Arc<[f32]>> = self.index.mean_vector().map(Into::into);
+                *mean = Some((Instant::now(), m.clone()));
+                m
+            }
         }
     }
 
@@ -320,9 +346,17 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 .iter()
                 .map(|r| r.features[0])
                 .fold(f32::MIN, f32::max);
+            // The gap is a share of how far the best match stands above the query's
+            // cosine with the catalogue's mean item, so it means the same for a model
+            // whose cosines crowd near 0.8 (multilingual-e5) as for one spread over 0..0.7
+            // (MiniLM).
+            let floor = match (&query_vector, self.catalogue_mean()) {
+                (Some(q), Some(mean)) => dot(q, &mean),
+                _ => 0.0,
+            };
+            let cutoff = semantic_cutoff(best, floor, self.config.relevance_gap);
             for r in &mut ranked {
-                let semantic =
-                    query_vector.is_some() && r.features[0] >= best - self.config.relevance_gap;
+                let semantic = query_vector.is_some() && r.features[0] >= cutoff;
                 let lexical = lexical_share.get(&r.id).is_some_and(|share| {
                     mode == SearchMode::Lexical || *share >= self.config.lexical_on_topic
                 });
@@ -525,6 +559,19 @@ pub fn request_id_floor(ts_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_relevance_gap_is_a_share_of_the_best_matchs_margin_over_the_floor() {
+        // MiniLM-like cosines (best 0.6, the catalogue's mean item at 0.1) and e5-like ones
+        // (best 0.9, mean at 0.8): the same gap cuts at the same share of the margin.
+        assert!((semantic_cutoff(0.6, 0.1, 0.4) - 0.4).abs() < 1e-6);
+        assert!((semantic_cutoff(0.9, 0.8, 0.4) - 0.86).abs() < 1e-6);
+        // Gap 0 keeps the best match only; a best match below the floor keeps itself.
+        assert_eq!(semantic_cutoff(0.7, 0.2, 0.0), 0.7);
+        assert_eq!(semantic_cutoff(0.1, 0.3, 0.4), 0.1);
+        // Without a floor (no mean vector) the gap is a share of the best cosine.
+        assert!((semantic_cutoff(0.5, 0.0, 0.4) - 0.3).abs() < 1e-6);
+    }
 
     #[test]
     fn convex_fusion_scales_each_list_and_weighs_the_lexical_share() {

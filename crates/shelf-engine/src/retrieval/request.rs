@@ -9,9 +9,11 @@ pub struct RetrievalConfig {
     pub candidates: usize,
     /// Weight of the profile vector in the query/profile blend (0 = query only).
     pub profile_blend: f32,
-    /// With a query, candidates whose query cosine is more than this below the best
-    /// candidate's rank after all the others, whatever their score: personal signals
-    /// re-rank what matches the query, they never pull in what does not (2 turns it off).
+    /// With a query, a candidate whose query cosine is below the best candidate's by more
+    /// than this share of the best one's margin over the floor (the query's cosine with the
+    /// catalogue's mean item vector) ranks after all the others, whatever its score:
+    /// personal signals re-rank what matches the query, they never pull in what does not
+    /// (10 turns it off).
     pub relevance_gap: f32,
     /// ANN search breadth; `None` uses the index default.
     pub ef: Option<usize>,
@@ -59,7 +61,7 @@ impl Default for RetrievalConfig {
         Self {
             candidates: 100,
             profile_blend: 0.35,
-            relevance_gap: 0.2,
+            relevance_gap: 0.33,
             ef: None,
             query_cache_capacity: 10_000,
             freshness_half_life_days: 30.0,
@@ -240,7 +242,7 @@ pub struct RankedItem {
     pub explanation: Option<Vec<Contribution>>,
     /// Placed by exploration rather than by score.
     pub explored: bool,
-    /// Within `relevance_gap` of the best query match (always true without a query).
+    /// Within the relevance gap of the best query match (always true without a query).
     pub on_topic: bool,
     /// Decayed clicks and impressions (the CTR posterior's counts).
     pub clicks_impressions: (f64, f64),

@@ -29,9 +29,17 @@ pub struct InteractionsArgs {
     /// Evaluate at most this many users (the first in id order; 0: all).
     #[arg(long, default_value_t = 0)]
     pub max_users: usize,
+    /// Which interaction of each user is held out: `test`, the last; `validation`, the
+    /// second-to-last, with the last dropped from the log (tune on it, report `test` once).
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: Split,
     /// A trained model (`DATA/models/*.json`) to re-rank with instead of the prior.
     #[arg(long)]
     pub ranker: Option<PathBuf>,
+    /// The prior's 12 weights instead of its defaults, comma-separated, in the order of
+    /// the features (see the README's *Retrieval and ranking*).
+    #[arg(long, value_delimiter = ',')]
+    pub prior_weights: Option<Vec<f32>>,
     /// Neighbours kept per item by the item-kNN baseline.
     #[arg(long, default_value_t = 100)]
     pub knn_neighbours: usize,
@@ -58,6 +66,21 @@ pub struct InteractionsArgs {
     /// become training responses.
     #[arg(long, default_value_t = 5)]
     pub train_rounds: usize,
+    /// With --train-ranker: the model trained (the MLP with 16 hidden units).
+    #[arg(long, value_enum, default_value = "logistic")]
+    pub train_model: shelf_cli::train::Kind,
+    /// With --train-ranker: what training minimises (`lambdarank`: the order within each
+    /// response, selected on validation NDCG@10; `pointwise`: click probability, selected
+    /// on validation AUC).
+    #[arg(long, value_enum, default_value = "lambdarank")]
+    pub train_objective: shelf_cli::train::ObjectiveArg,
+}
+
+/// The held-out interaction `--split` picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Split {
+    Validation,
+    Test,
 }
 
 /// Applies `interactions` (in order) through the event job as records from `*offset` on.
@@ -212,6 +235,23 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
         .filter(|i| known.contains(i.item.as_str()))
         .collect();
     let unknown = total - log.len();
+    // Validation: each user's last interaction is not there at all, so the second-to-last
+    // is held out below.
+    let log = match args.split {
+        Split::Test => log,
+        Split::Validation => {
+            let mut last: HashMap<&str, usize> = HashMap::new();
+            for (i, x) in log.iter().enumerate() {
+                last.insert(x.user.as_str(), i);
+            }
+            let dropped: HashSet<usize> = last.into_values().collect();
+            log.iter()
+                .enumerate()
+                .filter(|(i, _)| !dropped.contains(i))
+                .map(|(_, x)| x.clone())
+                .collect()
+        }
+    };
     anyhow::ensure!(
         !log.is_empty(),
         "no interaction names an item of {}",
@@ -238,7 +278,11 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
         args.min_interactions.max(2)
     );
     let held: HashSet<usize> = held_out.values().copied().collect();
-    let ranker = load_ranker(args.ranker.as_deref())?;
+    let ranker: Arc<dyn Ranker> = match (&args.prior_weights, &args.ranker) {
+        (Some(_), Some(_)) => anyhow::bail!("give --prior-weights or --ranker, not both"),
+        (Some(w), None) => Arc::new(PriorRanker::with_weights(prior_weights(w)?)),
+        (None, path) => load_ranker(path.as_deref())?,
+    };
 
     let scratch = std::env::temp_dir().join(format!("shelf-eval-{}", std::process::id()));
     let result = async {
@@ -293,6 +337,12 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
             );
             let mut examples = Vec::new();
             let mut requests = 0u64;
+            // Each user's history so far: a training response is the request served at
+            // evaluation (below), with that history excluded.
+            let mut so_far: HashMap<&str, HashSet<&str>> = HashMap::new();
+            for x in &first {
+                so_far.entry(x.user.as_str()).or_default().insert(x.item.as_str());
+            }
             for round in 0..args.train_rounds {
                 let mut targets: Vec<(&str, usize)> = held_back
                     .iter()
@@ -300,10 +350,21 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
                     .collect();
                 for &(user, target) in &targets {
                     let target = &log[target];
+                    let seen = so_far.get(user);
+                    // k 100 fetches the same stage 1 as the evaluation's k 10 (the
+                    // candidate depth is 100 either way); the training response is the
+                    // prior's top 100 of it.
                     let response = retriever
                         .search(&SearchRequest {
                             user_id: Some(user.to_string().into()),
                             k: 100,
+                            placement: shelf_engine::Placement::ForUser,
+                            exclude_seen: true,
+                            exclude_ids: seen
+                                .into_iter()
+                                .flatten()
+                                .map(|id| ItemId::from(*id))
+                                .collect(),
                             ..Default::default()
                         })
                         .await?;
@@ -323,21 +384,35 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
                 targets.sort_by_key(|&(_, i)| i);
                 let round_events: Vec<&Interaction> = targets.iter().map(|&(_, i)| &log[i]).collect();
                 replay_events(&mut job, &round_events, &mut offset).await?;
+                for x in &round_events {
+                    so_far.entry(x.user.as_str()).or_default().insert(x.item.as_str());
+                }
             }
             let clicks = examples.iter().filter(|e| e.clicked).count();
             eprintln!(
-                "training a logistic ranker on {requests} responses ({} candidates, {clicks} of them the next item)",
+                "training a ranker on {requests} responses ({} candidates, {clicks} of them the next item)",
                 examples.len()
             );
-            let model = shelf_rank::train(
-                &examples,
-                &shelf_rank::TrainConfig::default(),
-                "logistic-eval",
-            )?;
+            let config = shelf_rank::TrainConfig {
+                kind: match args.train_model {
+                    shelf_cli::train::Kind::Logistic => shelf_rank::ModelKind::Logistic,
+                    shelf_cli::train::Kind::Mlp => shelf_rank::ModelKind::Mlp { hidden: 16 },
+                },
+                objective: args.train_objective.into(),
+                ..Default::default()
+            };
+            let model = shelf_rank::train(&examples, &config, "trained-eval")?;
+            let r = &model.report;
             eprintln!(
-                "trained: validation position-matched AUC {:.4} (prior {:.4})",
-                model.report.validation_position_matched_auc,
-                model.report.prior_validation_position_matched_auc
+                "trained ({:?}, {:?}): validation clicks NDCG@10 {:.4} (prior {:.4}), position-matched AUC {:.4} (prior {:.4}), best epoch {} of {}",
+                config.kind,
+                config.objective,
+                r.validation_clicks_ndcg_at_10,
+                r.prior_validation_clicks_ndcg_at_10,
+                r.validation_position_matched_auc,
+                r.prior_validation_position_matched_auc,
+                r.best_epoch,
+                r.epochs_run
             );
             Some(Arc::new(model))
         } else {

@@ -91,6 +91,20 @@ fn lines(path: &Path) -> anyhow::Result<Vec<(usize, String)>> {
 }
 
 /// The model of `--ranker`, or the prior.
+/// `--prior-weights` as the prior's weights.
+fn prior_weights(w: &[f32]) -> anyhow::Result<shelf_types::Features> {
+    anyhow::ensure!(
+        w.iter().all(|x| x.is_finite()),
+        "--prior-weights must be finite numbers"
+    );
+    w.try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "--prior-weights needs {FEATURE_COUNT} numbers, got {}",
+            w.len()
+        )
+    })
+}
+
 fn load_ranker(path: Option<&Path>) -> anyhow::Result<Arc<dyn Ranker>> {
     Ok(match path {
         Some(path) => Arc::new(

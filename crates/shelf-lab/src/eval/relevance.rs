@@ -47,7 +47,7 @@ pub struct RelevanceArgs {
     pub lexical_on_topic: Option<f32>,
     /// The prior's weights instead of its defaults: twelve numbers, comma-separated, in the
     /// order of the features (see the README's *Retrieval and ranking*).
-    #[arg(long, value_delimiter = ',', num_args = 12)]
+    #[arg(long, value_delimiter = ',')]
     pub prior_weights: Option<Vec<f32>>,
     /// Also score hybrid + re-rank over a grid of the title's boost and the prior's
     /// `query_cosine`, `lexical_overlap` and `lexical_score` weights, and print each row:
@@ -350,20 +350,6 @@ pub(super) async fn relevance(args: RelevanceArgs) -> anyhow::Result<()> {
     .await;
     let _ = std::fs::remove_dir_all(&scratch);
     result
-}
-
-/// `--prior-weights` as the prior's weights.
-fn prior_weights(w: &[f32]) -> anyhow::Result<shelf_types::Features> {
-    anyhow::ensure!(
-        w.iter().all(|x| x.is_finite()),
-        "--prior-weights must be finite numbers"
-    );
-    w.try_into().map_err(|_| {
-        anyhow::anyhow!(
-            "--prior-weights needs {FEATURE_COUNT} numbers, got {}",
-            w.len()
-        )
-    })
 }
 
 /// The judged queries and how they are scored.

@@ -22,7 +22,10 @@ impl Node {
                     if examples < trained_on + min_new {
                         return Ok(None);
                     }
-                    let config = shelf_rank::TrainConfig::default();
+                    let config = shelf_rank::TrainConfig {
+                        objective: node.config.train_objective,
+                        ..Default::default()
+                    };
                     let outcome = crate::models::train_and_promote(
                         &node.config.data_dir,
                         &node.store,

@@ -757,7 +757,7 @@ async fn exploration_shows_items_the_ranking_alone_never_shows() {
             "--exploration-seed",
             "5",
             "--relevance-gap",
-            "2",
+            "10",
         ],
         true,
     )
