@@ -2,6 +2,7 @@
 //! MovieLens), shelf beside popularity, item-kNN and EASE.
 
 use super::*;
+use std::io::Write;
 
 #[derive(Debug, Args)]
 pub struct InteractionsArgs {
@@ -33,6 +34,12 @@ pub struct InteractionsArgs {
     /// second-to-last, with the last dropped from the log (tune on it, report `test` once).
     #[arg(long, value_enum, default_value = "test")]
     pub split: Split,
+    /// Also write every evaluated user's lists here, one JSON line per user and system:
+    /// `{"user", "system", "held_out", "items"}`, and `scores` for the recommendation path
+    /// (what the API gives for the same request;
+    /// `tests/it/eval_cli.rs` checks it).
+    #[arg(long)]
+    pub lists_out: Option<PathBuf>,
     /// A trained model (`DATA/models/*.json`) to re-rank with instead of the prior.
     #[arg(long)]
     pub ranker: Option<PathBuf>,
@@ -469,6 +476,13 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
         ];
         let mut pair_totals: Vec<Totals> = pair_systems.iter().map(|_| Totals::default()).collect();
         let mut pairs = 0usize;
+        let mut lists_out = match &args.lists_out {
+            Some(path) => Some(std::io::BufWriter::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            )),
+            None => None,
+        };
         for (user, &target_index) in &held_out {
             let target = log[target_index].item.as_str();
             let seen_by_user = &per_user[user];
@@ -564,14 +578,22 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
                 exclude_ids: seen.iter().map(|id| ItemId::from(*id)).collect(),
                 ..Default::default()
             };
-            let recommend = |response: shelf_engine::SearchResponse| -> Vec<String> {
-                response.items.into_iter().map(|i| i.id.0).collect()
+            // The recommendation systems' scores, by system, for --lists-out.
+            let mut scores: Vec<Vec<f32>> = vec![Vec::new(); systems.len()];
+            let recommend = |response: shelf_engine::SearchResponse| {
+                let scored: Vec<f32> = response.items.iter().map(|i| i.score).collect();
+                let ids: Vec<String> = response.items.into_iter().map(|i| i.id.0).collect();
+                (ids, scored)
             };
-            ranked.push(recommend(retriever.search(&request).await?));
+            let (list, scored) = recommend(retriever.search(&request).await?);
+            scores[ranked.len()] = scored;
+            ranked.push(list);
             if let Some(model) = &trained {
                 let live = retriever.ranker();
                 retriever.set_ranker(Arc::clone(model));
-                ranked.push(recommend(retriever.search(&request).await?));
+                let (list, scored) = recommend(retriever.search(&request).await?);
+                scores[ranked.len()] = scored;
+                ranked.push(list);
                 retriever.set_ranker(live);
             }
             let mut reached = false;
@@ -583,12 +605,26 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
                 }
             }
             source_hits[sources.len()] += usize::from(reached);
+            if let Some(out) = lists_out.as_mut() {
+                for ((system, ids), scores) in systems.iter().zip(&ranked).zip(&scores) {
+                    let mut line = serde_json::json!({
+                        "user": user, "system": system, "held_out": target, "items": ids,
+                    });
+                    if !scores.is_empty() {
+                        line["scores"] = serde_json::json!(scores);
+                    }
+                    writeln!(out, "{line}")?;
+                }
+            }
             let judgment: Judgments = [(target.to_string(), 1)].into_iter().collect();
             for (ids, t) in ranked.iter().zip(totals.iter_mut()) {
                 t.ndcg += ndcg_at(args.k, ids, &judgment);
                 t.recall += recall_at(args.k, ids, &judgment);
                 t.mrr += reciprocal_rank(ids, &judgment);
             }
+        }
+        if let Some(out) = lists_out.as_mut() {
+            out.flush()?;
         }
         anyhow::ensure!(evaluated > 0, "no held-out interaction could be evaluated ({repeats} were repeats of seen items)");
         let n = evaluated as f64;

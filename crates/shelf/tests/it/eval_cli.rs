@@ -253,3 +253,144 @@ fn interactions_eval_replays_holds_out_the_last_and_beats_popularity_on_taste() 
         "{stderr}"
     );
 }
+
+/// One code path: the lists `shelf eval interactions` scores are what `POST /v1/recommend`
+/// serves for the same history replayed through the HTTP API (items posted, events posted,
+/// the same request with the user's history as `exclude_ids`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_the_lists_eval_interactions_scores() {
+    use axum::http::{Method, StatusCode};
+    let dir = tempfile::tempdir().unwrap();
+    let shop = Shop::generate(300, 8);
+    let mut items = std::fs::File::create(dir.path().join("items.jsonl")).unwrap();
+    for p in &shop.products {
+        writeln!(items, "{}", serde_json::to_string(&p.item).unwrap()).unwrap();
+    }
+    let mut by_category: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for p in &shop.products {
+        by_category
+            .entry(p.item.category.clone().unwrap())
+            .or_default()
+            .push(p.item.id.to_string());
+    }
+    let categories: Vec<&Vec<String>> = by_category.values().filter(|v| v.len() >= 6).collect();
+    assert!(categories.len() >= 4, "{by_category:?}");
+    // Shoppers browse a category each (some of another's too), minute after minute, ending
+    // two days ago; everyone's last event is held out by the evaluation.
+    let start = time::OffsetDateTime::now_utc() - time::Duration::days(3);
+    let mut events = Vec::new();
+    let mut minute = 0i64;
+    for u in 0..16usize {
+        let taste = categories[u % categories.len()];
+        let other = categories[(u * 7 + 3) % categories.len()];
+        let mut viewed: Vec<&String> = taste.iter().skip(u % 3).take(5).collect();
+        viewed.insert(2, &other[u % other.len()]);
+        for (j, item) in viewed.into_iter().enumerate() {
+            minute += 1;
+            let ts = start + time::Duration::minutes(minute);
+            let kind = ["view", "view", "add_to_cart", "view", "purchase", "view"][j % 6];
+            events.push(serde_json::json!({
+                "user_id": format!("user-{u}"), "item_id": item, "kind": kind,
+                "ts": ts.format(&time::format_description::well_known::Rfc3339).unwrap(),
+            }));
+        }
+    }
+    let mut log = std::fs::File::create(dir.path().join("log.jsonl")).unwrap();
+    for e in &events {
+        writeln!(log, "{e}").unwrap();
+    }
+    drop((items, log));
+    let out = Command::new(env!("CARGO_BIN_EXE_shelf"))
+        .args(["eval", "interactions", "--items", "items.jsonl"])
+        .args(["--interactions", "log.jsonl", "--lists-out", "lists.jsonl"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lists: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("lists.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &serde_json::Value| l["system"] == "recommend:prior")
+        .collect();
+    assert_eq!(lists.len(), 16);
+
+    // The same catalogue and history through the API: every event but each user's last.
+    // Serving logs each response's impressions, which change the shown items' CTR and
+    // popularity for the next request, so each user checked gets a server of their own.
+    let records: Vec<serde_json::Value> = shop
+        .products
+        .iter()
+        .map(|p| {
+            let mut v = serde_json::to_value(&p.item).unwrap();
+            v["op"] = serde_json::json!("upsert");
+            v
+        })
+        .collect();
+    let mut last: std::collections::HashMap<&str, usize> = Default::default();
+    for (i, e) in events.iter().enumerate() {
+        last.insert(e["user_id"].as_str().unwrap(), i);
+    }
+    let held: std::collections::HashSet<usize> = last.into_values().collect();
+    let replayed: Vec<serde_json::Value> = (events.iter().enumerate())
+        .filter(|(i, _)| !held.contains(i))
+        .map(|(_, e)| e.clone())
+        .collect();
+    // Two shoppers (a server each takes seconds).
+    for list in [&lists[0], &lists[5]] {
+        let s = crate::common::server(&["--exploration-share", "0"], true).await;
+        crate::common::index_catalog(&s, &records).await;
+        let (status, body) = s
+            .call(
+                Method::POST,
+                "/v1/events",
+                Some(serde_json::json!(replayed)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        s.settle().await;
+        let user = list["user"].as_str().unwrap();
+        let history: std::collections::BTreeSet<&str> = replayed
+            .iter()
+            .filter(|e| e["user_id"] == user)
+            .map(|e| e["item_id"].as_str().unwrap())
+            .collect();
+        let request = serde_json::json!({
+            "placement": "for_user", "user_id": user, "k": 10, "exclude_ids": history,
+        });
+        let (status, body) = s
+            .call(Method::POST, "/v1/recommend", Some(request.clone()))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let served: Vec<(&str, f64)> = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["id"].as_str().unwrap(), i["score"].as_f64().unwrap()))
+            .collect();
+        let scored: Vec<(&str, f64)> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(list["scores"].as_array().unwrap())
+            .map(|(i, s)| (i.as_str().unwrap(), s.as_f64().unwrap()))
+            .collect();
+        assert_eq!(scored.len(), 10, "{list}");
+        assert_eq!(served.len(), scored.len(), "{user}: {body}");
+        for ((id, score), (eval_id, eval_score)) in served.iter().zip(&scored) {
+            assert_eq!(
+                id, eval_id,
+                "{user}: served {served:?}, evaluated {scored:?}"
+            );
+            assert!(
+                (score - eval_score).abs() < 1e-4,
+                "{user}: {id} {score} {eval_score}"
+            );
+        }
+        s.stop().await;
+    }
+}
