@@ -46,7 +46,7 @@ pub struct Retriever<E, I> {
     explorer: Explorer,
     config: RetrievalConfig,
     /// The index's mean vector and when it was taken (see [`Retriever::catalogue_mean`]).
-    mean: std::sync::Mutex<Option<(Instant, Option<Arc<[f32]>>)>>,
+    mean: std::sync::Mutex<Option<TakenMean>>,
 }
 
 /// The lowest query cosine still on topic: `gap` as a share of how far the `best` match
@@ -54,6 +54,9 @@ pub struct Retriever<E, I> {
 fn semantic_cutoff(best: f32, floor: f32, gap: f32) -> f32 {
     best - gap * (best - floor).max(0.0)
 }
+
+/// The catalogue's mean vector (`None`: the index has none) and when it was taken.
+type TakenMean = (Instant, Option<Arc<[f32]>>);
 
 /// How long the catalogue's mean vector is reused before it is taken again.
 const MEAN_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
