@@ -52,9 +52,15 @@ pub struct Pin {
     pub position: usize,
 }
 
-/// At most this many items per (exact) category or brand among the first `offset + k`
-/// results; items over a cap move after them, in order. When too few other items exist to
-/// fill the list, the capped ones fill it after all.
+/// Diversity among the first `offset + k` results.
+///
+/// `mmr_lambda` (0 to 1) first re-orders the items that match the query by maximal
+/// marginal relevance: each next slot goes to the item with the highest
+/// `λ · relevance − (1 − λ) · (its highest cosine with an item placed before it)`, relevance
+/// being the score scaled to [0, 1] over those items (1: the ranking's order; lower values
+/// trade relevance for items unlike those above them). Then the caps: at most this many
+/// items per (exact) category or brand; items over a cap move after them, in order, and
+/// fill the list after all when too few other items exist.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -63,6 +69,8 @@ pub struct Diversity {
     pub max_per_category: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_brand: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mmr_lambda: Option<f32>,
 }
 
 impl Rules {
@@ -142,6 +150,15 @@ impl Rules {
             ] {
                 if cap == Some(0) {
                     return invalid(field, "0".into(), "must be at least 1");
+                }
+            }
+            if let Some(lambda) = d.mmr_lambda {
+                if !(0.0..=1.0).contains(&lambda) {
+                    return invalid(
+                        "rules.diversity.mmr_lambda",
+                        lambda.to_string(),
+                        "must be between 0 and 1",
+                    );
                 }
             }
         }

@@ -224,6 +224,64 @@ pub(super) fn diversify(
     *ordered = kept;
 }
 
+/// The order maximal marginal relevance gives `scores` (best first) for the first `picks`
+/// slots: each next slot goes to the item with the highest `lambda · relevance − (1 −
+/// lambda) · (its highest cosine with an item already placed, 0 at least)`, relevance being the score
+/// scaled to [0, 1] over the list (ties: the better-ranked item). The items not picked
+/// follow in their order. `vectors` are unit vectors (`None`: similar to nothing).
+pub(super) fn mmr_order(
+    scores: &[f32],
+    vectors: &[Option<Vec<f32>>],
+    lambda: f32,
+    picks: usize,
+) -> Vec<usize> {
+    let n = scores.len();
+    let (low, high) = scores
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(l, h), &s| (l.min(s), h.max(s)));
+    let relevance = |i: usize| {
+        if high > low {
+            (scores[i] - low) / (high - low)
+        } else {
+            1.0
+        }
+    };
+    // Each remaining item's highest cosine with the items placed so far.
+    let mut nearest = vec![f32::MIN; n];
+    let mut placed = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    for _ in 0..picks.min(n) {
+        let value = |i: usize| {
+            let similarity = if order.is_empty() {
+                0.0
+            } else {
+                nearest[i].max(0.0)
+            };
+            lambda * relevance(i) - (1.0 - lambda) * similarity
+        };
+        let Some(best) = (0..n)
+            .filter(|&i| !placed[i])
+            .fold(None, |best: Option<usize>, i| match best {
+                Some(b) if value(b) >= value(i) => Some(b),
+                _ => Some(i),
+            })
+        else {
+            break;
+        };
+        placed[best] = true;
+        order.push(best);
+        if let Some(chosen) = &vectors[best] {
+            for i in (0..n).filter(|&i| !placed[i]) {
+                if let Some(v) = &vectors[i] {
+                    nearest[i] = nearest[i].max(dot(chosen, v));
+                }
+            }
+        }
+    }
+    order.extend((0..n).filter(|&i| !placed[i]));
+    order
+}
+
 /// Puts each pinned item that is in `ordered` at its position (1-based; past the end it
 /// goes last), lowest position first; returns the ids placed.
 pub(super) fn place_pins(
@@ -411,5 +469,35 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             ],
             counts,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mmr_trades_relevance_for_items_unlike_those_above() {
+        // a and b are the same direction, c is orthogonal; relevance scales to a 1, b 0.8,
+        // c 0.
+        let scores = [1.0, 0.9, 0.5];
+        let vectors = [
+            Some(vec![1.0, 0.0]),
+            Some(vec![1.0, 0.0]),
+            Some(vec![0.0, 1.0]),
+        ];
+        // λ 1: the ranking's order.
+        assert_eq!(mmr_order(&scores, &vectors, 1.0, 3), [0, 1, 2]);
+        // λ 0.5: after a, b scores 0.5·0.8 − 0.5·1 = −0.1 and c 0.5·0 − 0.5·0 = 0.
+        assert_eq!(mmr_order(&scores, &vectors, 0.5, 3), [0, 2, 1]);
+        // λ 0.9: b 0.62 against c 0.
+        assert_eq!(mmr_order(&scores, &vectors, 0.9, 3), [0, 1, 2]);
+        // Only the first slot picked: the rest keep their order.
+        assert_eq!(mmr_order(&scores, &vectors, 0.5, 1), [0, 1, 2]);
+        // An item without a vector is similar to nothing.
+        let unknown = [Some(vec![1.0, 0.0]), Some(vec![1.0, 0.0]), None];
+        assert_eq!(mmr_order(&scores, &unknown, 0.5, 3), [0, 2, 1]);
+        // Equal scores: all equally relevant, ties to the better-ranked.
+        assert_eq!(mmr_order(&[0.3, 0.3], &vectors[..2], 0.7, 2), [0, 1]);
     }
 }

@@ -103,6 +103,28 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         }
     }
 
+    /// Re-orders the items of `ranked` that match the query (after an exact id, before
+    /// those off topic) by maximal marginal relevance over their vectors, for the first
+    /// `shown` slots ([`mmr_order`]).
+    fn spread(&self, ranked: &mut Vec<RankedItem>, lambda: f32, shown: usize) {
+        let start = ranked
+            .iter()
+            .take_while(|r| r.sources.contains(Source::ExactId))
+            .count();
+        let end = start + ranked[start..].iter().take_while(|r| r.on_topic).count();
+        if end - start < 2 || shown <= start {
+            return;
+        }
+        let segment: Vec<RankedItem> = ranked.drain(start..end).collect();
+        let ids: Vec<&ItemId> = segment.iter().map(|r| &r.id).collect();
+        let vectors = self.index.vectors(&ids);
+        let scores: Vec<f32> = segment.iter().map(|r| r.score).collect();
+        let order = mmr_order(&scores, &vectors, lambda, shown - start);
+        let mut slots: Vec<Option<RankedItem>> = segment.into_iter().map(Some).collect();
+        let spread: Vec<RankedItem> = order.into_iter().filter_map(|i| slots[i].take()).collect();
+        ranked.splice(start..start, spread);
+    }
+
     /// The index's mean unit vector (`q · mean` is a query's expected cosine with a
     /// catalogue item: "unrelated" for this model), taken again every 30 s.
     fn catalogue_mean(&self) -> Option<Arc<[f32]>> {
@@ -388,6 +410,12 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         }
         let total = ranked.iter().filter(|r| r.on_topic).count();
         let facets = facet_counts(&ranked, request);
+        let mmr_lambda = request.rules.diversity.as_ref().and_then(|d| d.mmr_lambda);
+        if let Some(lambda) = mmr_lambda.filter(|_| request.sort == SortOrder::Relevance) {
+            if !keep_order {
+                self.spread(&mut ranked, lambda, request.offset + request.k);
+            }
+        }
         let mut ordered = match request.sort {
             SortOrder::Relevance if keep_order => ranked,
             SortOrder::Relevance => self.explored_order(ranked, request),

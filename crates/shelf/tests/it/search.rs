@@ -502,6 +502,24 @@ async fn rules_boost_bury_pin_block_and_diversify_exactly() {
         "diversity changed nothing: {body}"
     );
 
+    // Maximal marginal relevance (its arithmetic is checked exactly in the engine's unit
+    // test): the best match stays first, and at λ 0.3 the list is no longer in score order.
+    let body = search(&s, with_rules(json!({"diversity": {"mmr_lambda": 0.3}}))).await;
+    let spread = scores(&body, &[]);
+    assert!(spread.iter().all(|s| *s <= spread[0]), "{body}");
+    assert!(!descending(&spread), "MMR changed nothing: {body}");
+    let body = search(&s, with_rules(json!({"diversity": {"mmr_lambda": 1.0}}))).await;
+    assert!(descending(&scores(&body, &[])), "{body}");
+    let (status, response) = s
+        .call(
+            Method::POST,
+            "/v1/search",
+            Some(with_rules(json!({"diversity": {"mmr_lambda": 1.5}}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{response}");
+    assert!(response.to_string().contains("mmr_lambda"), "{response}");
+
     // Conflicting rules are a 422 naming the field.
     let (status, response) = s
         .call(
