@@ -198,7 +198,6 @@ impl HnswIndex {
             .collect()
     }
 
-    /// Number of live items.
     /// The mean of at most `sample` live unit vectors, taken evenly over the slots (all of
     /// them in an index that small); `None` when the index is empty.
     pub fn mean_vector(&self, sample: usize) -> Option<Vec<f32>> {
@@ -222,6 +221,7 @@ impl HnswIndex {
         (n > 0).then(|| sum.into_iter().map(|s| (s / n as f64) as f32).collect())
     }
 
+    /// Number of live items.
     pub fn len(&self) -> usize {
         self.inner.catalog.read().len()
     }

@@ -199,6 +199,10 @@ impl ServeArgs {
         );
         anyhow::ensure!(self.candidates > 0, "--candidates must be positive");
         anyhow::ensure!(
+            self.relevance_gap.is_finite() && self.relevance_gap >= 0.0,
+            "--relevance-gap must be a number of at least 0 (10 turns it off)"
+        );
+        anyhow::ensure!(
             self.rrf_k.is_finite() && self.rrf_k > 0.0,
             "--rrf-k must be a positive number"
         );

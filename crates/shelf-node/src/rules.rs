@@ -6,7 +6,7 @@ use crate::models;
 use shelf_types::Rules;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 /// The file under the data directory.
 pub const FILE: &str = "rules.json";
@@ -37,6 +37,8 @@ pub enum RulesError {
 pub struct StoredRules {
     data_dir: PathBuf,
     by_placement: RwLock<BTreeMap<String, Rules>>,
+    /// Serialises changes, so the file is written without holding up the readers.
+    writer: Mutex<()>,
 }
 
 impl StoredRules {
@@ -59,6 +61,7 @@ impl StoredRules {
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             by_placement: RwLock::new(by_placement),
+            writer: Mutex::new(()),
         })
     }
 
@@ -84,15 +87,15 @@ impl StoredRules {
     pub fn set(&self, placement: &str, rules: Rules) -> Result<(), RulesError> {
         check_placement(placement)?;
         rules.validate()?;
-        let mut stored = self.by_placement.write().unwrap_or_else(|e| e.into_inner());
-        let mut next = stored.clone();
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.all();
         if rules.is_empty() {
             next.remove(placement);
         } else {
             next.insert(placement.to_string(), rules);
         }
         self.save(&next).map_err(RulesError::Io)?;
-        *stored = next;
+        *self.by_placement.write().unwrap_or_else(|e| e.into_inner()) = next;
         Ok(())
     }
 

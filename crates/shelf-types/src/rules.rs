@@ -56,7 +56,7 @@ pub struct Pin {
 ///
 /// `mmr_lambda` (0 to 1) first re-orders the items that match the query by maximal
 /// marginal relevance: each next slot goes to the item with the highest
-/// `λ · relevance − (1 − λ) · (its highest cosine with an item placed before it)`, relevance
+/// `λ · relevance − (1 − λ) · (its highest cosine with a matching item placed before it)`, relevance
 /// being the score scaled to [0, 1] over those items (1: the ranking's order; lower values
 /// trade relevance for items unlike those above them). Then the caps: at most this many
 /// items per (exact) category or brand; items over a cap move after them, in order, and
@@ -169,12 +169,14 @@ impl Rules {
 impl Rules {
     /// These (a request's) rules on top of a placement's stored `defaults`: the defaults'
     /// boosts, then these (factors multiply); these pins, then the defaults' pins of ids and
-    /// positions these do not pin; the blocks of both, except ids these pin (an explicit pin
-    /// beats a default block); these caps on diversity if given, else the defaults'.
+    /// positions these neither pin nor block; the blocks of both, except ids these pin (an
+    /// explicit pin or block beats a default); each diversity setting from these if given,
+    /// else from the defaults.
     pub fn over(self, defaults: &Rules) -> Rules {
         let mut pin = self.pin;
         for p in &defaults.pin {
-            if !pin.iter().any(|q| q.id == p.id || q.position == p.position) {
+            let taken = pin.iter().any(|q| q.id == p.id || q.position == p.position);
+            if !taken && !self.block.contains(&p.id) {
                 pin.push(p.clone());
             }
         }
@@ -189,11 +191,19 @@ impl Rules {
                 block.push(id);
             }
         }
+        let diversity = match (self.diversity, &defaults.diversity) {
+            (Some(own), Some(stored)) => Some(Diversity {
+                max_per_category: own.max_per_category.or(stored.max_per_category),
+                max_per_brand: own.max_per_brand.or(stored.max_per_brand),
+                mmr_lambda: own.mmr_lambda.or(stored.mmr_lambda),
+            }),
+            (own, stored) => own.or_else(|| stored.clone()),
+        };
         Rules {
             boost: defaults.boost.iter().cloned().chain(self.boost).collect(),
             pin,
             block,
-            diversity: self.diversity.or_else(|| defaults.diversity.clone()),
+            diversity,
         }
     }
 }
@@ -237,8 +247,21 @@ mod tests {
         // No defaults: the request's own; no request rules: the defaults.
         assert_eq!(defaults.clone().over(&Rules::default()), defaults);
         assert_eq!(Rules::default().over(&defaults), defaults);
-        let own = parse(r#"{"diversity": {"max_per_category": 1}}"#);
-        assert_eq!(own.clone().over(&defaults).diversity, own.diversity);
+        // Diversity settings merge one by one: the request's cap, the stored other cap.
+        let own = parse(r#"{"diversity": {"max_per_category": 1, "mmr_lambda": 0.5}}"#);
+        assert_eq!(
+            own.over(&defaults).diversity,
+            parse(
+                r#"{"diversity": {"max_per_category": 1, "max_per_brand": 2, "mmr_lambda": 0.5}}"#
+            )
+            .diversity
+        );
+        // A request's block beats a stored pin of the same id: no conflict is left.
+        let blocking = parse(r#"{"block": ["b"]}"#);
+        let merged = blocking.over(&defaults);
+        assert!(merged.validate().is_ok(), "{merged:?}");
+        assert!(!merged.pin.iter().any(|p| p.id.as_str() == "b"));
+        assert!(merged.block.iter().any(|id| id.as_str() == "b"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub(crate) async fn list_rules(State(app): State<Arc<App>>) -> Json<BTreeMap<Str
 #[utoipa::path(put, path = "/v1/rules/{placement}", tag = "rules", request_body = Rules,
     params(("placement" = String, Path, description = "`search` (searches with a query), `for_user`, `similar_items`, `bought_together`, `recently_viewed` or `trending`")),
     responses(
-        (status = 200, body = Rules, description = "stored (replacing the placement's rules; `{}` removes them); every later request of the placement runs with them: their boosts then the request's, the request's pins then theirs (at ids and positions the request leaves free), both block lists (less the ids the request pins), and their diversity caps unless the request sets its own"),
+        (status = 200, body = Rules, description = "stored (replacing the placement's rules; `{}` removes them); every later request of the placement runs with them: their boosts then the request's, the request's pins then theirs (at ids and positions the request neither pins nor blocks), both block lists (less the ids the request pins), and each of their diversity settings the request does not set"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 422, body = ErrorBody, description = "an unknown placement or rule field, invalid values, or a pinned id that is also blocked"),
     ))]

@@ -50,13 +50,30 @@ pub struct Retriever<E, I> {
 }
 
 /// The lowest query cosine still on topic: `gap` as a share of how far the `best` match
-/// stands above the `floor` (the query's cosine with the catalogue's mean item).
+/// stands above the `floor` (the query's cosine with the catalogue's mean item), that
+/// margin taken as at least [`MIN_MARGIN`] (a weak query, or a filter whose items all lie
+/// near the floor, would otherwise keep only the best match); a gap of [`GAP_OFF`] or more
+/// keeps everything.
 fn semantic_cutoff(best: f32, floor: f32, gap: f32) -> f32 {
-    best - gap * (best - floor).max(0.0)
+    if gap >= GAP_OFF {
+        return f32::NEG_INFINITY;
+    }
+    best - gap * (best - floor).max(MIN_MARGIN)
 }
+
+/// The smallest margin of the best match over the floor that the relevance gap is a share
+/// of (about half of multilingual-e5's typical margin, a tenth of MiniLM's).
+const MIN_MARGIN: f32 = 0.05;
+
+/// A relevance gap at least this large turns the on-topic cut off.
+const GAP_OFF: f32 = 10.0;
 
 /// The catalogue's mean vector (`None`: the index has none) and when it was taken.
 type TakenMean = (Instant, Option<Arc<[f32]>>);
+
+/// Slots MMR fills at most (its cost is slots × candidates × dimensions); deeper pages
+/// follow in the ranking's order.
+const MMR_SLOTS: usize = 200;
 
 /// How long the catalogue's mean vector is reused before it is taken again.
 const MEAN_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
@@ -119,7 +136,7 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         let ids: Vec<&ItemId> = segment.iter().map(|r| &r.id).collect();
         let vectors = self.index.vectors(&ids);
         let scores: Vec<f32> = segment.iter().map(|r| r.score).collect();
-        let order = mmr_order(&scores, &vectors, lambda, shown - start);
+        let order = mmr_order(&scores, &vectors, lambda, (shown - start).min(MMR_SLOTS));
         let mut slots: Vec<Option<RankedItem>> = segment.into_iter().map(Some).collect();
         let spread: Vec<RankedItem> = order.into_iter().filter_map(|i| slots[i].take()).collect();
         ranked.splice(start..start, spread);
@@ -133,7 +150,8 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
             Some((at, m)) if at.elapsed() < MEAN_REFRESH => m.clone(),
             _ => {
                 let m: Option<Arc<[f32]>> = self.index.mean_vector().map(Into::into);
-                *mean = Some((Instant::now(), m.clone()));
+                // An empty index is asked again next time: items may be arriving.
+                *mean = m.as_ref().map(|_| (Instant::now(), m.clone()));
                 m
             }
         }
@@ -597,9 +615,13 @@ mod tests {
         // (best 0.9, mean at 0.8): the same gap cuts at the same share of the margin.
         assert!((semantic_cutoff(0.6, 0.1, 0.4) - 0.4).abs() < 1e-6);
         assert!((semantic_cutoff(0.9, 0.8, 0.4) - 0.86).abs() < 1e-6);
-        // Gap 0 keeps the best match only; a best match below the floor keeps itself.
+        // Gap 0 keeps the best match only; a best match at or below the floor keeps a
+        // share of the smallest margin.
         assert_eq!(semantic_cutoff(0.7, 0.2, 0.0), 0.7);
-        assert_eq!(semantic_cutoff(0.1, 0.3, 0.4), 0.1);
+        assert!((semantic_cutoff(0.1, 0.3, 0.4) - 0.08).abs() < 1e-6);
+        assert!((semantic_cutoff(0.8, 0.79, 0.4) - 0.78).abs() < 1e-6);
+        // 10 or more: everything is on topic.
+        assert_eq!(semantic_cutoff(0.9, 0.8, GAP_OFF), f32::NEG_INFINITY);
         // Without a floor (no mean vector) the gap is a share of the best cosine.
         assert!((semantic_cutoff(0.5, 0.0, 0.4) - 0.3).abs() < 1e-6);
     }

@@ -90,7 +90,6 @@ fn lines(path: &Path) -> anyhow::Result<Vec<(usize, String)>> {
     Ok(out)
 }
 
-/// The model of `--ranker`, or the prior.
 /// `--prior-weights` as the prior's weights.
 fn prior_weights(w: &[f32]) -> anyhow::Result<shelf_types::Features> {
     anyhow::ensure!(
@@ -105,6 +104,7 @@ fn prior_weights(w: &[f32]) -> anyhow::Result<shelf_types::Features> {
     })
 }
 
+/// The model of `--ranker`, or the prior.
 fn load_ranker(path: Option<&Path>) -> anyhow::Result<Arc<dyn Ranker>> {
     Ok(match path {
         Some(path) => Arc::new(

@@ -46,7 +46,7 @@ fn hostile(rng: &mut SmallRng) -> Hostile {
     let write = Some(WRITE_KEY);
     let json = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
     let huge = || "x".repeat(1 << 20);
-    match rng.random_range(0..18) {
+    match rng.random_range(0..20) {
         0 => {
             // Valid JSON cut short.
             let mut body = json(json!([item(rng), item(rng)]));
@@ -200,6 +200,43 @@ fn hostile(rng: &mut SmallRng) -> Hostile {
             };
             post("wrong key", "/v1/items", key, json(json!([item(rng)])))
         }
+        17 => {
+            let r = [
+                json!({"placement": "home_page", "user_id": "u1"}),
+                json!({"placement": "for_user", "user_id": "u1",
+                       "rules": {"pin": [{"id": "sku-1", "position": 1}], "block": ["sku-1"]}}),
+                json!({"placement": "for_user", "user_id": "u1",
+                       "rules": {"diversity": {"mmr_lambda": 2}}}),
+                json!({"placement": "trending", "rules": {"bury": ["sku-1"]}}),
+                json!({"placement": "for_user", "user_id": "u1",
+                       "rules": {"boost": [{"filter": {"brand": "x"}, "factor": 0}]}}),
+            ];
+            post(
+                "bad recommendation",
+                "/v1/recommend",
+                write,
+                json(r[rng.random_range(0..r.len())].clone()),
+            )
+        }
+        18 => {
+            let (placement, body) = [
+                ("home_page", json(json!({}))),
+                (
+                    "search",
+                    json(json!({"pin": [{"id": "a", "position": 1}], "block": ["a"]})),
+                ),
+                ("for_user", json(json!({"diversity": {"max_per_brand": 0}}))),
+                ("trending", b"{\"block\": [".to_vec()),
+            ][rng.random_range(0..4)]
+            .clone();
+            Hostile {
+                kind: "bad stored rules",
+                method: Method::PUT,
+                path: format!("/v1/rules/{placement}"),
+                key: write,
+                body,
+            }
+        }
         _ => Hostile {
             kind: "bad user id in path",
             method: if rng.random() {
@@ -288,6 +325,7 @@ async fn ten_thousand_hostile_requests_get_4xx_and_change_nothing() {
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
     assert!(dump() == before, "the store changed");
+    assert!(s.app.node.rules.all().is_empty(), "rules were stored");
 
     // Shoppers' text is never a query language: whatever it holds, a search answers 200
     // with results or an empty list.
