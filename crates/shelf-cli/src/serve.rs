@@ -167,6 +167,14 @@ pub struct ServeArgs {
         default_value = "pointwise"
     )]
     pub train_objective: crate::train::ObjectiveArg,
+    /// The model the background training fits (as `shelf train --model`, default sizes).
+    #[arg(
+        long,
+        env = "SHELF_TRAIN_MODEL",
+        value_enum,
+        default_value = "logistic"
+    )]
+    pub train_model: crate::train::Kind,
     /// New shown items needed since the last background training.
     #[arg(long, env = "SHELF_TRAIN_MIN_NEW_EXAMPLES", default_value_t = 5000)]
     pub train_min_new_examples: usize,
@@ -266,6 +274,7 @@ impl ServeArgs {
                 .then(|| Duration::from_secs(self.train_interval_secs)),
             train_min_new_examples: self.train_min_new_examples.max(1),
             train_objective: self.train_objective.into(),
+            train_model: self.train_model.with_default_sizes(),
             index_backend: self.index_backend,
         };
         Ok(ServeConfig {

@@ -3,13 +3,47 @@
 
 use crate::data::DataArgs;
 use clap::{Args, ValueEnum};
-use shelf_rank::{ModelKind, Objective, TrainConfig};
+use shelf_rank::{ModelKind, Objective, TrainConfig, TreeSettings};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Kind {
     Logistic,
     /// One hidden layer of ReLU units.
     Mlp,
+    /// Gradient-boosted regression trees (LambdaMART with `--objective lambdarank`).
+    Trees,
+}
+
+impl Kind {
+    /// The model with the given sizes: `hidden` units for the MLP; trees of `depth`,
+    /// boosted from `boost_from`.
+    pub fn model(self, hidden: u32, depth: u32, boost_from: BoostFrom) -> ModelKind {
+        match self {
+            Kind::Logistic => ModelKind::Logistic,
+            Kind::Mlp => ModelKind::Mlp {
+                hidden: hidden as usize,
+            },
+            Kind::Trees => ModelKind::Trees(TreeSettings {
+                depth: depth as usize,
+                from_prior: matches!(boost_from, BoostFrom::Prior),
+            }),
+        }
+    }
+
+    /// The model with the default sizes (16 hidden units; trees of depth 6 boosted from the
+    /// prior).
+    pub fn with_default_sizes(self) -> ModelKind {
+        self.model(16, 6, BoostFrom::Prior)
+    }
+}
+
+/// What the trees' scores start from.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BoostFrom {
+    /// The hand-set prior's score: the trees learn corrections to it.
+    Prior,
+    /// A constant: the trees learn the whole score.
+    Constant,
 }
 
 /// The objectives `--objective` takes.
@@ -46,16 +80,23 @@ pub struct TrainArgs {
     /// Hidden units of the MLP.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub hidden: u32,
-    /// Most passes over the training examples (early stopping usually ends sooner).
-    #[arg(long, default_value_t = 60)]
-    pub max_epochs: usize,
-    /// Epochs without a better validation score (position-matched AUC, or clicks NDCG@10
-    /// with --objective lambdarank) before stopping.
-    #[arg(long, default_value_t = 15)]
-    pub patience: usize,
-    /// AdamW learning rate.
-    #[arg(long, default_value_t = 0.02)]
-    pub learning_rate: f64,
+    /// Most splits from a tree's root to a leaf (--model trees).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=12))]
+    pub depth: u32,
+    /// What the trees' scores start from (--model trees).
+    #[arg(long, value_enum, default_value = "prior")]
+    pub boost_from: BoostFrom,
+    /// Most passes over the training examples, or trees (early stopping usually ends
+    /// sooner) [default: 60; trees: 500].
+    #[arg(long)]
+    pub max_epochs: Option<usize>,
+    /// Epochs (trees) without a better validation score (position-matched AUC, or clicks
+    /// NDCG@10 with --objective lambdarank) before stopping [default: 15; trees: 50].
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// AdamW learning rate, or the trees' shrinkage [default: 0.02; trees: 0.1].
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
     /// Newest share of examples held out for validation.
     #[arg(long, default_value_t = 0.2)]
     pub validation_share: f64,
@@ -72,21 +113,23 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         args.validation_share > 0.0 && args.validation_share < 1.0,
         "--validation-share must be between 0 and 1"
     );
+    if let Some(rate) = args.learning_rate {
+        anyhow::ensure!(
+            rate > 0.0 && rate.is_finite(),
+            "--learning-rate must be positive"
+        );
+    }
     let store = args.data.open_store_read_only()?;
+    let defaults =
+        TrainConfig::for_model(args.model.model(args.hidden, args.depth, args.boost_from));
     let config = TrainConfig {
-        kind: match args.model {
-            Kind::Logistic => ModelKind::Logistic,
-            Kind::Mlp => ModelKind::Mlp {
-                hidden: args.hidden as usize,
-            },
-        },
         objective: args.objective.into(),
-        max_epochs: args.max_epochs.max(1),
-        patience: args.patience.max(1),
-        learning_rate: args.learning_rate,
+        max_epochs: args.max_epochs.unwrap_or(defaults.max_epochs).max(1),
+        patience: args.patience.unwrap_or(defaults.patience).max(1),
+        learning_rate: args.learning_rate.unwrap_or(defaults.learning_rate),
         validation_share: args.validation_share,
         seed: args.seed,
-        ..TrainConfig::default()
+        ..defaults
     };
     eprintln!(
         "training on the impressions in {}",

@@ -26,6 +26,8 @@ pub struct NodeConfig {
     pub train_min_new_examples: usize,
     /// What background training minimises.
     pub train_objective: shelf_rank::Objective,
+    /// The model background training fits.
+    pub train_model: shelf_rank::ModelKind,
     /// Graph implementation of the vector index.
     pub index_backend: Backend,
 }

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use shelf_rank::{
-    auc, position_matched_auc, train, Example, LearnedModel, ModelKind, PriorRanker, TrainConfig,
+    auc, position_matched_auc, train, Example, LearnedModel, PriorRanker, TrainConfig,
 };
 use shelf_store::Store;
 use shelf_types::Ranker;
@@ -182,10 +182,7 @@ pub fn train_and_promote(
         "{} logged impressions of items; at least {min_examples} are needed (serve traffic first)",
         examples.len()
     );
-    let kind = match config.kind {
-        ModelKind::Logistic => "logistic",
-        ModelKind::Mlp { .. } => "mlp",
-    };
+    let kind = config.kind.name();
     let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
     let version = format!("{kind}-{now_ms}");
     let model = train(&examples, config, &version)?;

@@ -1,5 +1,5 @@
-//! Learned CTR models (logistic regression, a one-hidden-layer MLP): their inputs, scoring,
-//! explanations, and the file format they are saved in.
+//! Learned CTR models (logistic regression, a one-hidden-layer MLP, gradient-boosted trees):
+//! their inputs, scoring, explanations, and the file format they are saved in.
 
 use serde::{Deserialize, Serialize};
 use shelf_types::{Contribution, Features, Ranker, FEATURE_COUNT, FEATURE_NAMES};
@@ -47,9 +47,20 @@ pub enum Params {
         w2: Vec<f32>,
         b2: f32,
     },
+    /// `logit = base + prior_scale * prior(x) + Σ tree(x)`.
+    Trees(crate::Forest),
 }
 
 impl Params {
+    /// The kind of model (`logistic`, `mlp`, `trees`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Params::Logistic { .. } => "logistic",
+            Params::Mlp { .. } => "mlp",
+            Params::Trees(_) => "trees",
+        }
+    }
+
     /// The model's logit of a click.
     pub fn logit(&self, x: &[f32; INPUT_COUNT]) -> f32 {
         match self {
@@ -64,6 +75,7 @@ impl Params {
                 }
                 out
             }
+            Params::Trees(forest) => forest.logit(x),
         }
     }
 
@@ -76,6 +88,7 @@ impl Params {
                     && b1.len() == w1.len()
                     && w2.len() == w1.len()
             }
+            Params::Trees(forest) => return forest.check(),
         };
         if ok {
             Ok(())
@@ -188,7 +201,19 @@ impl LearnedModel {
                 .map(|i| i.and_then(|i| old.get(i).copied()).unwrap_or(0.0))
                 .collect()
         };
+        // Where each old input went, for the trees' split inputs.
+        let to: Vec<usize> = self
+            .inputs
+            .iter()
+            .map(|old| {
+                names
+                    .iter()
+                    .position(|name| name == old)
+                    .unwrap_or(usize::MAX)
+            })
+            .collect();
         self.params = match self.params {
+            Params::Trees(forest) => Params::Trees(forest.renumbered(&to)?),
             Params::Logistic { weights, bias } => Params::Logistic {
                 weights: remap(&weights),
                 bias,
@@ -230,33 +255,36 @@ impl Ranker for LearnedModel {
     }
 
     /// Logistic: `w_i x_i` per input plus `bias`. MLP: exact Shapley values of the inputs
-    /// against an all-zero baseline (all 2^10 coalitions), plus `bias` = the logit of the
-    /// baseline; in both cases the contributions sum to the score.
+    /// against an all-zero baseline (all 2^13 coalitions), plus `bias` = the logit of the
+    /// baseline. Trees: the prior's `w_i x_i` plus each split's change of value along the
+    /// candidate's path (Saabas), `bias` the base plus the roots' values. In every case the
+    /// contributions sum to the score.
     fn explain(&self, features: &Features) -> Vec<Contribution> {
         let x = inputs(features, SERVING_POSITION);
+        let (contributions, base) = match &self.params {
+            Params::Logistic { weights, bias } => {
+                let mut terms = [0.0; INPUT_COUNT];
+                for (t, (w, v)) in terms.iter_mut().zip(weights.iter().zip(&x)) {
+                    *t = w * v;
+                }
+                (terms, *bias)
+            }
+            Params::Mlp { .. } => (
+                shapley(&self.params, &x),
+                self.params.logit(&[0.0; INPUT_COUNT]),
+            ),
+            Params::Trees(forest) => forest.attribute(&x),
+        };
         let names = input_names();
-        let mut out: Vec<Contribution> = match &self.params {
-            Params::Logistic { weights, .. } => (0..INPUT_COUNT)
-                .map(|i| Contribution {
-                    feature: names[i],
-                    value: x[i],
-                    contribution: weights[i] * x[i],
-                })
-                .collect(),
-            Params::Mlp { .. } => shapley(&self.params, &x)
-                .into_iter()
-                .enumerate()
-                .map(|(i, phi)| Contribution {
-                    feature: names[i],
-                    value: x[i],
-                    contribution: phi,
-                })
-                .collect(),
-        };
-        let base = match &self.params {
-            Params::Logistic { bias, .. } => *bias,
-            Params::Mlp { .. } => self.params.logit(&[0.0; INPUT_COUNT]),
-        };
+        let mut out: Vec<Contribution> = contributions
+            .into_iter()
+            .enumerate()
+            .map(|(i, contribution)| Contribution {
+                feature: names[i],
+                value: x[i],
+                contribution,
+            })
+            .collect();
         out.push(Contribution {
             feature: "bias",
             value: 1.0,
@@ -391,6 +419,19 @@ mod tests {
                 w2: vec![1.0, -0.5],
                 b2: 0.3,
             },
+            // Splits on the old position (input 9, now covisit's place) and on input 2.
+            Params::Trees(crate::Forest {
+                base: 0.2,
+                prior_scale: 0.0,
+                prior_weights: Vec::new(),
+                trees: vec![crate::Tree {
+                    input: vec![9, 0, 2, 0, 0],
+                    threshold: vec![0.95, 0.0, 0.4, 0.0, 0.0],
+                    left: vec![1, 0, 3, 0, 0],
+                    right: vec![2, 0, 4, 0, 0],
+                    value: vec![0.0, -1.0, 0.5, 0.3, 0.7],
+                }],
+            }),
         ] {
             let json = serde_json::json!({
                 "schema_version": 1, "inputs": v1_inputs, "version": "logistic-1",
@@ -409,6 +450,12 @@ mod tests {
                 Params::Logistic { weights, bias } => {
                     let old_x: Vec<f32> = v1_features.iter().copied().chain([1.0]).collect();
                     weights.iter().zip(&old_x).map(|(w, v)| w * v).sum::<f32>() + bias
+                }
+                Params::Trees(forest) => {
+                    let mut old_x = [0.0f32; INPUT_COUNT];
+                    old_x[..9].copy_from_slice(&v1_features);
+                    old_x[9] = 1.0;
+                    forest.logit(&old_x)
                 }
                 Params::Mlp { w1, b1, w2, b2 } => {
                     let old_x: Vec<f32> = v1_features.iter().copied().chain([1.0]).collect();

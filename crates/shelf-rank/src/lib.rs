@@ -1,11 +1,15 @@
 //! shelf-rank: models that score (user, query, item) candidates from their features — the
-//! hand-set prior, and logistic regression and an MLP trained on logged impressions.
+//! hand-set prior, and logistic regression, an MLP and gradient-boosted trees trained on
+//! logged impressions.
 
+mod boost;
+mod forest;
 mod learned;
 mod metrics;
 mod prior;
 mod train;
 
+pub use forest::{Forest, Tree};
 pub use learned::{
     input_names, inputs, sigmoid, LearnedModel, Params, TrainingReport, INPUT_COUNT,
     SCHEMA_VERSION, SERVING_POSITION,
@@ -15,4 +19,4 @@ pub use metrics::{
     Judgments,
 };
 pub use prior::PriorRanker;
-pub use train::{train, Example, ModelKind, Objective, TrainConfig, TrainError};
+pub use train::{train, Example, ModelKind, Objective, TrainConfig, TrainError, TreeSettings};

@@ -1,7 +1,8 @@
-//! Training of the learned models with candle: a pointwise objective (weighted binary
-//! cross-entropy, stopped on the position-matched validation AUC) or LambdaRank (pairs within
-//! a response weighted by their NDCG change, stopped on the validation clicks NDCG@10), AdamW,
-//! and a time-ordered train/validation split.
+//! Training of the learned models: a time-ordered train/validation split, a pointwise
+//! objective (weighted binary cross-entropy, stopped on the position-matched validation AUC)
+//! or LambdaRank (pairs within a response weighted by their NDCG change, stopped on the
+//! validation clicks NDCG@10); the linear model and the MLP with candle and AdamW, the trees
+//! by `boost`.
 
 use crate::learned::{
     input_names, inputs, LearnedModel, Params, TrainingReport, INPUT_COUNT, SCHEMA_VERSION,
@@ -11,6 +12,8 @@ use crate::PriorRanker;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use shelf_types::{Features, Ranker, SplitMix};
+
+pub use crate::boost::TreeSettings;
 
 /// One shown item: its features, where it was shown, whether it was clicked, and when.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,6 +34,19 @@ pub enum ModelKind {
     Mlp {
         hidden: usize,
     },
+    /// Gradient-boosted regression trees; an epoch is one tree.
+    Trees(TreeSettings),
+}
+
+impl ModelKind {
+    /// The name models of this kind are saved under.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelKind::Logistic => "logistic",
+            ModelKind::Mlp { .. } => "mlp",
+            ModelKind::Trees(_) => "trees",
+        }
+    }
 }
 
 /// What training minimises, and what picks the epoch whose parameters are kept.
@@ -56,8 +72,10 @@ pub enum Objective {
 pub struct TrainConfig {
     pub kind: ModelKind,
     pub objective: Objective,
+    /// Most epochs (passes over the training examples; for trees, rounds of one tree).
     pub max_epochs: usize,
     pub batch_size: usize,
+    /// AdamW's learning rate; for trees, the shrinkage of each tree's leaf values.
     pub learning_rate: f64,
     pub weight_decay: f64,
     /// Epochs without a better validation score (AUC or NDCG@10, per objective) before
@@ -70,14 +88,23 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
+        Self::for_model(ModelKind::Logistic)
+    }
+}
+
+impl TrainConfig {
+    /// The default settings of a model kind: trees take more, smaller steps (up to 500
+    /// trees with a shrinkage of 0.1, stopped after 50 without a better validation score).
+    pub fn for_model(kind: ModelKind) -> Self {
+        let trees = matches!(kind, ModelKind::Trees(_));
         Self {
-            kind: ModelKind::Logistic,
+            kind,
             objective: Objective::Pointwise,
-            max_epochs: 60,
+            max_epochs: if trees { 500 } else { 60 },
             batch_size: 256,
-            learning_rate: 0.02,
+            learning_rate: if trees { 0.1 } else { 0.02 },
             weight_decay: 1e-4,
-            patience: 15,
+            patience: if trees { 50 } else { 15 },
             validation_share: 0.2,
             seed: 7,
         }
@@ -130,45 +157,6 @@ pub fn train(
     // learned bias back by ln(weight) so probabilities stay calibrated.
     let positive_weight = (train_set.len() - train_clicks) as f64 / train_clicks as f64;
 
-    // The logistic model learns from differences within a response: each feature minus its
-    // mean over the response. Scores then differ from raw-feature scores by a constant per
-    // response, so searches rank the same; between-response differences (some searches
-    // get more clicks than others) no longer pull on the weights.
-    let centre = matches!(config.kind, ModelKind::Logistic);
-    let mut sums: std::collections::HashMap<u64, (Features, f32)> = Default::default();
-    for e in train_set {
-        let entry = sums
-            .entry(e.request)
-            .or_insert(([0.0; shelf_types::FEATURE_COUNT], 0.0));
-        for (acc, x) in entry.0.iter_mut().zip(&e.features) {
-            *acc += x;
-        }
-        entry.1 += 1.0;
-    }
-    let centred = |e: &Example| -> Features {
-        let mut f = e.features;
-        if centre {
-            if let Some((sum, n)) = sums.get(&e.request) {
-                for (x, s) in f.iter_mut().zip(sum) {
-                    *x -= s / n;
-                }
-            }
-        }
-        f
-    };
-    let device = Device::Cpu;
-    let to_tensors = |set: &[&Example]| -> Result<(Tensor, Tensor), TrainError> {
-        let x: Vec<f32> = set
-            .iter()
-            .flat_map(|e| inputs(&centred(e), e.position))
-            .collect();
-        let y: Vec<f32> = set.iter().map(|e| f32::from(u8::from(e.clicked))).collect();
-        Ok((
-            Tensor::from_vec(x, (set.len(), INPUT_COUNT), &device)?,
-            Tensor::from_vec(y, (set.len(), 1), &device)?,
-        ))
-    };
-    let (train_x, train_y) = to_tensors(train_set)?;
     let validation_inputs: Vec<[f32; INPUT_COUNT]> = validation
         .iter()
         .map(|e| inputs(&e.features, e.position))
@@ -185,27 +173,10 @@ pub fn train(
         .map(|e| inputs(&e.features, crate::learned::SERVING_POSITION))
         .collect();
 
-    let mut rng = SplitMix(config.seed);
-    let net = Net::new(config.kind, &mut rng, &device)?;
-    let mut optimizer = AdamW::new(
-        net.vars(),
-        ParamsAdamW {
-            lr: config.learning_rate,
-            weight_decay: config.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    let lambdarank = config.objective == Objective::LambdaRank;
     let groups: Vec<u64> = validation.iter().map(|e| e.request).collect();
     let clicks_ndcg =
         |scores: &[f32]| clicks_ndcg_at(10, scores, &validation_labels, &groups).unwrap_or(0.0);
-    let lambdarank = config.objective == Objective::LambdaRank;
-    // The pairwise loss has no use for a bias (it cancels within a pair); the logistic
-    // model's is set by `recalibrate` below, the MLP's stays uncalibrated.
-    let bias_shift = if lambdarank {
-        0.0
-    } else {
-        positive_weight.ln() as f32
-    };
     // Responses with both a click and an item not clicked: the only ones with pairs.
     let responses = if lambdarank {
         responses_with_pairs(train_set)
@@ -217,62 +188,56 @@ pub fn train(
             "no training response has both a clicked item and one not clicked".into(),
         ));
     }
-    let mut best: Option<(f64, usize, Params)> = None;
-    let mut order: Vec<u32> = (0..train_set.len() as u32).collect();
-    let mut response_order: Vec<usize> = (0..responses.len()).collect();
-    let mut epochs_run = 0;
-    for epoch in 1..=config.max_epochs {
-        epochs_run = epoch;
+    // What picks the epoch kept, from the validation scores at the serving position.
+    // Pointwise: the position-matched AUC; plain AUC on logged clicks rewards ranking like
+    // the ranker that was live when they were logged (see `position_matched_auc`).
+    // LambdaRank: what it optimises, the order of the top 10 of each response.
+    let select = |scores: &[f32]| {
         if lambdarank {
-            rng.shuffle(&mut response_order);
-            let mut batch: Vec<&Response> = Vec::new();
-            let mut rows = 0;
-            for (i, &r) in response_order.iter().enumerate() {
-                batch.push(&responses[r]);
-                rows += responses[r].rows.len();
-                if rows >= config.batch_size || i + 1 == response_order.len() {
-                    let loss = lambdarank_loss(&net, &train_x, &batch)?;
-                    optimizer.backward_step(&loss)?;
-                    batch.clear();
-                    rows = 0;
-                }
-            }
+            clicks_ndcg(scores)
         } else {
-            rng.shuffle(&mut order);
-            for batch in order.chunks(config.batch_size) {
-                let index = Tensor::from_slice(batch, batch.len(), &device)?;
-                let x = train_x.index_select(&index, 0)?;
-                let y = train_y.index_select(&index, 0)?;
-                let loss = weighted_bce(&net.logits(&x)?, &y, positive_weight)?;
-                optimizer.backward_step(&loss)?;
+            matched_auc(scores)
+        }
+    };
+    let mut rng = SplitMix(config.seed);
+    let fitted = match config.kind {
+        ModelKind::Trees(settings) => {
+            let boosted = crate::boost::fit(
+                train_set,
+                &serving_inputs,
+                settings,
+                config,
+                positive_weight,
+                &responses,
+                select,
+            );
+            let mut forest = boosted.forest;
+            if !lambdarank {
+                // Clicks were weighted to balance the classes: shift back to calibrated
+                // probabilities.
+                forest.base -= positive_weight.ln() as f32;
+            }
+            Fitted {
+                params: Params::Trees(forest),
+                epochs_run: boosted.rounds_run,
+                best_epoch: boosted.best_round,
             }
         }
-        let params = net.params(bias_shift)?;
-        // Pointwise: stop on the position-matched AUC; plain AUC on logged clicks rewards
-        // ranking like the ranker that was live when they were logged (see
-        // `position_matched_auc`). LambdaRank: on what it optimises, the order of the top
-        // 10 of each response.
-        let scores: Vec<f32> = serving_inputs.iter().map(|x| params.logit(x)).collect();
-        let selection = if lambdarank {
-            clicks_ndcg(&scores)
-        } else {
-            matched_auc(&scores)
-        };
-        match &best {
-            Some((best_score, _, _)) if selection <= *best_score => {}
-            _ => best = Some((selection, epoch, params)),
-        }
-        if best
-            .as_ref()
-            .is_some_and(|(_, e, _)| epoch - e >= config.patience)
-        {
-            break;
-        }
-    }
-    let (_, best_epoch, mut params) = best.expect("at least one epoch ran");
-    if centre {
-        recalibrate(&mut params, train_set);
-    }
+        ModelKind::Logistic | ModelKind::Mlp { .. } => fit_net(
+            train_set,
+            config,
+            positive_weight,
+            &responses,
+            &serving_inputs,
+            select,
+            &mut rng,
+        )?,
+    };
+    let Fitted {
+        params,
+        epochs_run,
+        best_epoch,
+    } = fitted;
     let probabilities: Vec<f32> = validation_inputs
         .iter()
         .map(|x| crate::learned::sigmoid(params.logit(x)))
@@ -320,6 +285,135 @@ pub fn train(
     })
 }
 
+/// A fitted model: its parameters, the epochs run, and the epoch kept.
+struct Fitted {
+    params: Params,
+    epochs_run: usize,
+    best_epoch: usize,
+}
+
+/// Trains the logistic model or the MLP with AdamW, keeping the epoch `select` scores best
+/// on the validation scores at the serving position.
+fn fit_net(
+    train_set: &[&Example],
+    config: &TrainConfig,
+    positive_weight: f64,
+    responses: &[Response],
+    serving_inputs: &[[f32; INPUT_COUNT]],
+    select: impl Fn(&[f32]) -> f64,
+    rng: &mut SplitMix,
+) -> Result<Fitted, TrainError> {
+    // The logistic model learns from differences within a response: each feature minus its
+    // mean over the response. Scores then differ from raw-feature scores by a constant per
+    // response, so searches rank the same; between-response differences (some searches
+    // get more clicks than others) no longer pull on the weights.
+    let centre = matches!(config.kind, ModelKind::Logistic);
+    let mut sums: std::collections::HashMap<u64, (Features, f32)> = Default::default();
+    for e in train_set {
+        let entry = sums
+            .entry(e.request)
+            .or_insert(([0.0; shelf_types::FEATURE_COUNT], 0.0));
+        for (acc, x) in entry.0.iter_mut().zip(&e.features) {
+            *acc += x;
+        }
+        entry.1 += 1.0;
+    }
+    let centred = |e: &Example| -> Features {
+        let mut f = e.features;
+        if centre {
+            if let Some((sum, n)) = sums.get(&e.request) {
+                for (x, s) in f.iter_mut().zip(sum) {
+                    *x -= s / n;
+                }
+            }
+        }
+        f
+    };
+    let device = Device::Cpu;
+    let to_tensors = |set: &[&Example]| -> Result<(Tensor, Tensor), TrainError> {
+        let x: Vec<f32> = set
+            .iter()
+            .flat_map(|e| inputs(&centred(e), e.position))
+            .collect();
+        let y: Vec<f32> = set.iter().map(|e| f32::from(u8::from(e.clicked))).collect();
+        Ok((
+            Tensor::from_vec(x, (set.len(), INPUT_COUNT), &device)?,
+            Tensor::from_vec(y, (set.len(), 1), &device)?,
+        ))
+    };
+    let (train_x, train_y) = to_tensors(train_set)?;
+    let net = Net::new(config.kind, rng, &device)?;
+    let mut optimizer = AdamW::new(
+        net.vars(),
+        ParamsAdamW {
+            lr: config.learning_rate,
+            weight_decay: config.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let lambdarank = config.objective == Objective::LambdaRank;
+    // The pairwise loss has no use for a bias (it cancels within a pair); the logistic
+    // model's is set by `recalibrate` below, the MLP's stays uncalibrated.
+    let bias_shift = if lambdarank {
+        0.0
+    } else {
+        positive_weight.ln() as f32
+    };
+    let mut best: Option<(f64, usize, Params)> = None;
+    let mut order: Vec<u32> = (0..train_set.len() as u32).collect();
+    let mut response_order: Vec<usize> = (0..responses.len()).collect();
+    let mut epochs_run = 0;
+    for epoch in 1..=config.max_epochs {
+        epochs_run = epoch;
+        if lambdarank {
+            rng.shuffle(&mut response_order);
+            let mut batch: Vec<&Response> = Vec::new();
+            let mut rows = 0;
+            for (i, &r) in response_order.iter().enumerate() {
+                batch.push(&responses[r]);
+                rows += responses[r].rows.len();
+                if rows >= config.batch_size || i + 1 == response_order.len() {
+                    let loss = lambdarank_loss(&net, &train_x, &batch)?;
+                    optimizer.backward_step(&loss)?;
+                    batch.clear();
+                    rows = 0;
+                }
+            }
+        } else {
+            rng.shuffle(&mut order);
+            for batch in order.chunks(config.batch_size) {
+                let index = Tensor::from_slice(batch, batch.len(), &device)?;
+                let x = train_x.index_select(&index, 0)?;
+                let y = train_y.index_select(&index, 0)?;
+                let loss = weighted_bce(&net.logits(&x)?, &y, positive_weight)?;
+                optimizer.backward_step(&loss)?;
+            }
+        }
+        let params = net.params(bias_shift)?;
+        let scores: Vec<f32> = serving_inputs.iter().map(|x| params.logit(x)).collect();
+        let selection = select(&scores);
+        match &best {
+            Some((best_score, _, _)) if selection <= *best_score => {}
+            _ => best = Some((selection, epoch, params)),
+        }
+        if best
+            .as_ref()
+            .is_some_and(|(_, e, _)| epoch - e >= config.patience)
+        {
+            break;
+        }
+    }
+    let (_, best_epoch, mut params) = best.expect("at least one epoch ran");
+    if centre {
+        recalibrate(&mut params, train_set);
+    }
+    Ok(Fitted {
+        params,
+        epochs_run,
+        best_epoch,
+    })
+}
+
 /// Sets the logistic model's bias so that its mean probability on the raw (uncentred)
 /// training examples equals their click rate (bisection on the bias).
 fn recalibrate(params: &mut Params, examples: &[&Example]) {
@@ -352,9 +446,9 @@ fn recalibrate(params: &mut Params, examples: &[&Example]) {
 }
 
 /// The rows of one training response, and which of them were clicked.
-struct Response {
-    rows: Vec<u32>,
-    clicked: Vec<bool>,
+pub(crate) struct Response {
+    pub(crate) rows: Vec<u32>,
+    pub(crate) clicked: Vec<bool>,
 }
 
 /// The training responses (by request) that hold both a clicked item and one not clicked.
@@ -482,6 +576,11 @@ impl Net {
                     Var::zeros((1, 1), DType::F32, device)?,
                 ]
             }
+            ModelKind::Trees(_) => {
+                return Err(candle_core::Error::Msg(
+                    "trees are not trained as a network".into(),
+                ))
+            }
             ModelKind::Mlp { hidden } => {
                 let scale1 = (6.0 / (INPUT_COUNT + hidden) as f64).sqrt();
                 let scale2 = (6.0 / (hidden + 1) as f64).sqrt();
@@ -504,7 +603,7 @@ impl Net {
         let v = &self.vars;
         match self.kind {
             ModelKind::Logistic => x.matmul(v[0].as_tensor())?.broadcast_add(v[1].as_tensor()),
-            ModelKind::Mlp { .. } => x
+            ModelKind::Trees(_) | ModelKind::Mlp { .. } => x
                 .matmul(v[0].as_tensor())?
                 .broadcast_add(v[1].as_tensor())?
                 .relu()?
@@ -521,7 +620,7 @@ impl Net {
                 weights: v[0].as_tensor().flatten_all()?.to_vec1()?,
                 bias: v[1].as_tensor().flatten_all()?.to_vec1::<f32>()?[0] - bias_shift,
             },
-            ModelKind::Mlp { .. } => Params::Mlp {
+            ModelKind::Trees(_) | ModelKind::Mlp { .. } => Params::Mlp {
                 // Stored as rows per hidden unit.
                 w1: v[0].as_tensor().t()?.to_vec2()?,
                 b1: v[1].as_tensor().flatten_all()?.to_vec1()?,
@@ -711,6 +810,114 @@ mod tests {
             // Ranking stays in the saved model: scores order candidates as training did.
             let saved = LearnedModel::from_json(&model.to_json()).unwrap();
             assert_eq!(saved.params, model.params);
+        }
+    }
+
+    #[test]
+    fn boosted_trees_learn_what_a_linear_model_cannot() {
+        // Clicks follow an exclusive or: likely when exactly one of profile_cosine and
+        // price_fit is above 0.5, rare otherwise. No weighted sum ranks that.
+        let mut rng = SplitMix(5);
+        let rule = |f: &Features| {
+            if (f[1] > 0.5) != (f[5] > 0.5) {
+                0.5
+            } else {
+                -2.5
+            }
+        };
+        let examples: Vec<Example> = (0..20_000)
+            .map(|i| {
+                let mut features = [0.0f32; shelf_types::FEATURE_COUNT];
+                for f in features.iter_mut() {
+                    *f = rng.unit() as f32;
+                }
+                let p = 1.0 / (1.0 + (-rule(&features) as f64).exp());
+                Example {
+                    features,
+                    position: crate::learned::SERVING_POSITION,
+                    clicked: rng.unit() < p,
+                    ts_ms: i,
+                    request: i as u64 / 10,
+                }
+            })
+            .collect();
+        let validation = &examples[16_000..];
+        let labels: Vec<bool> = validation.iter().map(|e| e.clicked).collect();
+        let rule_scores: Vec<f32> = validation.iter().map(|e| rule(&e.features)).collect();
+        let rule_auc = auc(&rule_scores, &labels).unwrap();
+        let trees = ModelKind::Trees(TreeSettings {
+            depth: 3,
+            from_prior: false,
+        });
+        let forest = train(&examples, &TrainConfig::for_model(trees), "trees-test").unwrap();
+        let linear = train(&examples, &TrainConfig::default(), "logistic-test").unwrap();
+        let r = &forest.report;
+        assert!(
+            r.validation_auc > rule_auc - 0.01
+                && r.validation_auc > linear.report.validation_auc + 0.1,
+            "trees {} against the rule's {rule_auc} and the linear model's {}",
+            r.validation_auc,
+            linear.report.validation_auc
+        );
+        assert!(r.best_epoch >= 1 && r.best_epoch <= r.epochs_run);
+        let Params::Trees(f) = &forest.params else {
+            panic!("not trees")
+        };
+        assert_eq!(f.trees.len(), r.best_epoch);
+        // Calibrated: the mean probability near the click rate.
+        let mean_p = examples
+            .iter()
+            .map(|e| forest.probability(&e.features, e.position))
+            .sum::<f32>()
+            / examples.len() as f32;
+        let rate = examples.iter().filter(|e| e.clicked).count() as f32 / examples.len() as f32;
+        assert!(
+            (mean_p - rate).abs() < 0.03,
+            "mean p {mean_p} vs rate {rate}"
+        );
+        // Saved and read back, it scores the same; its explanation sums to the score.
+        let saved = LearnedModel::from_json(&forest.to_json()).unwrap();
+        assert_eq!(saved.params, forest.params);
+        let features = validation[0].features;
+        let sum: f32 = saved
+            .explain(&features)
+            .iter()
+            .map(|c| c.contribution)
+            .sum();
+        assert!((sum - saved.score(&features)).abs() < 1e-3);
+    }
+
+    #[test]
+    fn lambdamart_learns_the_order_within_responses() {
+        let examples = one_click_responses(3000, 4);
+        let validation = &examples[2400 * 10..];
+        let rule: Vec<f32> = validation
+            .iter()
+            .map(|e| 4.0 * e.features[1] - 3.0 * e.features[5])
+            .collect();
+        let labels: Vec<bool> = validation.iter().map(|e| e.clicked).collect();
+        let groups: Vec<u64> = validation.iter().map(|e| e.request).collect();
+        let rule_ndcg = clicks_ndcg_at(10, &rule, &labels, &groups).unwrap();
+        for from_prior in [false, true] {
+            let config = TrainConfig {
+                objective: Objective::LambdaRank,
+                ..TrainConfig::for_model(ModelKind::Trees(TreeSettings {
+                    depth: 4,
+                    from_prior,
+                }))
+            };
+            let model = train(&examples, &config, "lambdamart-test").unwrap();
+            let r = &model.report;
+            // From a constant the trees reach the rule; from the prior, whose weights are
+            // far from the rule here, they correct most of it.
+            let reach = if from_prior { 0.05 } else { 0.02 };
+            assert!(
+                r.validation_clicks_ndcg_at_10 > rule_ndcg - reach
+                    && r.validation_clicks_ndcg_at_10 > r.prior_validation_clicks_ndcg_at_10 + 0.15,
+                "from the prior {from_prior}: {} against the rule's {rule_ndcg} (prior {})",
+                r.validation_clicks_ndcg_at_10,
+                r.prior_validation_clicks_ndcg_at_10
+            );
         }
     }
 

@@ -51,10 +51,7 @@ pub(crate) async fn list_models(State(app): State<Arc<App>>) -> ApiResult<Json<M
         .map_err(ApiError::internal)?
         .into_iter()
         .map(|m| ModelSummary {
-            kind: match m.params {
-                shelf_rank::Params::Logistic { .. } => "logistic".into(),
-                shelf_rank::Params::Mlp { .. } => "mlp".into(),
-            },
+            kind: m.params.kind().into(),
             live: m.version == live,
             validation_auc: m.report.validation_auc,
             validation_log_loss: m.report.validation_log_loss,

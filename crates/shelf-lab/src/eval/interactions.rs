@@ -76,6 +76,12 @@ pub struct InteractionsArgs {
     /// With --train-ranker: the model trained (the MLP with 16 hidden units).
     #[arg(long, value_enum, default_value = "logistic")]
     pub train_model: shelf_cli::train::Kind,
+    /// With --train-model trees: most splits from a tree's root to a leaf.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=12))]
+    pub train_depth: u32,
+    /// With --train-model trees: what the trees' scores start from.
+    #[arg(long, value_enum, default_value = "prior")]
+    pub train_boost_from: shelf_cli::train::BoostFrom,
     /// With --train-ranker: what training minimises (`lambdarank`: the order within each
     /// response, selected on validation NDCG@10; `pointwise`: click probability, selected
     /// on validation AUC).
@@ -401,12 +407,12 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
                 examples.len()
             );
             let config = shelf_rank::TrainConfig {
-                kind: match args.train_model {
-                    shelf_cli::train::Kind::Logistic => shelf_rank::ModelKind::Logistic,
-                    shelf_cli::train::Kind::Mlp => shelf_rank::ModelKind::Mlp { hidden: 16 },
-                },
                 objective: args.train_objective.into(),
-                ..Default::default()
+                ..shelf_rank::TrainConfig::for_model(args.train_model.model(
+                    16,
+                    args.train_depth,
+                    args.train_boost_from,
+                ))
             };
             let model = shelf_rank::train(&examples, &config, "trained-eval")?;
             let r = &model.report;

@@ -24,7 +24,7 @@ impl Node {
                     }
                     let config = shelf_rank::TrainConfig {
                         objective: node.config.train_objective,
-                        ..Default::default()
+                        ..shelf_rank::TrainConfig::for_model(node.config.train_model)
                     };
                     let outcome = crate::models::train_and_promote(
                         &node.config.data_dir,
