@@ -19,3 +19,4 @@ mod pipelines;
 mod recommend;
 mod search;
 mod serve_binary;
+mod training;
