@@ -89,38 +89,9 @@ pub(crate) fn fit(
         }
     };
     if settings.from_prior {
-        // The prior's weights were set by hand for ranking, not as logits: fit its scale
-        // (and, for click probabilities, an offset) to the loss first, by Newton steps.
-        let prior_scores: Vec<f32> = x
-            .iter()
-            .map(|x| prior.weights().iter().zip(x).map(|(w, v)| w * v).sum())
-            .collect();
-        let (mut scale, mut base) = (1.0f64, 0.0f64);
-        let mut scores = vec![0.0f32; x.len()];
-        for _ in 0..PRIOR_FIT_STEPS {
-            for &r in &rows {
-                scores[r as usize] = (base + scale * f64::from(prior_scores[r as usize])) as f32;
-            }
-            gradients_at(&scores, &mut gradients, &mut hessians);
-            let (mut g_scale, mut h_scale, mut g_base, mut h_base) = (0.0, 0.0, 0.0, 0.0);
-            for &r in &rows {
-                let (g, h, p) = (
-                    f64::from(gradients[r as usize]),
-                    f64::from(hessians[r as usize]),
-                    f64::from(prior_scores[r as usize]),
-                );
-                g_scale += g * p;
-                h_scale += h * p * p;
-                g_base += g;
-                h_base += h;
-            }
-            scale = (scale - g_scale / (h_scale + 1e-9)).clamp(0.0, 100.0);
-            if !lambdarank {
-                base -= g_base / (h_base + 1e-9);
-            }
-        }
-        forest.prior_scale = scale as f32;
-        forest.base = base as f32;
+        let (scale, base) = fit_prior(&x, &rows, prior.weights(), lambdarank, &gradients_at);
+        forest.prior_scale = scale;
+        forest.base = base;
     }
     let mut scores: Vec<f32> = x
         .iter()
@@ -130,24 +101,13 @@ pub(crate) fn fit(
         .iter()
         .map(|x| forest.base + forest.prior_score(x))
         .collect();
-    let clicked: Vec<bool> = train_set.iter().map(|e| e.clicked).collect();
     let mut order = rows.clone();
-    let mut best = (f64::NEG_INFINITY, 0usize);
+    // No tree at all (the scaled prior, or a constant) is a candidate too.
+    let mut best = (select(&validation_scores), 0usize);
     let mut rounds_run = 0;
     for round in 1..=config.max_epochs {
         rounds_run = round;
-        if lambdarank {
-            lambda_gradients(responses, &scores, &mut gradients, &mut hessians);
-        } else {
-            logistic_gradients(
-                &rows,
-                &clicked,
-                &scores,
-                positive_weight,
-                &mut gradients,
-                &mut hessians,
-            );
-        }
+        gradients_at(&scores, &mut gradients, &mut hessians);
         let mut grower = Grower {
             bins: &bins,
             gradients: &gradients,
@@ -177,6 +137,72 @@ pub(crate) fn fit(
         rounds_run,
         best_round: best.1,
     }
+}
+
+/// The scale of the prior's score (and, for click probabilities, an offset) that minimises
+/// the loss, by Newton steps on the two of them together. The prior's weights were set by
+/// hand for ranking, not as logits, so its raw score saturates the logistic loss. Pointwise
+/// starts from scale 0 (every probability 0.5 with the balanced click weight); LambdaRank,
+/// which has no offset and whose pair order a scale of 0 would tie, from 1. Each step moves
+/// scores by at most 1 for a typical candidate, so a saturated loss cannot throw it far.
+fn fit_prior(
+    x: &[[f32; INPUT_COUNT]],
+    rows: &[u32],
+    weights: &[f32],
+    lambdarank: bool,
+    gradients_at: impl Fn(&[f32], &mut [f32], &mut [f32]),
+) -> (f32, f32) {
+    let prior: Vec<f64> = x
+        .iter()
+        .map(|x| weights.iter().zip(x).map(|(w, v)| f64::from(w * v)).sum())
+        .collect();
+    let n = rows.len().max(1) as f64;
+    let mean = rows.iter().map(|&r| prior[r as usize]).sum::<f64>() / n;
+    let spread = (rows
+        .iter()
+        .map(|&r| (prior[r as usize] - mean).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt()
+        .max(1e-6);
+    let (mut scale, mut base) = (if lambdarank { 1.0f64 } else { 0.0 }, 0.0f64);
+    let mut scores = vec![0.0f32; x.len()];
+    let mut gradients = vec![0.0f32; x.len()];
+    let mut hessians = vec![0.0f32; x.len()];
+    for _ in 0..PRIOR_FIT_STEPS {
+        for &r in rows {
+            scores[r as usize] = (base + scale * prior[r as usize]) as f32;
+        }
+        gradients_at(&scores, &mut gradients, &mut hessians);
+        // Gradient and hessian of the loss in (scale, base).
+        let (mut gs, mut gb, mut hss, mut hsb, mut hbb) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for &r in rows {
+            let (g, h, p) = (
+                f64::from(gradients[r as usize]),
+                f64::from(hessians[r as usize]),
+                prior[r as usize],
+            );
+            gs += g * p;
+            gb += g;
+            hss += h * p * p;
+            hsb += h * p;
+            hbb += h;
+        }
+        let (step_scale, step_base) = if lambdarank {
+            (-gs / (hss + 1e-9), 0.0)
+        } else {
+            let det = hss * hbb - hsb * hsb;
+            if det.abs() < 1e-12 {
+                break;
+            }
+            (-(hbb * gs - hsb * gb) / det, -(hss * gb - hsb * gs) / det)
+        };
+        let step_scale = step_scale.clamp(-1.0 / spread, 1.0 / spread);
+        let step_base = step_base.clamp(-1.0, 1.0);
+        scale = (scale + step_scale).max(0.0);
+        base += step_base;
+    }
+    (scale as f32, base as f32)
 }
 
 /// Weighted logistic loss: clicks weigh `positive_weight`, so the classes balance.
@@ -260,19 +286,22 @@ impl Bins {
                     .iter()
                     .step_by(step)
                     .map(|&r| x[r as usize][input])
+                    .filter(|v| v.is_finite())
                     .collect();
                 values.sort_by(f32::total_cmp);
                 values.dedup();
                 let mut cuts: Vec<f32> = if values.len() <= MAX_BINS {
-                    values
+                    values.clone()
                 } else {
                     (1..MAX_BINS)
                         .map(|q| values[q * values.len() / MAX_BINS])
                         .collect()
                 };
                 cuts.dedup();
-                // Values above the last cut share the last bin.
-                cuts.pop();
+                // The largest value needs no cut: above every cut is the last bin.
+                if cuts.last().is_some() && cuts.last() == values.last() {
+                    cuts.pop();
+                }
                 cuts
             })
             .collect();

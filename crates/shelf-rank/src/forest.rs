@@ -152,6 +152,7 @@ impl Forest {
 
     /// The forest with its inputs renumbered (`to[old] = new`) for a newer input schema.
     pub fn renumbered(mut self, to: &[usize]) -> Result<Self, String> {
+        self.check()?;
         for tree in &mut self.trees {
             for (node, input) in tree.input.iter_mut().enumerate() {
                 if tree.left[node] != 0 {

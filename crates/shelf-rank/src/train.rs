@@ -130,9 +130,11 @@ pub fn train(
     if config.batch_size == 0
         || config.max_epochs == 0
         || !(0.0..1.0).contains(&config.validation_share)
+        || !(config.learning_rate > 0.0 && config.learning_rate.is_finite())
+        || matches!(config.kind, ModelKind::Trees(t) if t.depth == 0)
     {
         return Err(TrainError::Config(
-            "batch_size and max_epochs must be positive, validation_share in [0, 1)".into(),
+            "batch_size, max_epochs, learning_rate and a tree's depth must be positive, validation_share in [0, 1)".into(),
         ));
     }
     let mut sorted: Vec<&Example> = examples.iter().collect();
@@ -845,46 +847,60 @@ mod tests {
         let labels: Vec<bool> = validation.iter().map(|e| e.clicked).collect();
         let rule_scores: Vec<f32> = validation.iter().map(|e| rule(&e.features)).collect();
         let rule_auc = auc(&rule_scores, &labels).unwrap();
-        let trees = ModelKind::Trees(TreeSettings {
-            depth: 3,
-            from_prior: false,
-        });
-        let forest = train(&examples, &TrainConfig::for_model(trees), "trees-test").unwrap();
         let linear = train(&examples, &TrainConfig::default(), "logistic-test").unwrap();
-        let r = &forest.report;
-        assert!(
-            r.validation_auc > rule_auc - 0.01
-                && r.validation_auc > linear.report.validation_auc + 0.1,
-            "trees {} against the rule's {rule_auc} and the linear model's {}",
-            r.validation_auc,
-            linear.report.validation_auc
-        );
-        assert!(r.best_epoch >= 1 && r.best_epoch <= r.epochs_run);
-        let Params::Trees(f) = &forest.params else {
-            panic!("not trees")
-        };
-        assert_eq!(f.trees.len(), r.best_epoch);
-        // Calibrated: the mean probability near the click rate.
-        let mean_p = examples
-            .iter()
-            .map(|e| forest.probability(&e.features, e.position))
-            .sum::<f32>()
-            / examples.len() as f32;
-        let rate = examples.iter().filter(|e| e.clicked).count() as f32 / examples.len() as f32;
-        assert!(
-            (mean_p - rate).abs() < 0.03,
-            "mean p {mean_p} vs rate {rate}"
-        );
-        // Saved and read back, it scores the same; its explanation sums to the score.
-        let saved = LearnedModel::from_json(&forest.to_json()).unwrap();
-        assert_eq!(saved.params, forest.params);
-        let features = validation[0].features;
-        let sum: f32 = saved
-            .explain(&features)
-            .iter()
-            .map(|c| c.contribution)
-            .sum();
-        assert!((sum - saved.score(&features)).abs() < 1e-3);
+        // From a constant, and from the prior (whose weights know nothing of this rule: its
+        // fitted scale must not saturate the loss, or every tree would be a single leaf).
+        for from_prior in [false, true] {
+            let trees = ModelKind::Trees(TreeSettings {
+                depth: 3,
+                from_prior,
+            });
+            let forest = train(&examples, &TrainConfig::for_model(trees), "trees-test").unwrap();
+            let r = &forest.report;
+            assert!(
+                r.validation_auc > rule_auc - 0.01
+                    && r.validation_auc > linear.report.validation_auc + 0.1,
+                "from the prior {from_prior}: trees {} against the rule's {rule_auc} and the linear model's {}",
+                r.validation_auc,
+                linear.report.validation_auc
+            );
+            assert!(r.best_epoch >= 1 && r.best_epoch <= r.epochs_run);
+            let Params::Trees(f) = &forest.params else {
+                panic!("not trees")
+            };
+            assert_eq!(f.trees.len(), r.best_epoch);
+            assert!(
+                f.trees.iter().all(|t| t.value.len() > 1),
+                "a tree did not split"
+            );
+            assert!(
+                f.base.abs() < 10.0 && f.prior_scale < 10.0,
+                "{} {}",
+                f.base,
+                f.prior_scale
+            );
+            // Calibrated: the mean probability near the click rate.
+            let mean_p = examples
+                .iter()
+                .map(|e| forest.probability(&e.features, e.position))
+                .sum::<f32>()
+                / examples.len() as f32;
+            let rate = examples.iter().filter(|e| e.clicked).count() as f32 / examples.len() as f32;
+            assert!(
+                (mean_p - rate).abs() < 0.03,
+                "from the prior {from_prior}: mean p {mean_p} vs rate {rate}"
+            );
+            // Saved and read back, it scores the same; its explanation sums to the score.
+            let saved = LearnedModel::from_json(&forest.to_json()).unwrap();
+            assert_eq!(saved.params, forest.params);
+            let features = validation[0].features;
+            let sum: f32 = saved
+                .explain(&features)
+                .iter()
+                .map(|c| c.contribution)
+                .sum();
+            assert!((sum - saved.score(&features)).abs() < 1e-3);
+        }
     }
 
     #[test]
