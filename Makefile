@@ -42,7 +42,11 @@ test: test-models
 # chain without compiling the rest of the binary again. Only a check: candle-core 0.11 links
 # libcuda, cuBLAS, cuRAND and NVRTC, which come with the NVIDIA driver and ~700 MB of wheels.
 # Its own target directory keeps the kernels cached. CUDAFORGE_THREADS: candle-kernels'
-# build runs its nvcc jobs on half the cores by default (one, on two).
+# build runs its nvcc jobs on half the cores by default (one, on two). NVCC: the static
+# library of mixture-of-experts kernels that candle-kernels also builds is never linked by a
+# check, so scripts/nvcc-check compiles it with the device optimisers mostly off (cold, that library
+# was ~40 of this check's 45 minutes on 2 cores). cudaforge does not record which nvcc built
+# an object: never point a GPU build's CARGO_TARGET_DIR at $(CUDA_TARGET_DIR).
 CUDA_TARGET_DIR ?= $(HOME)/.cache/shelf/target-cuda
 CUDA_COMPUTE_CAP ?= 80
 check-cuda: export CUDAFORGE_THREADS ?= $(shell nproc)
@@ -50,9 +54,13 @@ check-cuda:
 	cargo tree --locked -p shelf --features cuda -e features -i candle-core \
 	  | grep -q 'candle-core feature "cuda"' \
 	  || { echo "shelf's cuda feature does not reach candle-core's" >&2; exit 1; }
+	mkdir -p $(CUDA_TARGET_DIR)/nvcc-check/bin
+	cp scripts/nvcc-check $(CUDA_TARGET_DIR)/nvcc-check/bin/nvcc
 	CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) \
-	  scripts/cuda-toolkit.sh run -- \
-	  cargo check --locked -p shelf-embed --all-targets --features cuda
+	  NVCC=$(CUDA_TARGET_DIR)/nvcc-check/bin/nvcc \
+	  scripts/cuda-toolkit.sh run -- sh -c \
+	  'ln -sfn "$$CUDA_HOME/include" $(CUDA_TARGET_DIR)/nvcc-check/include \
+	  && exec cargo check --locked -p shelf-embed --all-targets --features cuda'
 
 bench: model
 	cargo bench -p shelf-embed --bench embed
