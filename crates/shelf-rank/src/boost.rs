@@ -89,7 +89,7 @@ pub(crate) fn fit(
         }
     };
     if settings.from_prior {
-        let (scale, base) = fit_prior(&x, &rows, prior.weights(), lambdarank, &gradients_at);
+        let (scale, base) = fit_prior(&x, &rows, prior.weights(), lambdarank, gradients_at);
         forest.prior_scale = scale;
         forest.base = base;
     }
