@@ -65,6 +65,7 @@ check-cuda:
 bench: model
 	cargo bench -p shelf-embed --bench embed
 	cargo bench -p shelf-index --bench index
+	cargo bench -p shelf-rank --bench rank
 
 lint:
 	cargo fmt --all --check

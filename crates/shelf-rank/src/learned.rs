@@ -254,6 +254,18 @@ impl Ranker for LearnedModel {
         self.params.logit(&inputs(features, SERVING_POSITION))
     }
 
+    fn score_all(&self, features: &[Features]) -> Vec<f32> {
+        match &self.params {
+            Params::Trees(forest) => forest.logits(
+                &features
+                    .iter()
+                    .map(|f| inputs(f, SERVING_POSITION))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => features.iter().map(|f| self.score(f)).collect(),
+        }
+    }
+
     /// Logistic: `w_i x_i` per input plus `bias`. MLP: exact Shapley values of the inputs
     /// against an all-zero baseline (all 2^13 coalitions), plus `bias` = the logit of the
     /// baseline. Trees: the prior's `w_i x_i` plus each split's change of value along the

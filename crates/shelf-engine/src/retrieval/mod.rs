@@ -329,6 +329,8 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
         let now_ms = unix_ms(OffsetDateTime::now_utc());
         let query_terms = query.map(terms).unwrap_or_default();
         let mut ranked = Vec::with_capacity(candidates.len());
+        // Each ranked item's boost factor, when its request boosts or buries by a filter.
+        let mut boosts: Vec<Option<f32>> = Vec::with_capacity(candidates.len());
         let ids: Vec<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
         let rows = self.store.candidates(&ids)?;
         let vectors = self
@@ -363,13 +365,16 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 &behaviour,
                 now_ms,
             );
-            let mut score = ranker.score(&features);
-            if let Some(attrs) = attrs.as_ref().filter(|_| !rules.boost.is_empty()) {
-                score = boosted(score, rules.factor(|f| f.matches(attrs)));
-            }
+            boosts.push(
+                attrs
+                    .as_ref()
+                    .filter(|_| !rules.boost.is_empty())
+                    .map(|attrs| rules.factor(|f| f.matches(attrs))),
+            );
             ranked.push(RankedItem {
                 id: candidate.id,
-                score,
+                // Scored below, every candidate in one call.
+                score: 0.0,
                 title: item.title,
                 category: item.category,
                 brand: item.brand,
@@ -383,6 +388,17 @@ impl<E: TextEmbedder, I: VectorIndex> Retriever<E, I> {
                 clicks_impressions,
                 sources: candidate.sources,
             });
+        }
+        let features: Vec<Features> = ranked.iter().map(|r| r.features).collect();
+        for ((item, score), boost) in ranked
+            .iter_mut()
+            .zip(ranker.score_all(&features))
+            .zip(&boosts)
+        {
+            item.score = match boost {
+                Some(factor) => boosted(score, *factor),
+                None => score,
+            };
         }
         if query.is_some() {
             let best = ranked
