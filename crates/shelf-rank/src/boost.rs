@@ -236,29 +236,17 @@ fn lambda_gradients(
     gradients: &mut [f32],
     hessians: &mut [f32],
 ) {
-    let discount = |rank: usize| 1.0 / (rank as f64 + 2.0).log2();
     for response in responses {
         let s: Vec<f32> = response.rows.iter().map(|&r| scores[r as usize]).collect();
         let n = s.len();
-        let mut by_score: Vec<usize> = (0..n).collect();
-        by_score.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
-        let mut rank = vec![0usize; n];
-        for (position, &i) in by_score.iter().enumerate() {
-            rank[i] = position;
-        }
-        let clicks = response.clicked.iter().filter(|&&c| c).count();
-        let ideal: f64 = (0..clicks).map(discount).sum();
         let (mut g, mut h) = (vec![0.0f64; n], vec![0.0f64; n]);
-        for i in (0..n).filter(|&i| response.clicked[i]) {
-            for j in (0..n).filter(|&j| !response.clicked[j]) {
-                let delta = (discount(rank[i]) - discount(rank[j])).abs() / ideal;
-                let rho = 1.0 / (1.0 + f64::from(s[i] - s[j]).exp());
-                g[i] -= delta * rho;
-                g[j] += delta * rho;
-                let curvature = delta * rho * (1.0 - rho);
-                h[i] += curvature;
-                h[j] += curvature;
-            }
+        for (i, j, delta) in response.pairs(&s) {
+            let rho = 1.0 / (1.0 + f64::from(s[i] - s[j]).exp());
+            g[i] -= delta * rho;
+            g[j] += delta * rho;
+            let curvature = delta * rho * (1.0 - rho);
+            h[i] += curvature;
+            h[j] += curvature;
         }
         for (k, &r) in response.rows.iter().enumerate() {
             gradients[r as usize] = g[k] as f32;

@@ -453,6 +453,31 @@ pub(crate) struct Response {
     pub(crate) clicked: Vec<bool>,
 }
 
+impl Response {
+    /// Every (clicked i, not clicked j) pair of the response, as indexes into it, with the
+    /// change in the response's NDCG (full depth, gains 1 and 0) if i and j swapped places
+    /// in the order of `scores` (the response's scores, in its order).
+    pub(crate) fn pairs(&self, scores: &[f32]) -> Vec<(usize, usize, f64)> {
+        let discount = |rank: usize| 1.0 / (rank as f64 + 2.0).log2();
+        let n = self.rows.len();
+        let mut by_score: Vec<usize> = (0..n).collect();
+        by_score.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        let mut rank = vec![0usize; n];
+        for (position, &i) in by_score.iter().enumerate() {
+            rank[i] = position;
+        }
+        let clicks = self.clicked.iter().filter(|&&c| c).count();
+        let ideal: f64 = (0..clicks).map(discount).sum();
+        let mut pairs = Vec::new();
+        for i in (0..n).filter(|&i| self.clicked[i]) {
+            for j in (0..n).filter(|&j| !self.clicked[j]) {
+                pairs.push((i, j, (discount(rank[i]) - discount(rank[j])).abs() / ideal));
+            }
+        }
+        pairs
+    }
+}
+
 /// The training responses (by request) that hold both a clicked item and one not clicked.
 fn responses_with_pairs(train_set: &[&Example]) -> Vec<Response> {
     let mut by_request: std::collections::BTreeMap<u64, Response> = Default::default();
@@ -482,26 +507,14 @@ fn lambdarank_loss(net: &Net, train_x: &Tensor, batch: &[&Response]) -> Result<T
         .logits(&train_x.index_select(&index, 0)?)?
         .flatten_all()?;
     let scores: Vec<f32> = logits.to_vec1()?;
-    let discount = |rank: usize| 1.0 / (rank as f64 + 2.0).log2();
     let (mut first, mut second, mut weights) = (Vec::new(), Vec::new(), Vec::new());
     let mut offset = 0usize;
     for response in batch {
         let n = response.rows.len();
-        let s = &scores[offset..offset + n];
-        let mut by_score: Vec<usize> = (0..n).collect();
-        by_score.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
-        let mut rank = vec![0usize; n];
-        for (r, &i) in by_score.iter().enumerate() {
-            rank[i] = r;
-        }
-        let clicks = response.clicked.iter().filter(|&&c| c).count();
-        let ideal: f64 = (0..clicks).map(discount).sum();
-        for i in (0..n).filter(|&i| response.clicked[i]) {
-            for j in (0..n).filter(|&j| !response.clicked[j]) {
-                first.push((offset + i) as u32);
-                second.push((offset + j) as u32);
-                weights.push(((discount(rank[i]) - discount(rank[j])).abs() / ideal) as f32);
-            }
+        for (i, j, delta) in response.pairs(&scores[offset..offset + n]) {
+            first.push((offset + i) as u32);
+            second.push((offset + j) as u32);
+            weights.push(delta as f32);
         }
         offset += n;
     }
