@@ -11,15 +11,27 @@ use shelf_types::{ItemAttributes, ItemId, SearchFilter};
 const DIM: usize = 384;
 const N: usize = 20_000;
 
+/// Items in each fixture: N under `cargo bench`; a small index when `cargo test` runs the
+/// benches once each as a smoke test (four 20k builds, two of them hnsw_rs's, took 89 s of
+/// CI on 2 cores).
+fn items() -> usize {
+    if std::env::args().any(|arg| arg == "--bench") {
+        N
+    } else {
+        1_000
+    }
+}
+
 const BACKENDS: [Backend; 2] = [Backend::Shelf, Backend::HnswRs];
 
 fn fixture(backend: Backend) -> (HnswIndex, Vec<Vec<f32>>) {
+    let n = items();
     let mut data = Clustered::new(DIM, 200, 0.8, 1);
-    let base = data.take(N);
+    let base = data.take(n);
     let queries = data.take(200);
-    let ids: Vec<ItemId> = (0..N).map(|i| ItemId::from(format!("item-{i}"))).collect();
+    let ids: Vec<ItemId> = (0..n).map(|i| ItemId::from(format!("item-{i}"))).collect();
     let mut rng = Rng::new(2);
-    let prices: Vec<f64> = (0..N).map(|_| rng.uniform()).collect();
+    let prices: Vec<f64> = (0..n).map(|_| rng.uniform()).collect();
     let items = ids.iter().zip(&base).zip(&prices).map(|((id, v), p)| {
         (
             id,
@@ -81,11 +93,12 @@ fn upsert_backend(c: &mut Criterion, backend: Backend) {
     let (index, _) = fixture(backend);
     let mut data = Clustered::new(DIM, 200, 0.8, 3);
     let mut next = 0usize;
+    let n = items();
     c.bench_function(&format!("upsert_into_20k_{backend}"), |b| {
         b.iter(|| {
             let (vector, _) = data.sample();
             // Replace existing items: the common case of a catalog update.
-            let id = ItemId::from(format!("item-{}", next % N));
+            let id = ItemId::from(format!("item-{}", next % n));
             next += 1;
             index
                 .upsert(&id, &vector, ItemAttributes::default())
