@@ -281,8 +281,8 @@ impl Ranker for LearnedModel {
                 }
                 (terms, *bias)
             }
-            Params::Mlp { .. } => (
-                shapley(&self.params, &x),
+            Params::Mlp { w1, b1, w2, b2 } => (
+                mlp_shapley(w1, b1, w2, *b2, &x),
                 self.params.logit(&[0.0; INPUT_COUNT]),
             ),
             Params::Trees(forest) => forest.attribute(&x),
@@ -306,22 +306,46 @@ impl Ranker for LearnedModel {
     }
 }
 
-/// Exact Shapley values of `x`'s inputs for `params.logit`, absent inputs set to 0.
-fn shapley(params: &Params, x: &[f32; INPUT_COUNT]) -> [f32; INPUT_COUNT] {
+/// Exact Shapley values of `x`'s inputs for the network's logit, absent inputs set to 0.
+/// The 2^n coalitions are visited in Gray-code order, so each differs from the one before by
+/// a single input: the hidden pre-activations move by that input's column times its value
+/// instead of being recomputed (in f64, so 2^n updates do not drift).
+fn mlp_shapley(
+    w1: &[Vec<f32>],
+    b1: &[f32],
+    w2: &[f32],
+    b2: f32,
+    x: &[f32; INPUT_COUNT],
+) -> [f32; INPUT_COUNT] {
     let n = INPUT_COUNT;
     let coalitions = 1usize << n;
-    let values: Vec<f32> = (0..coalitions)
-        .map(|mask| {
-            let mut v = [0.0; INPUT_COUNT];
-            for i in 0..n {
-                if mask & (1 << i) != 0 {
-                    v[i] = x[i];
-                }
-            }
-            params.logit(&v)
+    let output = |pre: &[f64]| {
+        pre.iter().zip(w2).fold(f64::from(b2), |sum, (p, w)| {
+            sum + f64::from(*w) * p.max(0.0)
         })
-        .collect();
-    // weight(|S|) = |S|! (n - |S| - 1)! / n!
+    };
+    let mut pre: Vec<f64> = b1.iter().map(|b| f64::from(*b)).collect();
+    let mut values = vec![0.0f64; coalitions];
+    values[0] = output(&pre);
+    let mut mask = 0usize;
+    for step in 1..coalitions {
+        // Gray code: step k flips the bit of k's lowest set bit.
+        let i = step.trailing_zeros() as usize;
+        let sign = if mask & (1 << i) == 0 { 1.0 } else { -1.0 };
+        mask ^= 1 << i;
+        let delta = sign * f64::from(x[i]);
+        for (p, row) in pre.iter_mut().zip(w1) {
+            *p += delta * f64::from(row[i]);
+        }
+        values[mask] = output(&pre);
+    }
+    shapley_from_values(&values)
+}
+
+/// Shapley values from the value of every coalition (`values[mask]`, bit i set when input i
+/// is present): phi_i = sum over S without i of |S|! (n - |S| - 1)! / n! (v(S + i) - v(S)).
+fn shapley_from_values(values: &[f64]) -> [f32; INPUT_COUNT] {
+    let n = INPUT_COUNT;
     let factorial = |k: usize| (1..=k).map(|v| v as f64).product::<f64>();
     let weights: Vec<f64> = (0..n)
         .map(|s| factorial(s) * factorial(n - s - 1) / factorial(n))
@@ -329,10 +353,10 @@ fn shapley(params: &Params, x: &[f32; INPUT_COUNT]) -> [f32; INPUT_COUNT] {
     let mut phi = [0.0; INPUT_COUNT];
     for (i, p) in phi.iter_mut().enumerate() {
         let mut total = 0.0f64;
-        for mask in 0..coalitions {
+        for mask in 0..values.len() {
             if mask & (1 << i) == 0 {
-                let s = (mask as u32).count_ones() as usize;
-                total += weights[s] * f64::from(values[mask | (1 << i)] - values[mask]);
+                let s = mask.count_ones() as usize;
+                total += weights[s] * (values[mask | (1 << i)] - values[mask]);
             }
         }
         *p = total as f32;
@@ -343,6 +367,46 @@ fn shapley(params: &Params, x: &[f32; INPUT_COUNT]) -> [f32; INPUT_COUNT] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Shapley values by the definition: every coalition's logit computed afresh.
+    fn shapley_by_definition(params: &Params, x: &[f32; INPUT_COUNT]) -> [f32; INPUT_COUNT] {
+        let values: Vec<f64> = (0..1usize << INPUT_COUNT)
+            .map(|mask| {
+                let mut v = [0.0; INPUT_COUNT];
+                for i in 0..INPUT_COUNT {
+                    if mask & (1 << i) != 0 {
+                        v[i] = x[i];
+                    }
+                }
+                f64::from(params.logit(&v))
+            })
+            .collect();
+        shapley_from_values(&values)
+    }
+
+    #[test]
+    fn mlp_shapley_values_equal_the_definition() {
+        let params = mlp();
+        let Params::Mlp { w1, b1, w2, b2 } = &params else {
+            unreachable!()
+        };
+        for x in [
+            [
+                0.8, 0.5, 0.3, 0.06, 0.2, 0.9, 0.5, 0.5, 0.25, 0.4, 0.7, 0.6, 0.0,
+            ],
+            [
+                1.0, 0.0, 0.9, 0.1, 0.0, 0.3, 0.8, 0.2, 0.6, 0.05, 0.2, 0.9, 1.0,
+            ],
+        ] {
+            let fast = mlp_shapley(w1, b1, w2, *b2, &x);
+            let reference = shapley_by_definition(&params, &x);
+            for (f, r) in fast.iter().zip(&reference) {
+                assert!((f - r).abs() < 1e-5, "{fast:?} vs {reference:?}");
+            }
+            // Some inputs matter, so the comparison is not between two zeros.
+            assert!(reference.iter().any(|r| r.abs() > 0.01), "{reference:?}");
+        }
+    }
 
     fn mlp() -> Params {
         Params::Mlp {

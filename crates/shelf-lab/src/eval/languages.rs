@@ -41,6 +41,15 @@ struct QueryPair {
     color: Option<usize>,
 }
 
+impl QueryPair {
+    fn text(&self, language: Language) -> &str {
+        match language {
+            Language::En => &self.en,
+            Language::Zh => &self.zh,
+        }
+    }
+}
+
 fn query_pairs(n: usize, seed: u64) -> Vec<QueryPair> {
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x1a6e);
     (0..n)
@@ -79,24 +88,34 @@ pub(super) async fn languages(args: LanguagesArgs) -> anyhow::Result<()> {
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
     // The English query's results on the English catalogue, the reference of the overlap.
     let mut reference: Vec<Vec<String>> = Vec::new();
+    // The queries' vectors depend on the model only: embedded once per language.
+    let mut query_vectors = Vec::new();
     for catalogue in [Language::En, Language::Zh] {
         let shop = Shop::generate_in(catalogue, args.items, args.seed);
         let items: Vec<Item> = shop.products.iter().map(|p| p.item.clone()).collect();
         let dir = scratch.join(format!("{catalogue:?}"));
         let (_store, embedder, index) = scratch_catalog(&items, &args.model, &dir).await?;
         let judged: Vec<Judgments> = pairs.iter().map(|q| judgments(&shop, q)).collect();
+        if query_vectors.is_empty() {
+            for language in [Language::En, Language::Zh] {
+                let texts = pairs.iter().map(|q| q.text(language).to_string()).collect();
+                query_vectors.push(embedder.embed_as(TextRole::Query, texts).await?);
+            }
+        }
+        // One lexical index per way of splitting Chinese, queried in both languages.
+        let mut lexical = Vec::new();
+        for split in [CjkSplit::Bigrams, CjkSplit::Characters, CjkSplit::Runs] {
+            let index = LexicalIndex::in_memory_with(split);
+            for item in &items {
+                index.upsert(item)?;
+            }
+            index.commit(0)?;
+            lexical.push((split, index));
+        }
 
-        for language in [Language::En, Language::Zh] {
-            let texts: Vec<String> = pairs
-                .iter()
-                .map(|q| match language {
-                    Language::En => q.en.clone(),
-                    Language::Zh => q.zh.clone(),
-                })
-                .collect();
-            let vectors = embedder.embed_as(TextRole::Query, texts.clone()).await?;
+        for (language, vectors) in [Language::En, Language::Zh].into_iter().zip(&query_vectors) {
             let mut ranked = Vec::with_capacity(pairs.len());
-            for vector in &vectors {
+            for vector in vectors {
                 let hits = index.search(&vector.0, args.k, None, &Default::default())?;
                 ranked.push(hits.into_iter().map(|h| h.id.0).collect::<Vec<_>>());
             }
@@ -106,21 +125,16 @@ pub(super) async fn languages(args: LanguagesArgs) -> anyhow::Result<()> {
             let name = format!("semantic, {language:?} queries, {catalogue:?} catalogue");
             rows.push(score(&name, &ranked, &judged, &reference, args.k));
 
-            for split in [CjkSplit::Bigrams, CjkSplit::Characters, CjkSplit::Runs] {
+            for (split, index) in &lexical {
                 // The split only matters where the catalogue or the query is Chinese.
-                if split != CjkSplit::Bigrams
+                if *split != CjkSplit::Bigrams
                     && (catalogue, language) == (Language::En, Language::En)
                 {
                     continue;
                 }
-                let lexical = LexicalIndex::in_memory_with(split);
-                for item in &items {
-                    lexical.upsert(item)?;
-                }
-                lexical.commit(0)?;
-                let mut ranked = Vec::with_capacity(texts.len());
-                for text in &texts {
-                    let hits = lexical.search(text, &Default::default(), args.k)?;
+                let mut ranked = Vec::with_capacity(pairs.len());
+                for pair in &pairs {
+                    let hits = index.search(pair.text(language), &Default::default(), args.k)?;
                     ranked.push(
                         hits.hits
                             .into_iter()
