@@ -105,12 +105,12 @@ pub(super) async fn languages(args: LanguagesArgs) -> anyhow::Result<()> {
         // One lexical index per way of splitting Chinese, queried in both languages.
         let mut lexical = Vec::new();
         for split in [CjkSplit::Bigrams, CjkSplit::Characters, CjkSplit::Runs] {
-            let index = LexicalIndex::in_memory_with(split);
+            let bm25 = LexicalIndex::in_memory_with(split);
             for item in &items {
-                index.upsert(item)?;
+                bm25.upsert(item)?;
             }
-            index.commit(0)?;
-            lexical.push((split, index));
+            bm25.commit(0)?;
+            lexical.push((split, bm25));
         }
 
         for (language, vectors) in [Language::En, Language::Zh].into_iter().zip(&query_vectors) {
@@ -125,7 +125,7 @@ pub(super) async fn languages(args: LanguagesArgs) -> anyhow::Result<()> {
             let name = format!("semantic, {language:?} queries, {catalogue:?} catalogue");
             rows.push(score(&name, &ranked, &judged, &reference, args.k));
 
-            for (split, index) in &lexical {
+            for (split, bm25) in &lexical {
                 // The split only matters where the catalogue or the query is Chinese.
                 if *split != CjkSplit::Bigrams
                     && (catalogue, language) == (Language::En, Language::En)
@@ -134,7 +134,7 @@ pub(super) async fn languages(args: LanguagesArgs) -> anyhow::Result<()> {
                 }
                 let mut ranked = Vec::with_capacity(pairs.len());
                 for pair in &pairs {
-                    let hits = index.search(pair.text(language), &Default::default(), args.k)?;
+                    let hits = bm25.search(pair.text(language), &Default::default(), args.k)?;
                     ranked.push(
                         hits.hits
                             .into_iter()
