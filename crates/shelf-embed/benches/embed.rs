@@ -1,8 +1,22 @@
 //! Embedding throughput (sentences/second) for batch sizes 1 and 32 on short product titles
-//! (~12 tokens) and on descriptions (~120 tokens), with the real all-MiniLM-L6-v2 model.
+//! (~12 tokens) and on descriptions (~120 tokens), with the real all-MiniLM-L6-v2 model; and
+//! one search query at a time (with the model's query prompt) for all-MiniLM-L6-v2 and, when
+//! it is in the cache (`make model MODEL=multilingual-e5-small`), multilingual-e5-small.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shelf_embed::{EmbedConfig, ModelLocator, SentenceEncoder};
+use shelf_embed::{EmbedConfig, ModelLocator, SentenceEncoder, TextRole};
+
+/// Shoppers' queries: a few words each, English and Chinese.
+const QUERIES: [&str; 8] = [
+    "grey sofa",
+    "wireless headphones noise cancelling",
+    "running shoes men size 10",
+    "cast iron pan",
+    "kids building blocks",
+    "灰色沙发",
+    "无线耳机",
+    "office chair lumbar support",
+];
 
 const TITLES: [&str; 8] = [
     "Men's Trail Running Shoes, Waterproof, Size 10",
@@ -56,6 +70,35 @@ fn bench(c: &mut Criterion) {
                 |b, texts| b.iter(|| encoder.embed(texts).expect("embeds")),
             );
         }
+    }
+    group.finish();
+
+    // One query per call, as the server embeds a search's text: each model's p50 is the
+    // figure to compare (multilingual-e5-small has 12 layers to MiniLM's 6, and a prompt).
+    let mut group = c.benchmark_group("query");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(QUERIES.len() as u64));
+    let mut models = vec![("all-MiniLM-L6-v2", encoder)];
+    let e5 = ModelLocator {
+        name: "multilingual-e5-small".into(),
+        hub_id: None,
+        ..ModelLocator::default()
+    };
+    match e5.resolve() {
+        Ok(dir) => models.push((
+            "multilingual-e5-small",
+            SentenceEncoder::load(&dir, EmbedConfig::default()).expect("model loads"),
+        )),
+        Err(e) => eprintln!("multilingual-e5-small not benchmarked: {e}"),
+    }
+    for (name, encoder) in &models {
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                for q in QUERIES {
+                    encoder.embed_as(TextRole::Query, &[q]).expect("embeds");
+                }
+            })
+        });
     }
     group.finish();
 }

@@ -24,6 +24,9 @@ pub(super) enum Weights {
     /// The same panels with each weight a half float (IEEE binary16), widened to f32 as it
     /// is read; sums stay f32. Half the bytes to stream per product.
     Half(Vec<f16>),
+    /// The same panels in 4 bits per weight, for weights that are exactly 4-bit blocks
+    /// (see `kernels_q4`): lossless, whatever the quantization asked for.
+    Q4(Vec<Q4Block>),
     /// Row `o` holds output `o`'s `inputs / 32` blocks.
     Q8(Vec<BlockQ8_0>),
 }
@@ -91,19 +94,21 @@ impl Checkpoint {
     }
 }
 
-/// Row `id` of an embedding table, or an error naming what was out of range.
-pub(super) fn table_row<'a>(
-    table: &'a [f32],
-    width: usize,
+/// Adds row `id` of an embedding table to `out`, or an error naming what was out of range.
+pub(super) fn add_table_row(
+    table: &Table,
+    out: &mut [f32],
     id: usize,
     what: &str,
-) -> Result<&'a [f32], EmbedError> {
-    table.get(id * width..(id + 1) * width).ok_or_else(|| {
-        EmbedError::TokenizerMismatch(format!(
-            "{what} {id} is outside the model's table of {} rows",
-            table.len() / width
-        ))
-    })
+) -> Result<(), EmbedError> {
+    let rows = table.rows(out.len());
+    if id >= rows {
+        return Err(EmbedError::TokenizerMismatch(format!(
+            "{what} {id} is outside the model's table of {rows} rows"
+        )));
+    }
+    table.add_row(id, out);
+    Ok(())
 }
 
 /// `weight` (`outputs × inputs`, as stored) in panels of `PANEL` outputs (see
@@ -128,7 +133,14 @@ impl Linear {
         bias: Vec<f32>,
         q: Quantization,
     ) -> Self {
+        // Exactly 4-bit weights lose nothing packed; Q8 asked for is Q8.
+        let packed = match q {
+            Quantization::Q8 => None,
+            _ if packs_4bit() => to_q4_panels(&weight, inputs),
+            _ => None,
+        };
         let weights = match q {
+            _ if packed.is_some() => Weights::Q4(packed.expect("matched just above")),
             Quantization::Q8 if inputs.is_multiple_of(BlockQ8_0::BLCK_SIZE) => {
                 let mut blocks = vec![BlockQ8_0::zeros(); outputs * inputs / BlockQ8_0::BLCK_SIZE];
                 BlockQ8_0::from_float(&weight, &mut blocks);
@@ -179,6 +191,10 @@ impl Linear {
                 panel_product(&x[..rows * k], k, panels, out, n, parallel, product);
             }
             Weights::Half(panels) => {
+                start_with_bias(out);
+                panel_product(&x[..rows * k], k, panels, out, n, parallel, product);
+            }
+            Weights::Q4(panels) => {
                 start_with_bias(out);
                 panel_product(&x[..rows * k], k, panels, out, n, parallel, product);
             }

@@ -49,19 +49,22 @@ macro_rules! with_tile_size {
 mod activations;
 mod kernels_f16;
 mod kernels_f32;
+mod kernels_q4;
 mod layout;
 
 use activations::*;
 
 pub(crate) use kernels_f16::widens_half_floats;
 use kernels_f32::*;
+pub(crate) use kernels_q4::packs_4bit;
+use kernels_q4::*;
 use layout::*;
 
 /// The encoder's weights, laid out for this forward pass.
 pub(crate) struct CpuBert {
-    word: Vec<f32>,
-    position: Vec<f32>,
-    token_type: Vec<f32>,
+    word: Table,
+    position: Table,
+    token_type: Table,
     embed_norm: LayerNorm,
     layers: Vec<Layer>,
     hidden: usize,
@@ -139,6 +142,11 @@ impl CpuBert {
             &["embeddings.token_type_embeddings.weight"],
             &[config.type_vocab_size, hidden],
         )?;
+        let (word, position, token_type) = (
+            Table::new(word, hidden),
+            Table::new(position, hidden),
+            Table::new(token_type, hidden),
+        );
         let embed_norm = ckpt.layer_norm("embeddings.LayerNorm", hidden)?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
@@ -176,6 +184,18 @@ impl CpuBert {
                 down,
                 output_norm,
             });
+        }
+        let linear = || layers.iter().flat_map(|l| [&l.qkv, &l.attention_out, &l.up, &l.down]);
+        let packed = linear()
+            .filter(|l| matches!(l.weights, Weights::Q4(_)))
+            .count();
+        if packed > 0 || matches!(word, Table::Q4 { .. }) {
+            tracing::info!(
+                linear_layers = linear().count(),
+                packed,
+                word_table_mb = word.bytes() as f64 / 1e6,
+                "weights that are exactly 4-bit blocks are held packed (lossless)"
+            );
         }
         Ok(Self {
             word,
@@ -249,13 +269,12 @@ impl CpuBert {
         let mut out = x.chunks_exact_mut(hidden);
         for (ids, types) in batch {
             for (position, (&id, &kind)) in ids.iter().zip(types.iter()).enumerate() {
-                let word = table_row(&self.word, hidden, id as usize, "token id")?;
-                let pos = table_row(&self.position, hidden, position, "position")?;
-                let kind = table_row(&self.token_type, hidden, kind as usize, "token type")?;
+                // word + position + type, summed in that order.
                 let row = out.next().expect("x holds one row per token");
-                for (((o, w), p), k) in row.iter_mut().zip(word).zip(pos).zip(kind) {
-                    *o = w + p + k;
-                }
+                row.fill(0.0);
+                add_table_row(&self.word, row, id as usize, "token id")?;
+                add_table_row(&self.position, row, position, "position")?;
+                add_table_row(&self.token_type, row, kind as usize, "token type")?;
             }
         }
         layer_norm_rows(x, hidden, &self.embed_norm, self.eps);
@@ -499,6 +518,106 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `outputs × inputs` weights that are exactly 4-bit blocks: `(q - 8) · d`, with `d` a
+    /// half float per block and `q` drawn from the index.
+    fn exact_4bit_weights(outputs: usize, inputs: usize) -> Vec<f32> {
+        (0..outputs * inputs)
+            .map(|i| {
+                let block = i / 32;
+                let d = f16::from_f32(0.001 + (block % 13) as f32 * 0.0037).to_f32();
+                let q = ((i * 7 + block * 3) % 16) as f32;
+                (q - 8.0) * d
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exact_4bit_blocks_are_recovered_and_anything_else_refused() {
+        let weights = exact_4bit_weights(1, 32 * 13);
+        for block in weights.chunks_exact(32) {
+            let (d, q) = exact_q4(block).expect("an exact block");
+            for (&v, &q) in block.iter().zip(&q) {
+                assert_eq!((q as f32 - 8.0) * d, v);
+            }
+        }
+        // A block whose largest value is +7 steps (not GGML's -8) is found too.
+        let d = f16::from_f32(0.0123).to_f32();
+        let block: Vec<f32> = (0..32).map(|i| ((i % 15) as f32 - 7.0) * d).collect();
+        assert!(block.iter().any(|&v| v == 7.0 * d));
+        assert!(exact_q4(&block).is_some());
+        assert_eq!(exact_q4(&[0.0; 32]), Some((0.0, [8; 32])));
+        // One value a step of f32 off, or a scale that is no half float: not 4-bit.
+        let mut off = weights[..32].to_vec();
+        off[5] = f32::from_bits(off[5].to_bits() + 1);
+        assert_eq!(exact_q4(&off), None);
+        let scaled: Vec<f32> = block.iter().map(|v| v * 1.000_001).collect();
+        assert_eq!(exact_q4(&scaled), None);
+    }
+
+    #[test]
+    fn exact_4bit_linear_layers_are_packed_and_equal_f32_to_the_bit() {
+        // 70 outputs: a partial last panel; 64 inputs: two blocks.
+        let (inputs, outputs) = (64, 70);
+        let weight = exact_4bit_weights(outputs, inputs);
+        let bias: Vec<f32> = (0..outputs).map(|o| o as f32 * 0.01 - 0.3).collect();
+        let packed = Linear::new(inputs, outputs, weight.clone(), bias.clone(), Quantization::F16);
+        if !packs_4bit() {
+            assert!(matches!(packed.weights, Weights::Half(_)));
+            return;
+        }
+        assert!(matches!(packed.weights, Weights::Q4(_)));
+        let dense = Linear {
+            inputs,
+            outputs,
+            weights: Weights::Dense(to_panels(&weight, inputs)),
+            bias,
+        };
+        let widened: Vec<f32> = match &packed.weights {
+            Weights::Q4(panels) => panels
+                .chunks_exact(inputs / Q4_BLOCK)
+                .flat_map(widen_q4_panel)
+                .collect(),
+            _ => unreachable!(),
+        };
+        assert_eq!(widened, to_panels(&weight, inputs), "packing lost bits");
+        let mut scratch = Vec::new();
+        for rows in [1, 2, 3, 4, 7, 12, 13, 16, 17, 100, 200] {
+            let x: Vec<f32> = (0..rows * inputs)
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
+            for accumulate in [false, true] {
+                let start: Vec<f32> = (0..rows * outputs).map(|i| (i % 5) as f32).collect();
+                let (mut a, mut b) = (start.clone(), start);
+                packed.forward(&x, rows, &mut a, accumulate, &mut scratch);
+                dense.forward(&x, rows, &mut b, accumulate, &mut scratch);
+                // The same weights summed in the same order by the same fused steps.
+                assert_eq!(a, b, "rows {rows}, accumulate {accumulate}");
+            }
+        }
+    }
+
+    #[test]
+    fn exact_4bit_embedding_tables_are_packed_and_read_back_exactly() {
+        let width = 64;
+        let values = exact_4bit_weights(5, width);
+        let table = Table::new(values.clone(), width);
+        assert!(matches!(table, Table::Q4 { .. }));
+        assert_eq!(table.rows(width), 5);
+        assert!(table.bytes() * 6 < values.len() * 4);
+        for row in 0..5 {
+            let mut out = vec![0.0f32; width];
+            add_table_row(&table, &mut out, row, "token id").unwrap();
+            assert_eq!(out, values[row * width..(row + 1) * width]);
+        }
+        let mut out = vec![0.0f32; width];
+        let err = add_table_row(&table, &mut out, 5, "token id").unwrap_err();
+        assert!(err.to_string().contains("token id 5"), "{err}");
+        // One value off: kept as f32.
+        let mut off = values;
+        off[70] += 1e-3;
+        assert!(matches!(Table::new(off, width), Table::Dense(_)));
     }
 
     #[test]
