@@ -85,8 +85,13 @@ pub(super) fn exact_q4(values: &[f32]) -> Option<(f32, [u8; Q4_BLOCK])> {
 }
 
 /// `weight` (`outputs × inputs`, as stored) as 4-bit panels, when every block is exact (see
-/// `exact_q4`) and `inputs` a multiple of 32; None otherwise.
-pub(super) fn to_q4_panels(weight: &[f32], inputs: usize) -> Option<Vec<Q4Block>> {
+/// `exact_q4`) and `inputs` a multiple of 32; None otherwise. Output `o`'s scales are
+/// multiplied by `row_scale(o)` (1 keeps the weights exact).
+pub(super) fn to_q4_panels(
+    weight: &[f32],
+    inputs: usize,
+    row_scale: impl Fn(usize) -> f32,
+) -> Option<Vec<Q4Block>> {
     if inputs == 0 || !inputs.is_multiple_of(Q4_BLOCK) {
         return None;
     }
@@ -102,7 +107,7 @@ pub(super) fn to_q4_panels(weight: &[f32], inputs: usize) -> Option<Vec<Q4Block>
         for (b, values) in row.chunks_exact(Q4_BLOCK).enumerate() {
             let (d, q) = exact_q4(values)?;
             let block = &mut panels[(o / PANEL) * per_panel + b];
-            block.scales[o % PANEL] = d;
+            block.scales[o % PANEL] = d * row_scale(o);
             for (input, &q) in block.nibbles.iter_mut().zip(&q) {
                 input[lane] = (input[lane] & !(0x0F << shift)) | (q << shift);
             }

@@ -133,12 +133,30 @@ impl Linear {
         bias: Vec<f32>,
         q: Quantization,
     ) -> Self {
+        Self::with_scaled_rows(inputs, outputs, weight, bias, q, (0, 1.0))
+    }
+
+    /// `new` with the weights of the first `rows` outputs times `scale` (the query
+    /// projection's 1/√head_dim; its bias comes scaled). Packed weights are checked for
+    /// exactness before scaling and take the scale into their block scales.
+    pub(super) fn with_scaled_rows(
+        inputs: usize,
+        outputs: usize,
+        mut weight: Vec<f32>,
+        bias: Vec<f32>,
+        q: Quantization,
+        (rows, scale): (usize, f32),
+    ) -> Self {
         // Exactly 4-bit weights lose nothing packed; Q8 asked for is Q8.
+        let row_scale = |o: usize| if o < rows { scale } else { 1.0 };
         let packed = match q {
             Quantization::Q8 => None,
-            _ if packs_4bit() => to_q4_panels(&weight, inputs),
+            _ if packs_4bit() => to_q4_panels(&weight, inputs, row_scale),
             _ => None,
         };
+        if packed.is_none() {
+            weight[..rows * inputs].iter_mut().for_each(|w| *w *= scale);
+        }
         let weights = match q {
             _ if packed.is_some() => Weights::Q4(packed.expect("matched just above")),
             Quantization::Q8 if inputs.is_multiple_of(BlockQ8_0::BLCK_SIZE) => {

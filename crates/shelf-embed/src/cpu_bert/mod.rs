@@ -151,19 +151,20 @@ impl CpuBert {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
-            let (mut wq, mut bq) =
+            let (wq, mut bq) =
                 ckpt.linear_parts(&format!("{p}.attention.self.query"), hidden, hidden)?;
             let scale = 1.0 / (head_dim as f32).sqrt();
-            wq.iter_mut().chain(bq.iter_mut()).for_each(|w| *w *= scale);
+            bq.iter_mut().for_each(|b| *b *= scale);
             let (wk, bk) = ckpt.linear_parts(&format!("{p}.attention.self.key"), hidden, hidden)?;
             let (wv, bv) =
                 ckpt.linear_parts(&format!("{p}.attention.self.value"), hidden, hidden)?;
-            let qkv = Linear::new(
+            let qkv = Linear::with_scaled_rows(
                 hidden,
                 3 * hidden,
                 [wq, wk, wv].concat(),
                 [bq, bk, bv].concat(),
                 quantization,
+                (hidden, scale),
             );
             let (w, b) =
                 ckpt.linear_parts(&format!("{p}.attention.output.dense"), hidden, hidden)?;
@@ -594,6 +595,40 @@ mod tests {
                 dense.forward(&x, rows, &mut b, accumulate, &mut scratch);
                 // The same weights summed in the same order by the same fused steps.
                 assert_eq!(a, b, "rows {rows}, accumulate {accumulate}");
+            }
+        }
+    }
+
+    #[test]
+    fn scaled_rows_are_packed_with_the_scale_in_their_block_scales() {
+        // The query projection: its rows times 1/√32, checked for exactness before scaling.
+        let (inputs, outputs, rows, scale) = (64, 96, 32, 1.0 / 32f32.sqrt());
+        let weight = exact_4bit_weights(outputs, inputs);
+        let bias: Vec<f32> = (0..outputs).map(|o| o as f32 * 0.01).collect();
+        let scaled: Vec<f32> = weight
+            .iter()
+            .enumerate()
+            .map(|(i, w)| if i < rows * inputs { w * scale } else { *w })
+            .collect();
+        for q in [Quantization::None, Quantization::F16] {
+            let linear = Linear::with_scaled_rows(
+                inputs,
+                outputs,
+                weight.clone(),
+                bias.clone(),
+                q,
+                (rows, scale),
+            );
+            assert_eq!(packs_4bit(), matches!(linear.weights, Weights::Q4(_)));
+            for tokens in [2, 9] {
+                let x: Vec<f32> = (0..tokens * inputs).map(|i| (i as f32 * 0.37).sin()).collect();
+                let mut out = vec![0.0; tokens * outputs];
+                linear.forward(&x, tokens, &mut out, false, &mut Vec::new());
+                let zeros = vec![0.0; tokens * outputs];
+                let expected = naive_linear(&x, &scaled, &bias, &zeros);
+                for (a, b) in out.iter().zip(&expected) {
+                    assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{q:?}: {a} vs {b}");
+                }
             }
         }
     }
