@@ -101,6 +101,22 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // A catalogue's titles, 32 per call as the item job batches them (with the model's
+    // document prompt).
+    let mut group = c.benchmark_group("catalogue");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(titles.len() as u64));
+    for (name, encoder) in &models {
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                encoder
+                    .embed_as(TextRole::Document, &titles)
+                    .expect("embeds")
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, bench);

@@ -110,7 +110,7 @@ pub(super) fn panel_product<W: PanelWeight>(
 ) {
     let tokens = x.len() / k;
     if !parallel {
-        for (p, panel) in panels.chunks_exact(W::panel_len(k)).enumerate() {
+        for (p, panel) in panels.chunks_exact(k * PANEL).enumerate() {
             let columns = PANEL.min(n - p * PANEL);
             W::tiles(x, k, panel, &mut out[p * PANEL..], n, columns);
         }
@@ -123,10 +123,10 @@ pub(super) fn panel_product<W: PanelWeight>(
         return;
     }
     scratch.clear();
-    scratch.resize(panels.len() / W::panel_len(k) * PANEL * tokens, 0.0);
+    scratch.resize(panels.len() / k * tokens, 0.0);
     scratch
         .par_chunks_mut(tokens * PANEL)
-        .zip(panels.par_chunks_exact(W::panel_len(k)))
+        .zip(panels.par_chunks_exact(k * PANEL))
         .for_each(|(sums, panel)| W::tiles(x, k, panel, sums, PANEL, PANEL));
     for (t, row) in out.chunks_exact_mut(n).enumerate() {
         for (p, part) in row.chunks_mut(PANEL).enumerate() {
@@ -138,11 +138,6 @@ pub(super) fn panel_product<W: PanelWeight>(
 
 /// A weight type the panel products read.
 pub(super) trait PanelWeight: Copy + Send + Sync {
-    /// Elements of `Self` that hold one panel of `k` inputs.
-    fn panel_len(k: usize) -> usize {
-        k * PANEL
-    }
-
     /// One panel times every token of `x`: adds the first `columns` of each token's `PANEL`
     /// sums to its row of `out` (row stride `stride`).
     fn tiles(x: &[f32], k: usize, panel: &[Self], out: &mut [f32], stride: usize, columns: usize);

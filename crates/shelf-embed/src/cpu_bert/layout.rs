@@ -1,5 +1,5 @@
-//! The checkpoint as this forward pass holds it: tensors looked up by name, embedding rows,
-//! and each linear layer's weights laid out once in panels of `PANEL` outputs.
+//! The checkpoint as this forward pass holds it: tensors looked up by name, embedding rows
+//! (see `table`), and each linear layer's weights laid out once in panels of `PANEL` outputs.
 
 use super::*;
 
@@ -24,9 +24,6 @@ pub(super) enum Weights {
     /// The same panels with each weight a half float (IEEE binary16), widened to f32 as it
     /// is read; sums stay f32. Half the bytes to stream per product.
     Half(Vec<f16>),
-    /// The same panels in 4 bits per weight, for weights that are exactly 4-bit blocks
-    /// (see `kernels_q4`): lossless, whatever the quantization asked for.
-    Q4(Vec<Q4Block>),
     /// Row `o` holds output `o`'s `inputs / 32` blocks.
     Q8(Vec<BlockQ8_0>),
 }
@@ -133,32 +130,7 @@ impl Linear {
         bias: Vec<f32>,
         q: Quantization,
     ) -> Self {
-        Self::with_scaled_rows(inputs, outputs, weight, bias, q, (0, 1.0))
-    }
-
-    /// `new` with the weights of the first `rows` outputs times `scale` (the query
-    /// projection's 1/√head_dim; its bias comes scaled). Packed weights are checked for
-    /// exactness before scaling and take the scale into their block scales.
-    pub(super) fn with_scaled_rows(
-        inputs: usize,
-        outputs: usize,
-        mut weight: Vec<f32>,
-        bias: Vec<f32>,
-        q: Quantization,
-        (rows, scale): (usize, f32),
-    ) -> Self {
-        // Exactly 4-bit weights lose nothing packed; Q8 asked for is Q8.
-        let row_scale = |o: usize| if o < rows { scale } else { 1.0 };
-        let packed = match q {
-            Quantization::Q8 => None,
-            _ if packs_4bit() => to_q4_panels(&weight, inputs, row_scale),
-            _ => None,
-        };
-        if packed.is_none() {
-            weight[..rows * inputs].iter_mut().for_each(|w| *w *= scale);
-        }
         let weights = match q {
-            _ if packed.is_some() => Weights::Q4(packed.expect("matched just above")),
             Quantization::Q8 if inputs.is_multiple_of(BlockQ8_0::BLCK_SIZE) => {
                 let mut blocks = vec![BlockQ8_0::zeros(); outputs * inputs / BlockQ8_0::BLCK_SIZE];
                 BlockQ8_0::from_float(&weight, &mut blocks);
@@ -209,10 +181,6 @@ impl Linear {
                 panel_product(&x[..rows * k], k, panels, out, n, parallel, product);
             }
             Weights::Half(panels) => {
-                start_with_bias(out);
-                panel_product(&x[..rows * k], k, panels, out, n, parallel, product);
-            }
-            Weights::Q4(panels) => {
                 start_with_bias(out);
                 panel_product(&x[..rows * k], k, panels, out, n, parallel, product);
             }

@@ -49,16 +49,15 @@ macro_rules! with_tile_size {
 mod activations;
 mod kernels_f16;
 mod kernels_f32;
-mod kernels_q4;
 mod layout;
+mod table;
 
 use activations::*;
 
 pub(crate) use kernels_f16::widens_half_floats;
 use kernels_f32::*;
-pub(crate) use kernels_q4::packs_4bit;
-use kernels_q4::*;
 use layout::*;
+use table::*;
 
 /// The encoder's weights, laid out for this forward pass.
 pub(crate) struct CpuBert {
@@ -151,20 +150,19 @@ impl CpuBert {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
-            let (wq, mut bq) =
+            let (mut wq, mut bq) =
                 ckpt.linear_parts(&format!("{p}.attention.self.query"), hidden, hidden)?;
             let scale = 1.0 / (head_dim as f32).sqrt();
-            bq.iter_mut().for_each(|b| *b *= scale);
+            wq.iter_mut().chain(bq.iter_mut()).for_each(|w| *w *= scale);
             let (wk, bk) = ckpt.linear_parts(&format!("{p}.attention.self.key"), hidden, hidden)?;
             let (wv, bv) =
                 ckpt.linear_parts(&format!("{p}.attention.self.value"), hidden, hidden)?;
-            let qkv = Linear::with_scaled_rows(
+            let qkv = Linear::new(
                 hidden,
                 3 * hidden,
                 [wq, wk, wv].concat(),
                 [bq, bk, bv].concat(),
                 quantization,
-                (hidden, scale),
             );
             let (w, b) =
                 ckpt.linear_parts(&format!("{p}.attention.output.dense"), hidden, hidden)?;
@@ -186,16 +184,10 @@ impl CpuBert {
                 output_norm,
             });
         }
-        let linear = || layers.iter().flat_map(|l| [&l.qkv, &l.attention_out, &l.up, &l.down]);
-        let packed = linear()
-            .filter(|l| matches!(l.weights, Weights::Q4(_)))
-            .count();
-        if packed > 0 || matches!(word, Table::Q4 { .. }) {
+        if let Table::Q4 { .. } = word {
             tracing::info!(
-                linear_layers = linear().count(),
-                packed,
-                word_table_mb = word.bytes() as f64 / 1e6,
-                "weights that are exactly 4-bit blocks are held packed (lossless)"
+                mb = word.bytes() as f64 / 1e6,
+                "the word embeddings are exact 4-bit blocks: held packed (lossless)"
             );
         }
         Ok(Self {
@@ -555,82 +547,6 @@ mod tests {
         assert_eq!(exact_q4(&off), None);
         let scaled: Vec<f32> = block.iter().map(|v| v * 1.000_001).collect();
         assert_eq!(exact_q4(&scaled), None);
-    }
-
-    #[test]
-    fn exact_4bit_linear_layers_are_packed_and_equal_f32_to_the_bit() {
-        // 70 outputs: a partial last panel; 64 inputs: two blocks.
-        let (inputs, outputs) = (64, 70);
-        let weight = exact_4bit_weights(outputs, inputs);
-        let bias: Vec<f32> = (0..outputs).map(|o| o as f32 * 0.01 - 0.3).collect();
-        let packed = Linear::new(inputs, outputs, weight.clone(), bias.clone(), Quantization::F16);
-        if !packs_4bit() {
-            assert!(matches!(packed.weights, Weights::Half(_)));
-            return;
-        }
-        assert!(matches!(packed.weights, Weights::Q4(_)));
-        let dense = Linear {
-            inputs,
-            outputs,
-            weights: Weights::Dense(to_panels(&weight, inputs)),
-            bias,
-        };
-        let widened: Vec<f32> = match &packed.weights {
-            Weights::Q4(panels) => panels
-                .chunks_exact(inputs / Q4_BLOCK)
-                .flat_map(widen_q4_panel)
-                .collect(),
-            _ => unreachable!(),
-        };
-        assert_eq!(widened, to_panels(&weight, inputs), "packing lost bits");
-        let mut scratch = Vec::new();
-        for rows in [1, 2, 3, 4, 7, 12, 13, 16, 17, 100, 200] {
-            let x: Vec<f32> = (0..rows * inputs)
-                .map(|i| (i as f32 * 0.37).sin())
-                .collect();
-            for accumulate in [false, true] {
-                let start: Vec<f32> = (0..rows * outputs).map(|i| (i % 5) as f32).collect();
-                let (mut a, mut b) = (start.clone(), start);
-                packed.forward(&x, rows, &mut a, accumulate, &mut scratch);
-                dense.forward(&x, rows, &mut b, accumulate, &mut scratch);
-                // The same weights summed in the same order by the same fused steps.
-                assert_eq!(a, b, "rows {rows}, accumulate {accumulate}");
-            }
-        }
-    }
-
-    #[test]
-    fn scaled_rows_are_packed_with_the_scale_in_their_block_scales() {
-        // The query projection: its rows times 1/√32, checked for exactness before scaling.
-        let (inputs, outputs, rows, scale) = (64, 96, 32, 1.0 / 32f32.sqrt());
-        let weight = exact_4bit_weights(outputs, inputs);
-        let bias: Vec<f32> = (0..outputs).map(|o| o as f32 * 0.01).collect();
-        let scaled: Vec<f32> = weight
-            .iter()
-            .enumerate()
-            .map(|(i, w)| if i < rows * inputs { w * scale } else { *w })
-            .collect();
-        for q in [Quantization::None, Quantization::F16] {
-            let linear = Linear::with_scaled_rows(
-                inputs,
-                outputs,
-                weight.clone(),
-                bias.clone(),
-                q,
-                (rows, scale),
-            );
-            assert_eq!(packs_4bit(), matches!(linear.weights, Weights::Q4(_)));
-            for tokens in [2, 9] {
-                let x: Vec<f32> = (0..tokens * inputs).map(|i| (i as f32 * 0.37).sin()).collect();
-                let mut out = vec![0.0; tokens * outputs];
-                linear.forward(&x, tokens, &mut out, false, &mut Vec::new());
-                let zeros = vec![0.0; tokens * outputs];
-                let expected = naive_linear(&x, &scaled, &bias, &zeros);
-                for (a, b) in out.iter().zip(&expected) {
-                    assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{q:?}: {a} vs {b}");
-                }
-            }
-        }
     }
 
     #[test]
