@@ -92,6 +92,14 @@ fn bench(c: &mut Criterion) {
         Err(e) => eprintln!("multilingual-e5-small not benchmarked: {e}"),
     }
     for (name, encoder) in &models {
+        let counts: Vec<usize> = QUERIES
+            .iter()
+            .map(|q| {
+                let prompted = format!("{}{q}", encoder.prompts().query);
+                encoder.token_ids(&prompted).map_or(0, |ids| ids.len())
+            })
+            .collect();
+        eprintln!("{name}: tokens per query (prompt included): {counts:?}");
         group.bench_function(*name, |b| {
             b.iter(|| {
                 for q in QUERIES {

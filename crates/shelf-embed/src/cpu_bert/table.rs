@@ -13,7 +13,10 @@ pub(super) const Q4_BLOCK: usize = 32;
 /// every `i`, `q[i] < 16` and `d` a half float; None when there is none.
 pub(super) fn exact_q4(values: &[f32]) -> Option<(f32, [u8; Q4_BLOCK])> {
     debug_assert_eq!(values.len(), Q4_BLOCK);
-    let largest = values.iter().copied().max_by(|a, b| a.abs().total_cmp(&b.abs()))?;
+    let largest = values
+        .iter()
+        .copied()
+        .max_by(|a, b| a.abs().total_cmp(&b.abs()))?;
     if largest == 0.0 {
         return Some((0.0, [8; Q4_BLOCK]));
     }
