@@ -538,7 +538,7 @@ mod tests {
         // A block whose largest value is +7 steps (not GGML's -8) is found too.
         let d = f16::from_f32(0.0123).to_f32();
         let block: Vec<f32> = (0..32).map(|i| ((i % 15) as f32 - 7.0) * d).collect();
-        assert!(block.iter().any(|&v| v == 7.0 * d));
+        assert!(block.contains(&(7.0 * d)));
         assert!(exact_q4(&block).is_some());
         assert_eq!(exact_q4(&[0.0; 32]), Some((0.0, [8; 32])));
         // One value a step of f32 off, or a scale that is no half float: not 4-bit.
