@@ -1,6 +1,7 @@
 //! The playground page in headless Chromium (WebDriver, driven with shelf's own HTTP client)
 //! against a running `shelf serve --demo`: type a query, see results, open an explanation,
-//! compare a shopper with anonymous results, check the phone layout; screenshots are saved
+//! compare a shopper with anonymous results, sort, page and refine, open a product page
+//! with its similar items and bought together, check the phone layout; screenshots are saved
 //! under the test's target temp dir. Needs Debian's `chromium` and `chromium-driver`
 //! (`.ci/run` installs them).
 
@@ -152,6 +153,35 @@ impl Browser {
         std::fs::write(&path, bytes).unwrap();
         eprintln!("screenshot: {}", path.display());
     }
+}
+
+/// Waits for the playground's product page of `id`; returns its similar items' ids.
+async fn product_page(browser: &Browser, id: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown = browser
+            .script(&format!(
+                "const p = document.getElementById('product'); \
+                 return !p.hidden && document.getElementById('product-details').dataset.id === {}",
+                json!(id)
+            ))
+            .await;
+        if shown == json!(true) {
+            break;
+        }
+        let error = browser
+            .script("return document.getElementById('error').textContent;")
+            .await;
+        assert_eq!(error, "", "the page shows an error");
+        assert!(Instant::now() < deadline, "no product page for {id}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    serde_json::from_value(
+        browser
+            .script("return Array.from(document.querySelectorAll('#similar li[data-id]')).map(li => li.dataset.id);")
+            .await,
+    )
+    .unwrap()
 }
 
 /// `shelf serve --demo` with `extra` flags on a free port, once the shop is ready: the
@@ -436,6 +466,31 @@ async fn the_playground_searches_explains_and_compares_in_chromium() {
     browser
         .script("document.getElementById('sort').value = 'relevance';")
         .await;
+
+    // A result's title opens its product page: the item, its similar items (never itself),
+    // and bought together (a list, or why it is empty); a similar item's title opens that
+    // one, and back returns to the results.
+    let first = narrowed[0].clone();
+    browser.click("#col-a li[data-id] a.title").await;
+    let similar = product_page(&browser, &first).await;
+    assert!(!similar.is_empty(), "no similar items for {first}");
+    assert!(!similar.contains(&first), "{first} is similar to itself");
+    let together = browser
+        .script("return document.getElementById('together').textContent;")
+        .await;
+    assert!(
+        !together.as_str().unwrap().is_empty(),
+        "bought together shows neither items nor a reason"
+    );
+    browser.screenshot("playground-product.png").await;
+    browser.click("#similar li[data-id] a.title").await;
+    let next = product_page(&browser, &similar[0]).await;
+    assert!(!next.contains(&similar[0]), "{next:?}");
+    browser.click("#back").await;
+    let back = browser
+        .script("return [document.getElementById('product').hidden, document.getElementById('layout').hidden];")
+        .await;
+    assert_eq!(back, json!([true, false]));
 
     // API errors are shown, not swallowed.
     browser.set("#price-min", "100").await;
