@@ -23,8 +23,10 @@ test-models:
 	scripts/fetch-model.sh all-MiniLM-L6-v2
 	scripts/fetch-model.sh multilingual-e5-small
 
+# `env -u`: a shell that shares CI's target directory may export ROCKSDB_LIB_DIR (see
+# scripts/rocksdb-unity.sh); release builds compile RocksDB the crate's way, at -O3.
 run: model
-	cargo run --release -p shelf --bin shelf -- serve --demo --model-name $(MODEL) \
+	env -u ROCKSDB_LIB_DIR -u ROCKSDB_STATIC cargo run --release -p shelf --bin shelf -- serve --demo --model-name $(MODEL) \
 	  --demo-language $(DEMO_LANGUAGE)
 
 test: test-models
@@ -63,9 +65,9 @@ check-cuda:
 	  && exec cargo check --locked -p shelf-embed --all-targets --features cuda'
 
 bench: model
-	cargo bench -p shelf-embed --bench embed
-	cargo bench -p shelf-index --bench index
-	cargo bench -p shelf-rank --bench rank
+	env -u ROCKSDB_LIB_DIR -u ROCKSDB_STATIC cargo bench -p shelf-embed --bench embed
+	env -u ROCKSDB_LIB_DIR -u ROCKSDB_STATIC cargo bench -p shelf-index --bench index
+	env -u ROCKSDB_LIB_DIR -u ROCKSDB_STATIC cargo bench -p shelf-rank --bench rank
 
 lint:
 	cargo fmt --all --check

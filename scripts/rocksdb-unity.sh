@@ -3,7 +3,7 @@
 # #included into one translation unit per core) for dev and test builds, and prints the
 # directory of the static library. Use it as CI does:
 #
-#   export ROCKSDB_LIB_DIR="$(scripts/rocksdb-unity.sh)" ROCKSDB_STATIC=1
+#   dir="$(scripts/rocksdb-unity.sh)" && export ROCKSDB_LIB_DIR="$dir" ROCKSDB_STATIC=1
 #
 # librocksdb-sys then links that library instead of compiling ~340 C++ files one by one:
 # each of them parses most of RocksDB's headers again, so a unity build compiles the same
@@ -14,13 +14,15 @@
 # shelf enables (lz4 only; any other compression, jemalloc, io-uring, RTTI or LTO is
 # refused): the same sources, defines, C++ standard and CPU flags, at -O0 without debug
 # info, like the dev profile's `librocksdb-sys` (Cargo.toml). It is for tests: never export
-# it for a release build, whose RocksDB the crate compiles at -O3.
+# it for a release build, whose RocksDB the crate compiles at -O3 (`make run` and `make
+# bench` unset both variables).
 #
-# The result is cached by content (crate version, compiler, flags) under
+# The result is cached by content (crate version, compiler, flags, sources, this script) under
 # $CARGO_TARGET_DIR/rocksdb-unity/, so a second run prints the path at once.
 # Environment: CXX (default clang++), CARGO_TARGET_DIR (default ~/.cache/shelf/target),
 # ROCKSDB_UNITY_JOBS (translation units compiled in parallel; default: the number of cores).
 set -euo pipefail
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
 
 die() { echo "rocksdb-unity: $*" >&2; exit 1; }
@@ -29,12 +31,15 @@ die() { echo "rocksdb-unity: $*" >&2; exit 1; }
 CXX="${CXX:-clang++}"
 command -v "$CXX" >/dev/null || die "C++ compiler '$CXX' not found"
 TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/shelf/target}"
+mkdir -p "$TARGET_DIR"
+TARGET_DIR="$(cd "$TARGET_DIR" && pwd)"  # rustc resolves ROCKSDB_LIB_DIR from elsewhere
 JOBS="${ROCKSDB_UNITY_JOBS:-$(nproc)}"
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || die "ROCKSDB_UNITY_JOBS must be a positive integer, got '$JOBS'"
 
 # Where cargo unpacked librocksdb-sys and lz4-sys, and the features the workspace turns on.
 read -r ROCKSDB_VERSION ROCKSDB_DIR LZ4_DIR FEATURES < <(
-  cargo metadata --format-version 1 --locked | python3 -c '
+  cargo metadata --format-version 1 --locked \
+    --filter-platform "$(rustc -vV | sed -n 's/^host: //p')" | python3 -c '
 import json, os, sys
 meta = json.load(sys.stdin)
 packages = {p["id"]: p for p in meta["packages"]}
@@ -91,23 +96,32 @@ FLAGS=(
   -DROCKSDB_AUXV_GETAUXVAL_PRESENT -DROCKSDB_FALLOCATE_PRESENT -DROCKSDB_RANGESYNC_PRESENT
 )
 
-KEY="$( { echo "$ROCKSDB_VERSION $FEATURES $JOBS"; "$CXX" --version; printf '%s\n' "${FLAGS[@]}"; } \
-  | sha256sum | cut -c1-16)"
+# The crate's own source list, less util/build_version.cc, plus its pre-generated
+# build_version.cc: exactly build.rs's list.
+SOURCES="$(
+  grep -v '^[[:space:]]*$' "$ROCKSDB_DIR/rocksdb_lib_sources.txt" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//' \
+    | grep -vx 'util/build_version.cc' | sed "s|^|$ROCKSDB_DIR/rocksdb/|"
+  echo "$ROCKSDB_DIR/build_version.cc"
+)"
+
+# Cached by content: the crate, the compiler, the flags, the sources and this script.
+KEY="$( {
+  echo "$ROCKSDB_VERSION $FEATURES $JOBS"
+  "$CXX" --version
+  printf '%s\n' "${FLAGS[@]}"
+  echo "$SOURCES"
+  cat "$SELF"
+} | sha256sum | cut -c1-16)"
 OUT="$TARGET_DIR/rocksdb-unity/$ROCKSDB_VERSION-$KEY"
 if [ -f "$OUT/librocksdb.a" ]; then
   echo "$OUT"
   exit 0
 fi
 
-# The crate's own source list, less util/build_version.cc, plus its pre-generated
-# build_version.cc: exactly build.rs's list, dealt round-robin into $JOBS units.
-WORK="$(mktemp -d "$TARGET_DIR/rocksdb-unity.XXXXXX" 2>/dev/null || { mkdir -p "$TARGET_DIR" && mktemp -d "$TARGET_DIR/rocksdb-unity.XXXXXX"; })"
+# The sources dealt round-robin into $JOBS units.
+WORK="$(mktemp -d "$TARGET_DIR/rocksdb-unity.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
-{
-  grep -v '^[[:space:]]*$' "$ROCKSDB_DIR/rocksdb_lib_sources.txt" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//' \
-    | grep -vx 'util/build_version.cc' | sed "s|^|$ROCKSDB_DIR/rocksdb/|"
-  echo "$ROCKSDB_DIR/build_version.cc"
-} >"$WORK/sources.txt"
+echo "$SOURCES" >"$WORK/sources.txt"
 count=$(wc -l <"$WORK/sources.txt")
 awk -v jobs="$JOBS" -v dir="$WORK" \
   '{ printf "#include \"%s\"\n", $0 > (dir "/unity" (NR - 1) % jobs ".cc") }' "$WORK/sources.txt"
@@ -126,10 +140,8 @@ if [ $failed != 0 ]; then
   die "compiling a unity unit failed (above); unset ROCKSDB_LIB_DIR to use the bundled build"
 fi
 ar crs "$WORK/librocksdb.a" "$WORK"/unity*.o
-mkdir -p "$(dirname "$OUT")"
-rm -rf "$OUT.tmp" "$OUT"
-mkdir "$OUT.tmp"
-mv "$WORK/librocksdb.a" "$OUT.tmp/"
-mv "$OUT.tmp" "$OUT"
+# A rename within one file system: a concurrent run sees the whole library or none.
+mkdir -p "$OUT"
+mv "$WORK/librocksdb.a" "$OUT/librocksdb.a"
 echo "rocksdb-unity: built $OUT/librocksdb.a in $((SECONDS - start)) s" >&2
 echo "$OUT"

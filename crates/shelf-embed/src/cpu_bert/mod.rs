@@ -262,9 +262,9 @@ impl CpuBert {
         let mut out = x.chunks_exact_mut(hidden);
         for (ids, types) in batch {
             for (position, (&id, &kind)) in ids.iter().zip(types.iter()).enumerate() {
-                // word + position + type, summed in that order.
+                // word + position + type, summed in that order (-0 + w is w, bit for bit).
                 let row = out.next().expect("x holds one row per token");
-                row.fill(0.0);
+                row.fill(-0.0);
                 add_table_row(&self.word, row, id as usize, "token id")?;
                 add_table_row(&self.position, row, position, "position")?;
                 add_table_row(&self.token_type, row, kind as usize, "token type")?;
@@ -466,9 +466,17 @@ mod tests {
 
     #[test]
     fn linear_layers_match_a_naive_loop_at_every_batch_shape() {
-        // Outputs not a multiple of PANEL (a partial last panel); token counts on both sides
-        // of every tile size and of the parallel thresholds (by panels, by row blocks).
-        let (inputs, outputs) = (48, 70);
+        // Outputs not a multiple of PANEL (a partial last panel): 70 leaves 6 outputs (the
+        // AVX2 kernel's second half empty), 90 leaves 26 (both halves partly used). Token
+        // counts on both sides of every tile size and of the parallel thresholds (by panels,
+        // by row blocks).
+        for outputs in [70, 90] {
+            linear_layers_match_a_naive_loop(outputs);
+        }
+    }
+
+    fn linear_layers_match_a_naive_loop(outputs: usize) {
+        let inputs = 48;
         let weight: Vec<f32> = (0..outputs * inputs)
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
             .collect();
@@ -541,6 +549,16 @@ mod tests {
         assert!(block.contains(&(7.0 * d)));
         assert!(exact_q4(&block).is_some());
         assert_eq!(exact_q4(&[0.0; 32]), Some((0.0, [8; 32])));
+        // Zeros keep their sign: `0 · d` is -0 for a negative `d`.
+        let d = f16::from_f32(-0.02).to_f32();
+        let signed: Vec<f32> = (0..32).map(|i| ((i % 16) as f32 - 8.0) * d).collect();
+        let (found, q) = exact_q4(&signed).expect("an exact block");
+        for (&v, &q) in signed.iter().zip(&q) {
+            assert_eq!(((q as f32 - 8.0) * found).to_bits(), v.to_bits());
+        }
+        let mut mixed = [0.0f32; 32];
+        mixed[3] = -0.0;
+        assert_eq!(exact_q4(&mixed), None);
         // One value a step of f32 off, or a scale that is no half float: not 4-bit.
         let mut off = weights[..32].to_vec();
         off[5] = f32::from_bits(off[5].to_bits() + 1);

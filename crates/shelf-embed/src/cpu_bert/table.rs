@@ -9,8 +9,9 @@ use super::*;
 /// Values per block: one scale for every 32, as in Q4_0.
 pub(super) const Q4_BLOCK: usize = 32;
 
-/// The exact 4-bit form of 32 values: `(d, q)` with `values[i] == (q[i] - 8) as f32 * d` for
-/// every `i`, `q[i] < 16` and `d` a half float; None when there is none.
+/// The exact 4-bit form of 32 values: `(d, q)` with `values[i]` bit for bit
+/// `(q[i] - 8) as f32 * d` for every `i`, `q[i] < 16` and `d` a half float; None when there
+/// is none.
 pub(super) fn exact_q4(values: &[f32]) -> Option<(f32, [u8; Q4_BLOCK])> {
     debug_assert_eq!(values.len(), Q4_BLOCK);
     let largest = values
@@ -18,7 +19,10 @@ pub(super) fn exact_q4(values: &[f32]) -> Option<(f32, [u8; Q4_BLOCK])> {
         .copied()
         .max_by(|a, b| a.abs().total_cmp(&b.abs()))?;
     if largest == 0.0 {
-        return Some((0.0, [8; Q4_BLOCK]));
+        // Zeros are `0 · d`, signed like `d`: all of one sign, or not 4-bit.
+        let d = values[0];
+        let same = values.iter().all(|v| v.to_bits() == d.to_bits());
+        return same.then_some((d, [8; Q4_BLOCK]));
     }
     // The largest value is `(q - 8) · d` for one of these steps (GGML's quantiser gives it
     // -8); f16 rounding of the quotient recovers `d` exactly.
@@ -33,7 +37,8 @@ pub(super) fn exact_q4(values: &[f32]) -> Option<(f32, [u8; Q4_BLOCK])> {
         let mut q = [0u8; Q4_BLOCK];
         for (q, &v) in q.iter_mut().zip(values) {
             let level = (v / d).round();
-            if !(-8.0..=7.0).contains(&level) || level * d != v {
+            // Bit for bit: a zero keeps its sign.
+            if !(-8.0..=7.0).contains(&level) || (level * d).to_bits() != v.to_bits() {
                 continue 'steps;
             }
             *q = (level + 8.0) as u8;
