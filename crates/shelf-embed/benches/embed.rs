@@ -78,7 +78,17 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("query");
     group.sample_size(20);
     group.throughput(Throughput::Elements(QUERIES.len() as u64));
-    let mut models = vec![("all-MiniLM-L6-v2", encoder)];
+    let f32_config = EmbedConfig {
+        quantization: shelf_embed::Quantization::None,
+        ..EmbedConfig::default()
+    };
+    let mut models = vec![
+        ("all-MiniLM-L6-v2", encoder),
+        (
+            "all-MiniLM-L6-v2, f32",
+            SentenceEncoder::load(&dir, f32_config).expect("model loads"),
+        ),
+    ];
     let e5 = ModelLocator {
         name: "multilingual-e5-small".into(),
         hub_id: None,
