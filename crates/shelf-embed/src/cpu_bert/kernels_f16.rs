@@ -123,24 +123,21 @@ pub(super) fn half_tiles_avx2(
     stride: usize,
     columns: usize,
 ) {
-    const HALF: usize = PANEL / 2;
-    for_each_tile(x, k, out, stride, 6, |size, x, out| {
-        for half in 0..2 {
-            let columns = columns.saturating_sub(half * HALF).min(HALF);
-            if columns == 0 {
-                break;
-            }
-            let out = &mut out[half * HALF..];
-            match size {
-                1 => half_tile_avx2::<1>(x, panel, out, stride, columns, half),
-                2 => half_tile_avx2::<2>(x, panel, out, stride, columns, half),
-                3 => half_tile_avx2::<3>(x, panel, out, stride, columns, half),
-                4 => half_tile_avx2::<4>(x, panel, out, stride, columns, half),
-                5 => half_tile_avx2::<5>(x, panel, out, stride, columns, half),
-                _ => half_tile_avx2::<6>(x, panel, out, stride, columns, half),
-            }
-        }
-    });
+    for_each_half_tile(
+        x,
+        k,
+        out,
+        stride,
+        columns,
+        |size, half, x, out, columns| match size {
+            1 => half_tile_avx2::<1>(x, panel, out, stride, columns, half),
+            2 => half_tile_avx2::<2>(x, panel, out, stride, columns, half),
+            3 => half_tile_avx2::<3>(x, panel, out, stride, columns, half),
+            4 => half_tile_avx2::<4>(x, panel, out, stride, columns, half),
+            5 => half_tile_avx2::<5>(x, panel, out, stride, columns, half),
+            _ => half_tile_avx2::<6>(x, panel, out, stride, columns, half),
+        },
+    );
 }
 
 /// Half `half` of a half-float panel (outputs `16 · half` to `16 · half + 15`) times `T`
@@ -159,7 +156,6 @@ pub(super) fn half_tile_avx2<const T: usize>(
     half: usize,
 ) {
     use std::arch::x86_64::*;
-    const HALF: usize = PANEL / 2;
     let k = panel.len() / PANEL;
     assert!(x.len() >= T * k, "x holds T rows of k inputs");
     assert!(half < 2 && columns <= HALF, "half a panel");

@@ -168,22 +168,15 @@ pub(super) fn panel_tiles(
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
     {
-        const HALF: usize = PANEL / 2;
-        for_each_tile(x, k, out, stride, 6, |size, x, out| {
-            for half in 0..2 {
-                let columns = columns.saturating_sub(half * HALF).min(HALF);
-                if columns == 0 {
-                    break;
-                }
-                let out = &mut out[half * HALF..];
-                match size {
-                    1 => half_panel_tile::<1>(x, panel, out, stride, columns, half),
-                    2 => half_panel_tile::<2>(x, panel, out, stride, columns, half),
-                    3 => half_panel_tile::<3>(x, panel, out, stride, columns, half),
-                    4 => half_panel_tile::<4>(x, panel, out, stride, columns, half),
-                    5 => half_panel_tile::<5>(x, panel, out, stride, columns, half),
-                    _ => half_panel_tile::<6>(x, panel, out, stride, columns, half),
-                }
+        for_each_half_tile(x, k, out, stride, columns, |size, half, x, out, columns| {
+            let first = half * HALF;
+            match size {
+                1 => part_tile::<1, HALF>(x, panel, out, stride, columns, first),
+                2 => part_tile::<2, HALF>(x, panel, out, stride, columns, first),
+                3 => part_tile::<3, HALF>(x, panel, out, stride, columns, first),
+                4 => part_tile::<4, HALF>(x, panel, out, stride, columns, first),
+                5 => part_tile::<5, HALF>(x, panel, out, stride, columns, first),
+                _ => part_tile::<6, HALF>(x, panel, out, stride, columns, first),
             }
         });
         return;
@@ -191,42 +184,6 @@ pub(super) fn panel_tiles(
     for_each_tile(x, k, out, stride, panel_tile_tokens(), |size, x, out| {
         with_tile_size!(size, panel_tile(x, panel, out, stride, columns))
     });
-}
-
-/// Half `half` of a panel (outputs `16 · half` to `16 · half + 15`) times `T` tokens' rows of
-/// `x`: `T × 16` sums in registers (12 of AVX2's 16 at `T` = 6); the first `columns` of each
-/// are added to `out`'s rows.
-#[multiversion(targets("x86_64+avx2+fma"))]
-#[allow(unsafe_code)]
-pub(super) fn half_panel_tile<const T: usize>(
-    x: &[f32],
-    panel: &[f32],
-    out: &mut [f32],
-    n: usize,
-    columns: usize,
-    half: usize,
-) {
-    const HALF: usize = PANEL / 2;
-    let k = panel.len() / PANEL;
-    assert!(x.len() >= T * k, "x holds T rows of k inputs");
-    assert!(half < 2 && columns <= HALF, "half a panel");
-    let fused = selected_target!().supports_feature_str("fma");
-    let mut sums = [[0.0f32; HALF]; T];
-    for (i, w) in panel.chunks_exact(PANEL).enumerate() {
-        let w = &w[half * HALF..(half + 1) * HALF];
-        for (t, sum) in sums.iter_mut().enumerate() {
-            // SAFETY: t < T and i < k, and x holds T rows of k (asserted above); see
-            // `panel_tile` for why the index is unchecked.
-            let b = unsafe { *x.get_unchecked(t * k + i) };
-            for (s, w) in sum.iter_mut().zip(w) {
-                *s = if fused { w.mul_add(b, *s) } else { *s + w * b };
-            }
-        }
-    }
-    for (t, sum) in sums.iter().enumerate() {
-        let row = &mut out[t * n..t * n + columns];
-        row.iter_mut().zip(sum).for_each(|(o, s)| *o += s);
-    }
 }
 
 /// Walks the tokens of `x` (rows of `k` inputs) in tiles of at most `most`, calling
@@ -248,10 +205,33 @@ pub(super) fn for_each_tile(
     }
 }
 
+/// Outputs per pass of the half-panel tiles (AVX2: two registers of sums per token).
+pub(super) const HALF: usize = PANEL / 2;
+
+/// `for_each_tile` in tiles of 6 tokens, each in two passes of half a panel, calling
+/// `tile(size, half, the tile's rows of x, out from the half's first output, the half's
+/// columns)`; a half past a partial last panel's `columns` is skipped.
+pub(super) fn for_each_half_tile(
+    x: &[f32],
+    k: usize,
+    out: &mut [f32],
+    stride: usize,
+    columns: usize,
+    mut tile: impl FnMut(usize, usize, &[f32], &mut [f32], usize),
+) {
+    for_each_tile(x, k, out, stride, 6, |size, x, out| {
+        for half in 0..2 {
+            let columns = columns.saturating_sub(half * HALF).min(HALF);
+            if columns == 0 {
+                break;
+            }
+            tile(size, half, x, &mut out[half * HALF..], columns);
+        }
+    });
+}
+
 /// One panel times `T` tokens' rows of `x`: `T × PANEL` sums held in registers while the
 /// panel streams past once; the first `columns` of each are added to `out`'s rows.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-#[allow(unsafe_code)]
 pub(super) fn panel_tile<const T: usize>(
     x: &[f32],
     panel: &[f32],
@@ -259,12 +239,30 @@ pub(super) fn panel_tile<const T: usize>(
     n: usize,
     columns: usize,
 ) {
+    part_tile::<T, PANEL>(x, panel, out, n, columns, 0);
+}
+
+/// Outputs `first..first + W` of a panel times `T` tokens' rows of `x`: `T × W` sums held in
+/// registers while the panel streams past once; the first `columns` of each are added to
+/// `out`'s rows (`out` starting at output `first`).
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+#[allow(unsafe_code)]
+pub(super) fn part_tile<const T: usize, const W: usize>(
+    x: &[f32],
+    panel: &[f32],
+    out: &mut [f32],
+    n: usize,
+    columns: usize,
+    first: usize,
+) {
     let k = panel.len() / PANEL;
     assert!(x.len() >= T * k, "x holds T rows of k inputs");
+    assert!(first + W <= PANEL && columns <= W, "a part of a panel");
     // Fused multiply-adds where the CPU has them; without, `mul_add` would be a libm call.
     let fused = selected_target!().supports_feature_str("fma");
-    let mut sums = [[0.0f32; PANEL]; T];
+    let mut sums = [[0.0f32; W]; T];
     for (i, w) in panel.chunks_exact(PANEL).enumerate() {
+        let w = &w[first..first + W];
         for (t, sum) in sums.iter_mut().enumerate() {
             // SAFETY: t < T and i < k, and x holds T rows of k (asserted above). A checked
             // index would give the loop a panicking exit, and LLVM then writes `sums` back to
