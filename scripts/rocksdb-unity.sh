@@ -15,12 +15,16 @@
 # refused): the same sources, defines, C++ standard and CPU flags, at -O0 without debug
 # info, like the dev profile's `librocksdb-sys` (Cargo.toml). It is for tests: never export
 # it for a release build, whose RocksDB the crate compiles at -O3 (`make run` and `make
-# bench` unset both variables).
+# bench` unset both variables). ROCKSDB_UNITY_OPT=3 builds the same library at -O3 instead
+# (a few minutes of CPU against ~25 for the crate's build), for a release build that
+# measures something on a machine where that time counts; the release figures in
+# docs/performance.md say which RocksDB build they ran on.
 #
 # The result is cached by content (crate version, compiler, flags, sources, this script) under
 # $CARGO_TARGET_DIR/rocksdb-unity/, so a second run prints the path at once.
 # Environment: CXX (default clang++), CARGO_TARGET_DIR (default ~/.cache/shelf/target),
-# ROCKSDB_UNITY_JOBS (translation units compiled in parallel; default: the number of cores).
+# ROCKSDB_UNITY_JOBS (translation units compiled in parallel; default: the number of cores),
+# ROCKSDB_UNITY_OPT (the optimisation level, 0 to 3; default 0).
 set -euo pipefail
 SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
@@ -35,6 +39,8 @@ mkdir -p "$TARGET_DIR"
 TARGET_DIR="$(cd "$TARGET_DIR" && pwd)"  # rustc resolves ROCKSDB_LIB_DIR from elsewhere
 JOBS="${ROCKSDB_UNITY_JOBS:-$(nproc)}"
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || die "ROCKSDB_UNITY_JOBS must be a positive integer, got '$JOBS'"
+OPT="${ROCKSDB_UNITY_OPT:-0}"
+[[ "$OPT" =~ ^[0-3]$ ]] || die "ROCKSDB_UNITY_OPT must be 0, 1, 2 or 3, got '$OPT'"
 
 # Where cargo unpacked librocksdb-sys and lz4-sys, and the features the workspace turns on.
 read -r ROCKSDB_VERSION ROCKSDB_DIR LZ4_DIR FEATURES < <(
@@ -87,7 +93,7 @@ case "$ARCH" in
 esac
 
 FLAGS=(
-  -O0 -w -ffunction-sections -fdata-sections -fPIC "${CPU_FLAGS[@]}"
+  "-O$OPT" -w -ffunction-sections -fdata-sections -fPIC "${CPU_FLAGS[@]}"
   -std=c++20 -include cstdint
   -I"$ROCKSDB_DIR/rocksdb/include" -I"$ROCKSDB_DIR/rocksdb" -I"$ROCKSDB_DIR"
   -I"$ROCKSDB_DIR/rocksdb/third-party/gtest-1.8.1/fused-src" -I"$LZ4_INCLUDE"

@@ -20,9 +20,12 @@ pub struct ProcessArgs {
     /// Apply everything in the log, then exit 0 (otherwise keep following the log).
     #[arg(long)]
     pub until_caught_up: bool,
-    /// Records applied (and committed with their offset) per batch.
+    /// Items applied (and committed with their offset) per item-job batch.
     #[arg(long, env = "SHELF_BATCH_SIZE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
+    /// Events applied (and committed with their offset) per event-job batch.
+    #[arg(long, env = "SHELF_EVENT_BATCH_SIZE", default_value_t = shelf_engine::EVENT_BATCH_SIZE as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub event_batch_size: u32,
     /// Half-life of event weights in profiles and item stats, in days.
     #[arg(long, env = "SHELF_HALF_LIFE_DAYS", default_value_t = 14.0)]
     pub half_life_days: f64,
@@ -59,7 +62,7 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
                 &mut event_job,
                 &mut events,
                 &store,
-                batch,
+                args.event_batch_size as usize,
                 reporter("events"),
             )
             .await?;

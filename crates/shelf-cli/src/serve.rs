@@ -146,9 +146,14 @@ pub struct ServeArgs {
     /// ANN search breadth (default: the index's, 64).
     #[arg(long, env = "SHELF_EF")]
     pub ef: Option<usize>,
-    /// Records applied per batch by the jobs.
+    /// Items applied per batch by the item job (their texts are embedded together).
     #[arg(long, env = "SHELF_BATCH_SIZE", default_value_t = 256)]
     pub batch_size: usize,
+    /// Most records applied per batch by the event job (and the item-stats job): a batch
+    /// takes what the topic holds, up to this many, and reads and writes each list it
+    /// touches once.
+    #[arg(long, env = "SHELF_EVENT_BATCH_SIZE", default_value_t = shelf_engine::EVENT_BATCH_SIZE)]
+    pub event_batch_size: usize,
     /// Half-life of event weights in profiles and item stats, in days.
     #[arg(long, env = "SHELF_HALF_LIFE_DAYS", default_value_t = 14.0)]
     pub half_life_days: f64,
@@ -201,6 +206,10 @@ impl ServeArgs {
             "--profile-blend must be between 0 and 1"
         );
         anyhow::ensure!(self.batch_size > 0, "--batch-size must be positive");
+        anyhow::ensure!(
+            self.event_batch_size > 0,
+            "--event-batch-size must be positive"
+        );
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.exploration_share),
             "--exploration-share must be between 0 and 1"
@@ -263,6 +272,7 @@ impl ServeArgs {
             },
             decay,
             batch_size: self.batch_size,
+            event_batch_size: self.event_batch_size,
             snapshot_interval: Duration::from_secs(self.snapshot_interval_secs),
             impression_retention: Duration::from_secs(self.impression_retention_days * 86_400),
             log_retention: shelf_stream::Retention {

@@ -13,7 +13,7 @@ mod stats_job;
 
 pub use consumer::{catch_up, follow, retry_delay, source_end, Applied, Job, Progress, IDLE_WAIT};
 pub use error::EngineError;
-pub use event_job::{impression_record, EventJob, EVENT_JOB};
+pub use event_job::{impression_record, EventJob, EVENT_BATCH_SIZE, EVENT_JOB};
 pub use item_job::{ItemJob, ITEM_JOB};
 pub use query_cache::QueryCache;
 pub use retrieval::{

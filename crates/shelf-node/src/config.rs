@@ -12,8 +12,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub retrieval: RetrievalConfig,
     pub decay: DecayConfig,
-    /// Records per job batch.
+    /// Records per item-job batch (their texts are embedded together).
     pub batch_size: usize,
+    /// Records per event-job and item-stats-job batch.
+    pub event_batch_size: usize,
     /// How often the index is snapshotted while items change (also at shutdown).
     pub snapshot_interval: Duration,
     /// Impressions older than this are deleted.

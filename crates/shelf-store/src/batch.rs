@@ -62,11 +62,15 @@ impl StoreBatch<'_> {
     }
 
     pub fn put_covisits(&mut self, item_id: &str, list: &TopList) {
-        self.put(COVISITS, keys::id_key(item_id), codec::encode(list));
+        self.put(
+            COVISITS,
+            keys::id_key(item_id),
+            codec::encode_top_list(list),
+        );
     }
 
     pub fn put_trending(&mut self, scope: &str, list: &TopList) {
-        self.put(TRENDING, keys::id_key(scope), codec::encode(list));
+        self.put(TRENDING, keys::id_key(scope), codec::encode_top_list(list));
     }
 
     pub fn put_item_window(&mut self, window: &ItemWindow) {

@@ -348,14 +348,14 @@ impl Store {
     /// The items most co-visited with `id`, strongest first.
     pub fn covisits(&self, id: &str) -> Result<Option<TopList>, StoreError> {
         self.get_raw(COVISITS, &keys::id_key(id))?
-            .map(|v| codec::decode(&v, "co-visits"))
+            .map(|v| codec::decode_top_list(&v, "co-visits"))
             .transpose()
     }
 
     /// The trending items of `scope` (a category path, or [`TRENDING_OVERALL`]).
     pub fn trending(&self, scope: &str) -> Result<Option<TopList>, StoreError> {
         self.get_raw(TRENDING, &keys::id_key(scope))?
-            .map(|v| codec::decode(&v, "trending list"))
+            .map(|v| codec::decode_top_list(&v, "trending list"))
             .transpose()
     }
 

@@ -171,7 +171,7 @@ impl Store {
                         serde_json::to_value(codec::decode::<ItemStats>(&v, "item stats")?)
                     }
                     COVISITS | TRENDING => {
-                        serde_json::to_value(codec::decode::<TopList>(&v, "top list")?)
+                        serde_json::to_value(codec::decode_top_list(&v, "top list")?)
                     }
                     _ => serde_json::to_value(codec::decode::<u64>(&v, kind)?),
                 }

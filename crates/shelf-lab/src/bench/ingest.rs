@@ -22,9 +22,12 @@ pub struct IngestBenchArgs {
     /// Appends per second while measuring freshness.
     #[arg(long, default_value_t = 20.0)]
     pub freshness_rate: f64,
-    /// Records per job batch.
+    /// Items per item-job batch (as `shelf serve --batch-size`).
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
+    /// Most events per event-job batch (as `shelf serve --event-batch-size`).
+    #[arg(long, default_value_t = shelf_engine::EVENT_BATCH_SIZE)]
+    pub event_batch_size: usize,
     /// Log fsync policy: always, never, or an interval like 100ms.
     #[arg(long, default_value = "always")]
     pub fsync: String,
@@ -294,7 +297,7 @@ pub(super) async fn ingest_in(
             &mut event_job,
             &mut reader,
             &store,
-            args.batch_size,
+            args.event_batch_size,
             |_, _| {},
         )
         .await?;

@@ -37,6 +37,83 @@ pub struct SearchBenchArgs {
     /// Ask every search for facet counts (category, brand, price in 5 buckets, in stock).
     #[arg(long)]
     pub facets: bool,
+    /// Load `/v1/recommend` instead of `/v1/search`, with these placements taken in turn:
+    /// `for_user` (a demo user), `similar_items` (a random demo item), `bought_together`
+    /// (1 to 3 random demo items), `recently_viewed` (a demo user), `trending` (a random
+    /// top-level demo category, or none). Comma-separated.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub placement: Vec<BenchPlacement>,
+    /// The demo catalog size the server runs with (`--demo-items`): the range of the
+    /// random items of `similar_items` and `bought_together`.
+    #[arg(long, default_value_t = 20_000)]
+    pub demo_items: usize,
+}
+
+/// A `/v1/recommend` placement the load asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum BenchPlacement {
+    ForUser,
+    SimilarItems,
+    BoughtTogether,
+    RecentlyViewed,
+    Trending,
+}
+
+impl BenchPlacement {
+    fn name(self) -> &'static str {
+        match self {
+            Self::ForUser => "for_user",
+            Self::SimilarItems => "similar_items",
+            Self::BoughtTogether => "bought_together",
+            Self::RecentlyViewed => "recently_viewed",
+            Self::Trending => "trending",
+        }
+    }
+}
+
+/// The path and body of one request of the load: a search, or a recommendation when
+/// `--placement` names any (the `n`-th request takes the `n`-th placement in turn).
+pub(super) fn request(
+    n: usize,
+    rng: &mut SmallRng,
+    users: &[users::SimUser],
+    args: &SearchBenchArgs,
+    queries: &Queries,
+) -> (&'static str, serde_json::Value) {
+    if args.placement.is_empty() {
+        return ("/v1/search", search_body(rng, users, args, queries));
+    }
+    let placement = args.placement[n % args.placement.len()];
+    let mut body = serde_json::json!({ "placement": placement.name(), "k": args.k });
+    let user = users[rng.random_range(0..users.len())].id.clone();
+    let item =
+        |rng: &mut SmallRng| format!("sku-{:06}", rng.random_range(0..args.demo_items.max(1)));
+    match placement {
+        BenchPlacement::ForUser | BenchPlacement::RecentlyViewed => {
+            body["user_id"] = user.clone().into()
+        }
+        BenchPlacement::SimilarItems => body["item_id"] = item(rng).into(),
+        BenchPlacement::BoughtTogether => {
+            let cart: Vec<String> = (0..rng.random_range(1..=3)).map(|_| item(rng)).collect();
+            body["item_ids"] = cart.into();
+        }
+        BenchPlacement::Trending => {
+            let leaf = Shop::leaf_path(rng.random_range(0..Shop::leaves()));
+            let top = leaf.split('/').next().unwrap_or(leaf);
+            if rng.random::<bool>() {
+                body["category"] = top.into();
+            }
+        }
+    }
+    let personalised = matches!(
+        placement,
+        BenchPlacement::SimilarItems | BenchPlacement::BoughtTogether | BenchPlacement::Trending
+    );
+    if personalised && rng.random::<f64>() < args.personalized_share {
+        body["user_id"] = user.into();
+    }
+    ("/v1/recommend", body)
 }
 
 /// Where the load's query texts come from.
@@ -192,6 +269,7 @@ pub(super) async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
     );
     let users = Arc::new(users::users(500, 42 ^ 0x5eed));
     let queries = Arc::new(Queries::load(args.queries.as_deref())?);
+    let placements: Vec<&str> = args.placement.iter().map(|p| p.name()).collect();
     let args = Arc::new(args);
     // No warm-up: each distinct query is embedded on first sight (then cached), as in
     // production, where shop queries repeat heavily too.
@@ -206,10 +284,12 @@ pub(super) async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
             workers.push(tokio::spawn(async move {
                 let mut rng = SmallRng::seed_from_u64(w as u64);
                 let mut tally = Tally::default();
+                let mut sent = 0;
                 while Instant::now() < deadline {
-                    let body = search_body(&mut rng, &users, &args, &queries);
+                    let (path, body) = request(sent, &mut rng, &users, &args, &queries);
+                    sent += 1;
                     let t = Instant::now();
-                    match api.call(Method::POST, "/v1/search", Some(body)).await {
+                    match api.call(Method::POST, path, Some(body)).await {
                         Ok((StatusCode::OK, body)) => {
                             tally.answered(t.elapsed().as_secs_f64() * 1e3, &body)
                         }
@@ -227,7 +307,7 @@ pub(super) async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
         let cache = (cache_before, cache_counts(&api).await?);
         report(
             "closed_loop",
-            serde_json::json!({ "concurrency": concurrency }),
+            serde_json::json!({ "concurrency": concurrency, "placements": placements }),
             total,
             seconds,
             cache,
@@ -245,10 +325,10 @@ pub(super) async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
         for i in 0..n {
             let scheduled = started + interval.mul_f64(i as f64);
             tokio::time::sleep_until(scheduled.into()).await;
-            let body = search_body(&mut rng, &users, &args, &queries);
+            let (path, body) = request(i, &mut rng, &users, &args, &queries);
             let api = Arc::clone(&api);
             handles.push(tokio::spawn(async move {
-                match api.call(Method::POST, "/v1/search", Some(body)).await {
+                match api.call(Method::POST, path, Some(body)).await {
                     Ok((StatusCode::OK, body)) => {
                         Some((scheduled.elapsed().as_secs_f64() * 1e3, body))
                     }
@@ -267,7 +347,7 @@ pub(super) async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
         let cache = (cache_before, cache_counts(&api).await?);
         report(
             "open_loop",
-            serde_json::json!({ "rate": args.rate }),
+            serde_json::json!({ "rate": args.rate, "placements": placements }),
             tally,
             seconds,
             cache,

@@ -116,24 +116,35 @@ impl Node {
     /// statistics, co-visitation and trending lists, and impression labels.
     pub(super) async fn run_event_job(self: &Arc<Self>) -> anyhow::Result<()> {
         let job = EventJob::new(Arc::clone(&self.store), self.config.decay.clone(), self.dim);
-        self.follow_topic(job, "shelf-events", &self.event_wake)
-            .await
+        self.follow_topic(
+            job,
+            "shelf-events",
+            &self.event_wake,
+            self.config.event_batch_size,
+        )
+        .await
     }
 
     /// Applies `shelf-item-stats` (windowed item activity from Arroyo; Fluvio only).
     pub(super) async fn run_stats_job(self: &Arc<Self>) -> anyhow::Result<()> {
         let job = StatsJob::new(Arc::clone(&self.store));
-        self.follow_topic(job, "shelf-item-stats", &Notify::new())
-            .await
+        self.follow_topic(
+            job,
+            "shelf-item-stats",
+            &Notify::new(),
+            self.config.event_batch_size,
+        )
+        .await
     }
 
-    /// Runs `job` over `topic` until the node stops, recording its batches on the board
-    /// under the job's name.
+    /// Runs `job` over `topic` in batches of at most `batch_size` until the node stops,
+    /// recording its batches on the board under the job's name.
     pub(super) async fn follow_topic<J: Job>(
         self: &Arc<Self>,
         mut job: J,
         topic: &str,
         wake: &Notify,
+        batch_size: usize,
     ) -> anyhow::Result<()> {
         let name = job.name();
         let mut source = self.source(topic)?;
@@ -142,7 +153,7 @@ impl Node {
             &mut job,
             &mut source,
             &self.store,
-            self.config.batch_size,
+            batch_size,
             wake,
             self.stop.subscribe(),
             |_, _, outcome| {
