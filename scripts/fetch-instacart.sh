@@ -19,10 +19,12 @@
 #   the rest are too rare to recommend or to evaluate on.
 # - The shopper of the file's last row is dropped: the slice may cut their orders short.
 # Times: the file has no dates, only each order's days since the previous one, its hour and
-# each line's position in the basket. A shopper's orders start on 2017-01-01 and follow
-# those gaps; a basket's lines are a second apart, in the order they were added. Only the
-# order of a shopper's events matters to the leave-last-out protocol; lines of one basket
-# are seconds apart (co-visits pair them), consecutive orders days apart (they do not).
+# each line's position in the basket. Every shopper's last order is placed on 2017-06-01
+# and the earlier ones go back by those gaps (Instacart's prior orders end where each
+# shopper's last order was collected, over the same weeks), so the log ends with every
+# shopper's recent orders, as a shop's would; a basket's lines are a second apart, in the
+# order they were added. Lines of one basket are seconds apart (co-visits pair them),
+# consecutive orders days apart (they do not).
 # Does nothing when DEST already holds both files.
 set -euo pipefail
 
@@ -70,19 +72,21 @@ orders = defaultdict(dict)  # user -> order_number -> (days_since_prior, hour)
 for r in rows:
     days = float(r["days_since_prior_order"]) if r["days_since_prior_order"] else 0.0
     orders[r["user_id"]][int(r["order_number"])] = (days, int(r["order_hour_of_day"]))
-order_day = {}
+order_day = {}  # days before the shopper's last order
 for user, numbered in orders.items():
-    day = 0.0
+    day, days = 0.0, {}
     for number in sorted(numbered):
         day += numbered[number][0]
-        order_day[(user, number)] = day
+        days[number] = day
+    for number, d in days.items():
+        order_day[(user, number)] = day - d
 
-START = 1483228800  # 2017-01-01T00:00:00Z
+END = 1496275200  # 2017-06-01T00:00:00Z
 first = {}  # (user, product) -> ts of the first purchase
 for r in rows:
     number = int(r["order_number"])
     hour = orders[r["user_id"]][number][1]
-    ts = START + int(order_day[(r["user_id"], number)] * 86400) + hour * 3600 \
+    ts = END - int(order_day[(r["user_id"], number)] * 86400) + hour * 3600 \
         + int(float(r["add_to_cart_order"]))
     key = (r["user_id"], r["product_id"])
     if key not in first or ts < first[key]:

@@ -38,15 +38,13 @@ pub struct SearchBenchArgs {
     #[arg(long)]
     pub facets: bool,
     /// Load `/v1/recommend` instead of `/v1/search`, with these placements taken in turn:
-    /// `for_user` (a demo user), `similar_items` (a random demo item), `bought_together`
-    /// (1 to 3 random demo items), `recently_viewed` (a demo user), `trending` (a random
-    /// top-level demo category, or none). Comma-separated.
+    /// `for_user` (a demo user), `similar_items` (an item), `bought_together` (1 to 3
+    /// items), `recently_viewed` (a demo user), `trending` (a random top-level demo
+    /// category, or none). Their items are drawn from the shop's 1,000 trending ones (read
+    /// once at the start), as product pages and carts lean to what sells: items with
+    /// co-visits, whose lists take the whole path. Comma-separated.
     #[arg(long, value_delimiter = ',', value_enum)]
     pub placement: Vec<BenchPlacement>,
-    /// The demo catalog size the server runs with (`--demo-items`): the range of the
-    /// random items of `similar_items` and `bought_together`.
-    #[arg(long, default_value_t = 20_000)]
-    pub demo_items: usize,
 }
 
 /// A `/v1/recommend` placement the load asks for.
@@ -78,6 +76,7 @@ pub(super) fn request(
     n: usize,
     rng: &mut SmallRng,
     users: &[users::SimUser],
+    items: &[String],
     args: &SearchBenchArgs,
     queries: &Queries,
 ) -> (&'static str, serde_json::Value) {
@@ -87,8 +86,7 @@ pub(super) fn request(
     let placement = args.placement[n % args.placement.len()];
     let mut body = serde_json::json!({ "placement": placement.name(), "k": args.k });
     let user = users[rng.random_range(0..users.len())].id.clone();
-    let item =
-        |rng: &mut SmallRng| format!("sku-{:06}", rng.random_range(0..args.demo_items.max(1)));
+    let item = |rng: &mut SmallRng| items[rng.random_range(0..items.len())].clone();
     match placement {
         BenchPlacement::ForUser | BenchPlacement::RecentlyViewed => {
             body["user_id"] = user.clone().into()
@@ -148,6 +146,37 @@ impl Queries {
     }
 }
 
+/// The items of the load's item placements: the shop's 1,000 trending items (none needed
+/// when no placement takes items).
+async fn trending_items(
+    api: &HttpTransport,
+    placements: &[BenchPlacement],
+) -> anyhow::Result<Vec<String>> {
+    let takes_items = |p: &BenchPlacement| {
+        matches!(
+            p,
+            BenchPlacement::SimilarItems | BenchPlacement::BoughtTogether
+        )
+    };
+    if !placements.iter().any(takes_items) {
+        return Ok(Vec::new());
+    }
+    let body = serde_json::json!({ "placement": "trending", "k": 1000, "explore": false });
+    let (status, body) = api.call(Method::POST, "/v1/recommend", Some(body)).await?;
+    anyhow::ensure!(status == StatusCode::OK, "trending items: {status} {body}");
+    let ids: Vec<String> = body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| Some(item["id"].as_str()?.to_string()))
+        .collect();
+    anyhow::ensure!(
+        !ids.is_empty(),
+        "the shop has no trending items yet (events make them): let the demo's shoppers run first"
+    );
+    Ok(ids)
+}
+
 /// The server's query-cache hits and misses so far (from `/metrics`).
 pub(super) async fn cache_counts(api: &HttpTransport) -> anyhow::Result<(u64, u64)> {
     let text = api.get_text("/metrics").await?;
@@ -203,8 +232,9 @@ pub(super) fn search_body(
 #[derive(Default)]
 pub(super) struct Tally {
     pub(super) latencies: Latencies,
-    /// The server's own stage timings of each answer (`timings`: embed, ann, rerank), ms.
-    pub(super) stages: [Latencies; 3],
+    /// The server's own stage timings of each answer (`timings`: embed, lexical, ann,
+    /// rerank), ms.
+    pub(super) stages: [Latencies; 4],
     pub(super) errors: u64,
 }
 
@@ -212,7 +242,11 @@ impl Tally {
     /// Counts one answer: its latency as the client saw it and the server's stage timings.
     pub(super) fn answered(&mut self, ms: f64, body: &serde_json::Value) {
         self.latencies.record_ms(ms);
-        for (stage, name) in self.stages.iter_mut().zip(["embed", "ann", "rerank"]) {
+        for (stage, name) in self
+            .stages
+            .iter_mut()
+            .zip(["embed", "lexical", "ann", "rerank"])
+        {
             if let Some(t) = body["timings"][name].as_f64() {
                 stage.record_ms(t);
             }
@@ -235,7 +269,7 @@ pub(super) fn report(
     seconds: f64,
     cache: ((u64, u64), (u64, u64)),
 ) {
-    let [embed, ann, rerank] = &tally.stages;
+    let [embed, lexical, ann, rerank] = &tally.stages;
     let l = &tally.latencies;
     let mut line = serde_json::json!({
         "bench": "search", "mode": mode,
@@ -248,6 +282,8 @@ pub(super) fn report(
         "query_cache_misses": cache.1 .1.saturating_sub(cache.0 .1),
         "server_embed_p50_ms": round(embed.quantile_ms(0.5)),
         "server_embed_p99_ms": round(embed.quantile_ms(0.99)),
+        "server_lexical_p50_ms": round(lexical.quantile_ms(0.5)),
+        "server_lexical_p99_ms": round(lexical.quantile_ms(0.99)),
         "server_ann_p50_ms": round(ann.quantile_ms(0.5)),
         "server_ann_p99_ms": round(ann.quantile_ms(0.99)),
         "server_rerank_p50_ms": round(rerank.quantile_ms(0.5)),
@@ -270,6 +306,7 @@ pub(super) async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
     let users = Arc::new(users::users(500, 42 ^ 0x5eed));
     let queries = Arc::new(Queries::load(args.queries.as_deref())?);
     let placements: Vec<&str> = args.placement.iter().map(|p| p.name()).collect();
+    let items = Arc::new(trending_items(&api, &args.placement).await?);
     let args = Arc::new(args);
     // No warm-up: each distinct query is embedded on first sight (then cached), as in
     // production, where shop queries repeat heavily too.
@@ -280,13 +317,13 @@ pub(super) async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
         let mut workers = Vec::new();
         for w in 0..concurrency {
             let (api, users, args) = (Arc::clone(&api), Arc::clone(&users), Arc::clone(&args));
-            let queries = Arc::clone(&queries);
+            let (queries, items) = (Arc::clone(&queries), Arc::clone(&items));
             workers.push(tokio::spawn(async move {
                 let mut rng = SmallRng::seed_from_u64(w as u64);
                 let mut tally = Tally::default();
                 let mut sent = 0;
                 while Instant::now() < deadline {
-                    let (path, body) = request(sent, &mut rng, &users, &args, &queries);
+                    let (path, body) = request(sent, &mut rng, &users, &items, &args, &queries);
                     sent += 1;
                     let t = Instant::now();
                     match api.call(Method::POST, path, Some(body)).await {
@@ -325,7 +362,7 @@ pub(super) async fn search(args: SearchBenchArgs) -> anyhow::Result<()> {
         for i in 0..n {
             let scheduled = started + interval.mul_f64(i as f64);
             tokio::time::sleep_until(scheduled.into()).await;
-            let (path, body) = request(i, &mut rng, &users, &args, &queries);
+            let (path, body) = request(i, &mut rng, &users, &items, &args, &queries);
             let api = Arc::clone(&api);
             handles.push(tokio::spawn(async move {
                 match api.call(Method::POST, path, Some(body)).await {

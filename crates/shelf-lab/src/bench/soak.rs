@@ -104,7 +104,6 @@ pub(super) async fn soak(args: SoakBenchArgs) -> anyhow::Result<()> {
         mode: "hybrid".into(),
         facets: false,
         placement: Vec::new(),
-        demo_items: args.demo_items,
     };
     let searches = {
         let (users, mut rng) = (Arc::clone(&users), SmallRng::seed_from_u64(1));
