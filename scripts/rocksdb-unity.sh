@@ -13,11 +13,11 @@
 # The library mirrors what librocksdb-sys's build.rs compiles on Linux for the features
 # shelf enables (lz4 only; any other compression, jemalloc, io-uring, RTTI or LTO is
 # refused): the same sources, defines, C++ standard and CPU flags, at -O0 without debug
-# info, like the dev profile's `librocksdb-sys` (Cargo.toml). It is for tests: never export
-# it for a release build, whose RocksDB the crate compiles at -O3 (`make run` and `make
-# bench` unset both variables). ROCKSDB_UNITY_OPT=3 builds the same library at -O3 instead
-# (a few minutes of CPU against ~25 for the crate's build), for a release build that
-# measures something on a machine where that time counts; the release figures in
+# info, like the dev profile's `librocksdb-sys` (Cargo.toml). By default it is for tests:
+# never export the -O0 library for a release build, whose RocksDB the crate compiles at -O3
+# (`make run` and `make bench` unset both variables). ROCKSDB_UNITY_OPT=3 builds the same
+# library at -O3 (a few CPU-minutes against ~22 minutes of the crate's build), for a release
+# build that measures something where that time counts; the release figures in
 # docs/performance.md say which RocksDB build they ran on.
 #
 # The result is cached by content (crate version, compiler, flags, sources, this script) under

@@ -152,8 +152,9 @@ pub struct ServeArgs {
     /// Most records applied per batch by the event job (and the item-stats job): a batch
     /// takes what the topic holds, up to this many, and reads and writes each list it
     /// touches once.
-    #[arg(long, env = "SHELF_EVENT_BATCH_SIZE", default_value_t = shelf_engine::EVENT_BATCH_SIZE)]
-    pub event_batch_size: usize,
+    #[arg(long, env = "SHELF_EVENT_BATCH_SIZE", default_value_t = shelf_engine::EVENT_BATCH_SIZE as u32,
+        value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub event_batch_size: u32,
     /// Half-life of event weights in profiles and item stats, in days.
     #[arg(long, env = "SHELF_HALF_LIFE_DAYS", default_value_t = 14.0)]
     pub half_life_days: f64,
@@ -206,10 +207,6 @@ impl ServeArgs {
             "--profile-blend must be between 0 and 1"
         );
         anyhow::ensure!(self.batch_size > 0, "--batch-size must be positive");
-        anyhow::ensure!(
-            self.event_batch_size > 0,
-            "--event-batch-size must be positive"
-        );
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.exploration_share),
             "--exploration-share must be between 0 and 1"
@@ -272,7 +269,7 @@ impl ServeArgs {
             },
             decay,
             batch_size: self.batch_size,
-            event_batch_size: self.event_batch_size,
+            event_batch_size: self.event_batch_size as usize,
             snapshot_interval: Duration::from_secs(self.snapshot_interval_secs),
             impression_retention: Duration::from_secs(self.impression_retention_days * 86_400),
             log_retention: shelf_stream::Retention {

@@ -15,12 +15,15 @@ use std::sync::Arc;
 /// Consumer name of the event job.
 pub const EVENT_JOB: &str = "event-job";
 
-/// Default records per event-job batch. Every profile, item, co-visit and trending list a
-/// batch touches is read, decoded, re-encoded and written once per batch, so a large batch
+/// Default records per event-job batch. Every profile, item stat, co-visit and trending list
+/// a batch touches is read, decoded, re-encoded and written once per batch (and each item
+/// it names read once), so a large batch
 /// amortises them over many events when a backlog waits (a replay, a burst: `shelf bench
 /// ingest`, release: 100,000 events 3.4x faster at 4096 than at 256). A batch takes only what
 /// the source already holds, so under a light load batches stay small and are applied at
-/// once.
+/// once. Its memory and write batch grow with the distinct lists it touches: at most ~11
+/// co-visit lists of 100 entries per event, so a 4,096-event batch over a large catalogue
+/// holds up to ~45,000 lists (~100 MB) at worst; `--event-batch-size` bounds it.
 pub const EVENT_BATCH_SIZE: usize = 4096;
 
 /// Applies user events.

@@ -90,7 +90,8 @@ pub fn decode_vector(bytes: &[u8]) -> Result<StoredVector, StoreError> {
 }
 
 /// Version byte of a top list in its binary layout (version 1 is CBOR, as every value
-/// was before; both are read).
+/// was before; both are read). Reserved: a new CBOR layout takes 3, not 2. A store holding
+/// version-2 lists cannot be read by a build from before them (no downgrade).
 const TOP_LIST_VERSION: u8 = 2;
 
 /// A top list as `[2][last_ts_ms: i64][count: u32]` then per entry `[len: u16][id][score:
@@ -103,9 +104,19 @@ pub fn encode_top_list(list: &TopList) -> Vec<u8> {
     out.extend_from_slice(&list.last_ts_ms.to_le_bytes());
     out.extend_from_slice(&(list.entries.len() as u32).to_le_bytes());
     for (id, score) in &list.entries {
-        // Ids are at most MAX_LABEL_BYTES (validated where they enter); a longer one
-        // here would be a bug upstream, and is cut rather than written unreadable.
-        let id = &id.as_bytes()[..id.len().min(u16::MAX as usize)];
+        // Ids are at most MAX_ID_BYTES (validated where they enter); a longer one here
+        // would be a bug upstream, and is cut at a character boundary rather than
+        // written unreadable.
+        debug_assert!(
+            id.len() <= shelf_types::MAX_ID_BYTES,
+            "id of {} bytes",
+            id.len()
+        );
+        let mut end = id.len().min(u16::MAX as usize);
+        while !id.is_char_boundary(end) {
+            end -= 1;
+        }
+        let id = &id.as_bytes()[..end];
         out.extend_from_slice(&(id.len() as u16).to_le_bytes());
         out.extend_from_slice(id);
         out.extend_from_slice(&score.to_le_bytes());

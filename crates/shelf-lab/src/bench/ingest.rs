@@ -26,8 +26,9 @@ pub struct IngestBenchArgs {
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
     /// Most events per event-job batch (as `shelf serve --event-batch-size`).
-    #[arg(long, default_value_t = shelf_engine::EVENT_BATCH_SIZE)]
-    pub event_batch_size: usize,
+    #[arg(long, default_value_t = shelf_engine::EVENT_BATCH_SIZE as u32,
+        value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub event_batch_size: u32,
     /// Log fsync policy: always, never, or an interval like 100ms.
     #[arg(long, default_value = "always")]
     pub fsync: String,
@@ -297,7 +298,7 @@ pub(super) async fn ingest_in(
             &mut event_job,
             &mut reader,
             &store,
-            args.event_batch_size,
+            args.event_batch_size as usize,
             |_, _| {},
         )
         .await?;

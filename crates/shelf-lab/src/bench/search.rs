@@ -40,7 +40,7 @@ pub struct SearchBenchArgs {
     /// Load `/v1/recommend` instead of `/v1/search`, with these placements taken in turn:
     /// `for_user` (a demo user), `similar_items` (an item), `bought_together` (1 to 3
     /// items), `recently_viewed` (a demo user), `trending` (a random top-level demo
-    /// category, or none). Their items are drawn from the shop's 1,000 trending ones (read
+    /// category, or none). Their items are drawn from the shop's trending list (up to 200, read
     /// once at the start), as product pages and carts lean to what sells: items with
     /// co-visits, whose lists take the whole path. Comma-separated.
     #[arg(long, value_delimiter = ',', value_enum)]
@@ -146,7 +146,8 @@ impl Queries {
     }
 }
 
-/// The items of the load's item placements: the shop's 1,000 trending items (none needed
+/// The items of the load's item placements: the shop's trending items, as many as its
+/// trending list holds (200 by default; none needed
 /// when no placement takes items).
 async fn trending_items(
     api: &HttpTransport,

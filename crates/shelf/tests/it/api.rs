@@ -860,7 +860,8 @@ async fn a_job_that_panics_is_restarted_and_loses_nothing() {
     assert!(expected.contains(r#""type":"profile""#) && !expected.contains("dead-letters"));
     clean.stop().await;
 
-    let s = server(&["--batch-size", "16"], true).await;
+    // Small batches of both jobs: the panics land mid-stream, between many commits.
+    let s = server(&["--batch-size", "16", "--event-batch-size", "16"], true).await;
     s.app
         .node
         .panic_once_after_next_batch(shelf_engine::EVENT_JOB);

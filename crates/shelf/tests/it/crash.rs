@@ -144,7 +144,15 @@ fn ingest(data: &Path, items: &Path, events: &Path) {
 fn process(data: &Path) -> Command {
     shelf(
         data,
-        &["process", "--until-caught-up", "--batch-size", "200"],
+        // Small batches of both jobs: a kill lands between many commits of each.
+        &[
+            "process",
+            "--until-caught-up",
+            "--batch-size",
+            "200",
+            "--event-batch-size",
+            "200",
+        ],
     )
 }
 
