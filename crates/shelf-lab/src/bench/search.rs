@@ -42,8 +42,9 @@ pub struct SearchBenchArgs {
     /// items), `recently_viewed` (a demo user), `trending` (a random top-level demo
     /// category, or none). Their items are drawn from the shop's trending list (up to 200, read
     /// once at the start), as product pages and carts lean to what sells: items with
-    /// co-visits, whose lists take the whole path. Comma-separated.
-    #[arg(long, value_delimiter = ',', value_enum)]
+    /// co-visits, whose lists take the whole path. Comma-separated; not with `--mode`,
+    /// `--facets` or `--queries`, which are the search's.
+    #[arg(long, value_delimiter = ',', value_enum, conflicts_with_all = ["mode", "facets", "queries"])]
     pub placement: Vec<BenchPlacement>,
 }
 
