@@ -28,6 +28,38 @@ pub type Companion = Box<
         + Send,
 >;
 
+/// How the event job pairs items into co-visits and decays trending lists (the embedded
+/// event job's; the Arroyo pipelines have their own settings).
+#[derive(Clone, Debug, Args)]
+pub struct BehaviourArgs {
+    /// Item events of one user at most this many hours apart are co-visits (e.g. a week
+    /// for a shop whose baskets come days apart).
+    #[arg(long, env = "SHELF_COVISIT_MAX_GAP_HOURS", default_value_t = 24.0)]
+    pub covisit_max_gap_hours: f64,
+    /// Days after which an item's trending weight has halved.
+    #[arg(long, env = "SHELF_TRENDING_HALF_LIFE_DAYS", default_value_t = 3.0)]
+    pub trending_half_life_days: f64,
+}
+
+impl BehaviourArgs {
+    /// The settings, or an error naming the flag that is out of range.
+    pub fn config(&self) -> anyhow::Result<shelf_store::BehaviourConfig> {
+        anyhow::ensure!(
+            self.covisit_max_gap_hours.is_finite() && self.covisit_max_gap_hours >= 0.0,
+            "--covisit-max-gap-hours must be a number of hours, 0 or more"
+        );
+        anyhow::ensure!(
+            self.trending_half_life_days.is_finite() && self.trending_half_life_days > 0.0,
+            "--trending-half-life-days must be positive"
+        );
+        Ok(shelf_store::BehaviourConfig {
+            covisit_max_gap_secs: self.covisit_max_gap_hours * 3600.0,
+            trending_half_life_secs: self.trending_half_life_days * 86_400.0,
+            ..Default::default()
+        })
+    }
+}
+
 /// Flags of `shelf serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -35,6 +67,8 @@ pub struct ServeArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub behaviour: BehaviourArgs,
     /// Address to listen on.
     #[arg(long, env = "SHELF_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -268,6 +302,7 @@ impl ServeArgs {
                 ..Default::default()
             },
             decay,
+            behaviour: self.behaviour.config()?,
             batch_size: self.batch_size,
             event_batch_size: self.event_batch_size as usize,
             snapshot_interval: Duration::from_secs(self.snapshot_interval_secs),

@@ -12,6 +12,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub retrieval: RetrievalConfig,
     pub decay: DecayConfig,
+    /// Co-visit pairing and trending decay of the event job.
+    pub behaviour: shelf_store::BehaviourConfig,
     /// Records per item-job batch (their texts are embedded together).
     pub batch_size: usize,
     /// Records per event-job and item-stats-job batch.

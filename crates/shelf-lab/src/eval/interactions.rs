@@ -20,6 +20,9 @@ pub struct InteractionsArgs {
     pub default_kind: String,
     #[command(flatten)]
     pub model: ModelArgs,
+    /// The event job's co-visit and trending settings (as `shelf serve`'s).
+    #[command(flatten)]
+    pub behaviour: shelf_cli::serve::BehaviourArgs,
     /// Cut-off of Recall and NDCG.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
@@ -291,6 +294,7 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
         args.min_interactions.max(2)
     );
     let held: HashSet<usize> = held_out.values().copied().collect();
+    let behaviour = args.behaviour.config()?;
     let ranker: Arc<dyn Ranker> = match (&args.prior_weights, &args.ranker) {
         (Some(_), Some(_)) => anyhow::bail!("give --prior-weights or --ranker, not both"),
         (Some(w), None) => Arc::new(PriorRanker::with_weights(prior_weights(w)?)),
@@ -302,7 +306,8 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
         let (store, embedder, index) = scratch_catalog(&items, &args.model, &scratch).await?;
 
         // Replay through the event job, as the stream would deliver it.
-        let mut job = EventJob::new(Arc::clone(&store), DecayConfig::default(), embedder.dim());
+        let mut job = EventJob::new(Arc::clone(&store), DecayConfig::default(), embedder.dim())
+            .with_behaviour(behaviour.clone());
         let mut popularity: HashMap<&str, f64> = HashMap::new();
         let mut history: HashMap<&str, HashSet<&str>> = HashMap::new();
         let replay: Vec<&Interaction> = log

@@ -115,7 +115,8 @@ impl Node {
     /// The event job (on its own thread): applies the event topic to profiles, item
     /// statistics, co-visitation and trending lists, and impression labels.
     pub(super) async fn run_event_job(self: &Arc<Self>) -> anyhow::Result<()> {
-        let job = EventJob::new(Arc::clone(&self.store), self.config.decay.clone(), self.dim);
+        let job = EventJob::new(Arc::clone(&self.store), self.config.decay.clone(), self.dim)
+            .with_behaviour(self.config.behaviour.clone());
         self.follow_topic(
             job,
             "shelf-events",
