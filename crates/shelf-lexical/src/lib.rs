@@ -17,11 +17,13 @@ use faults::FaultableDirectory;
 use query::{filter_clauses, text_query, words};
 use schema::{analyzer, document, schema, Fields, ANALYZER, SCHEMA_VERSION};
 use shelf_types::{ItemId, SearchFilter};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::{MmapDirectory, RamDirectory};
+use tantivy::index::SegmentId;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::IndexRecordOption;
 use tantivy::{
@@ -73,7 +75,15 @@ pub struct LexicalIndex {
     cjk: CjkSplit,
     /// How many of the next commits fail (fault injection, [`LexicalIndex::fail_next_commits`]).
     failing_commits: Arc<AtomicU32>,
+    /// Each live segment's item ids by document. The id column answers one id by decoding
+    /// its dictionary block from the start (a few hundred terms for each hit of each
+    /// search); a segment never changes, so its ids are decoded once, in one pass, and
+    /// kept while a searcher still holds the segment.
+    segment_ids: Mutex<HashMap<SegmentId, SegmentIds>>,
 }
+
+/// One segment's item ids, by document (`None`: a document without one).
+type SegmentIds = Arc<[Option<ItemId>]>;
 
 struct Writer {
     inner: IndexWriter<TantivyDocument>,
@@ -193,6 +203,7 @@ impl LexicalIndex {
             dir,
             cjk,
             failing_commits: Arc::default(),
+            segment_ids: Mutex::default(),
         })
     }
 
@@ -421,32 +432,61 @@ impl LexicalIndex {
         searcher: &tantivy::Searcher,
         top: Vec<(f32, tantivy::DocAddress)>,
     ) -> Result<Vec<(ItemId, f32)>, LexicalError> {
-        let mut columns: Vec<Option<tantivy::columnar::StrColumn>> = Vec::new();
+        let mut segments: Vec<Option<SegmentIds>> = vec![None; searcher.segment_readers().len()];
         let mut out = Vec::with_capacity(top.len());
-        let mut id = String::new();
         for (score, address) in top {
             let segment = address.segment_ord as usize;
-            if columns.len() <= segment {
-                columns.resize_with(searcher.segment_readers().len(), || None);
+            if segments[segment].is_none() {
+                segments[segment] = Some(self.segment_ids(searcher, address.segment_ord)?);
             }
-            if columns[segment].is_none() {
-                columns[segment] = searcher
-                    .segment_reader(address.segment_ord)
-                    .fast_fields()
-                    .str("id")?;
+            let ids = segments[segment].as_ref().expect("set above");
+            if let Some(Some(id)) = ids.get(address.doc_id as usize) {
+                out.push((id.clone(), score));
             }
-            let Some(ids) = &columns[segment] else {
-                continue;
-            };
-            let Some(ord) = ids.term_ords(address.doc_id).next() else {
-                continue;
-            };
-            id.clear();
-            ids.ord_to_str(ord, &mut id)
-                .map_err(|e| LexicalError::Tantivy(e.into()))?;
-            out.push((ItemId::from(id.as_str()), score));
         }
         Ok(out)
+    }
+
+    /// The item ids of segment `ord` of `searcher`, by document: decoded on the segment's
+    /// first search, then shared. Segments no searcher holds any more are forgotten.
+    fn segment_ids(
+        &self,
+        searcher: &tantivy::Searcher,
+        ord: tantivy::SegmentOrdinal,
+    ) -> Result<SegmentIds, LexicalError> {
+        let reader = searcher.segment_reader(ord);
+        let segment = reader.segment_id();
+        let cached = |map: &HashMap<SegmentId, SegmentIds>| map.get(&segment).cloned();
+        if let Some(ids) = cached(&self.segment_ids.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(ids);
+        }
+        let mut by_doc: Vec<Option<ItemId>> = vec![None; reader.max_doc() as usize];
+        if let Some(column) = reader.fast_fields().str("id")? {
+            // The dictionary in one pass: term `i` is ordinal `i`.
+            let mut terms: Vec<ItemId> = Vec::with_capacity(column.num_terms());
+            let mut stream = column
+                .dictionary()
+                .stream()
+                .map_err(|e| LexicalError::Tantivy(e.into()))?;
+            while stream.advance() {
+                terms.push(ItemId::from(String::from_utf8_lossy(stream.key()).as_ref()));
+            }
+            for (doc, id) in by_doc.iter_mut().enumerate() {
+                *id = (column.term_ords(doc as u32).next())
+                    .and_then(|ord| terms.get(ord as usize).cloned());
+            }
+        }
+        let ids: SegmentIds = by_doc.into();
+        let live: Vec<SegmentId> = (searcher.segment_readers().iter())
+            .map(|r| r.segment_id())
+            .collect();
+        let mut map = self.segment_ids.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget what no current searcher holds (a merge or a deletion replaced it).
+        if map.len() >= live.len() {
+            map.retain(|id, _| live.contains(id));
+        }
+        map.insert(segment, Arc::clone(&ids));
+        Ok(ids)
     }
 }
 

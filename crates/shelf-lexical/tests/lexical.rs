@@ -441,3 +441,63 @@ fn a_commit_that_fails_on_disk_rolls_back_and_the_changes_apply_again() {
     assert_eq!(index.position(), Some(2));
     assert_eq!(index.documents().unwrap(), after);
 }
+
+/// Hits name their items rightly as segments come and go: each commit adds a segment, an
+/// update deletes the old document and adds one, a deletion hides one, and ids decoded for
+/// a segment on its first search stay right for its later searches.
+#[test]
+fn hits_name_the_right_items_across_commits_updates_and_deletions() {
+    let index = small_index();
+    let sofas = |index: &LexicalIndex| -> BTreeSet<String> {
+        let hits = index.search("sofa", &SearchFilter::default(), 10).unwrap();
+        ids(&hits.hits).into_iter().collect()
+    };
+    let set = |ids: &[&str]| -> BTreeSet<String> { ids.iter().map(|s| s.to_string()).collect() };
+    assert_eq!(sofas(&index), set(&["sku-000001", "sku-006417"]));
+    // A second segment.
+    index
+        .upsert(&item(
+            "sku-000010",
+            "Corner sofa",
+            "Furniture/Sofas",
+            "Nord",
+            None,
+        ))
+        .unwrap();
+    index.commit(5).unwrap();
+    assert_eq!(
+        sofas(&index),
+        set(&["sku-000001", "sku-000010", "sku-006417"])
+    );
+    // An update that is no sofa any more, and a deletion, in a third commit.
+    index
+        .upsert(&item(
+            "sku-000001",
+            "Leather armchair",
+            "Furniture/Chairs",
+            "Nord",
+            None,
+        ))
+        .unwrap();
+    index.delete(&ItemId::from("sku-006417"));
+    index
+        .upsert(&item(
+            "sku-000011",
+            "Sofa bed",
+            "Furniture/Sofas",
+            "Eik",
+            None,
+        ))
+        .unwrap();
+    index.commit(6).unwrap();
+    assert_eq!(sofas(&index), set(&["sku-000010", "sku-000011"]));
+    let chairs = index
+        .search("armchair", &SearchFilter::default(), 10)
+        .unwrap();
+    assert_eq!(ids(&chairs.hits), ["sku-000001"]);
+    // Every stored document is found by its own id's words in its title.
+    for (id, title) in [("sku-000002", "oak"), ("sku-000003", "espresso")] {
+        let hits = index.search(title, &SearchFilter::default(), 10).unwrap();
+        assert_eq!(ids(&hits.hits), [id]);
+    }
+}
