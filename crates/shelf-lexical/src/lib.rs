@@ -345,19 +345,13 @@ impl LexicalIndex {
     pub fn documents(&self) -> Result<Vec<(String, u64)>, LexicalError> {
         let searcher = self.reader.searcher();
         let mut out = Vec::new();
-        for segment in searcher.segment_readers() {
-            let ids = segment.fast_fields().str("id")?;
+        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+            let ids = self.segment_ids(&searcher, ord as tantivy::SegmentOrdinal)?;
             let digests = segment.fast_fields().u64("digest")?;
-            let Some(ids) = ids else { continue };
-            let mut id = String::new();
             for doc in segment.doc_ids_alive() {
-                let Some(ord) = ids.term_ords(doc).next() else {
-                    continue;
-                };
-                id.clear();
-                ids.ord_to_str(ord, &mut id)
-                    .map_err(|e| LexicalError::Tantivy(e.into()))?;
-                out.push((id.clone(), digests.first(doc).unwrap_or(0)));
+                if let Some(Some(id)) = ids.get(doc as usize) {
+                    out.push((id.0.clone(), digests.first(doc).unwrap_or(0)));
+                }
             }
         }
         out.sort();

@@ -55,33 +55,66 @@ pub fn encode_vector(v: &StoredVector) -> Vec<u8> {
     out
 }
 
-pub fn decode_vector(bytes: &[u8]) -> Result<StoredVector, StoreError> {
-    let bad = |reason: &str| StoreError::Corrupt {
-        what: "item vector",
-        reason: reason.into(),
-    };
-    let mut at = 0;
-    let mut take = |n: usize| -> Result<&[u8], StoreError> {
-        let out = bytes.get(at..at + n).ok_or_else(|| bad("truncated"))?;
-        at += n;
-        Ok(out)
-    };
-    if take(1)?[0] != VALUE_VERSION {
-        return Err(bad("unknown value version"));
+/// Reads the fixed-size fields of a binary value off its front; errors name the value.
+struct FieldReader<'a> {
+    rest: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> FieldReader<'a> {
+    fn bad(&self, reason: &str) -> StoreError {
+        StoreError::Corrupt {
+            what: self.what,
+            reason: reason.into(),
+        }
     }
-    let len = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
-    let model_id =
-        String::from_utf8(take(len)?.to_vec()).map_err(|_| bad("model id is not UTF-8"))?;
-    let text_hash = u64::from_le_bytes(take(8)?.try_into().unwrap());
-    let dim = u32::from_le_bytes(take(4)?.try_into().unwrap()) as usize;
-    let raw = take(dim * 4)?;
-    let vector = raw
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if self.rest.len() < n {
+            return Err(self.bad("truncated"));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
+        Ok(self.take(N)?.try_into().expect("take returns N bytes"))
+    }
+
+    /// `len` bytes of UTF-8 text, the value's `field`.
+    fn text(&mut self, len: usize, field: &str) -> Result<&'a str, StoreError> {
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes).map_err(|_| self.bad(&format!("{field} is not UTF-8")))
+    }
+
+    /// The value ends here: bytes left over are corruption.
+    fn finish(self) -> Result<(), StoreError> {
+        match self.rest.is_empty() {
+            true => Ok(()),
+            false => Err(self.bad("trailing bytes")),
+        }
+    }
+}
+
+pub fn decode_vector(bytes: &[u8]) -> Result<StoredVector, StoreError> {
+    let mut r = FieldReader {
+        rest: bytes,
+        what: "item vector",
+    };
+    if r.array::<1>()?[0] != VALUE_VERSION {
+        return Err(r.bad("unknown value version"));
+    }
+    let len = u16::from_le_bytes(r.array()?) as usize;
+    let model_id = r.text(len, "model id")?.to_string();
+    let text_hash = u64::from_le_bytes(r.array()?);
+    let dim = u32::from_le_bytes(r.array()?) as usize;
+    let vector = r
+        .take(dim * 4)?
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();
-    if at != bytes.len() {
-        return Err(bad("trailing bytes"));
-    }
+    r.finish()?;
     Ok(StoredVector {
         model_id,
         text_hash,
@@ -129,32 +162,21 @@ pub fn decode_top_list(bytes: &[u8], what: &'static str) -> Result<TopList, Stor
     if bytes.first() != Some(&TOP_LIST_VERSION) {
         return decode(bytes, what);
     }
-    let bad = |reason: &str| StoreError::Corrupt {
+    let mut r = FieldReader {
+        rest: &bytes[1..],
         what,
-        reason: reason.into(),
     };
-    let mut rest = &bytes[1..];
-    let mut take = |n: usize| -> Result<&[u8], StoreError> {
-        if rest.len() < n {
-            return Err(bad("truncated"));
-        }
-        let (head, tail) = rest.split_at(n);
-        rest = tail;
-        Ok(head)
-    };
-    let last_ts_ms = i64::from_le_bytes(take(8)?.try_into().unwrap());
-    let count = u32::from_le_bytes(take(4)?.try_into().unwrap()) as usize;
+    let last_ts_ms = i64::from_le_bytes(r.array()?);
+    let count = u32::from_le_bytes(r.array()?) as usize;
     // Each entry takes at least 10 bytes: a corrupt count cannot reserve much.
     let mut entries = Vec::with_capacity(count.min(bytes.len() / 10));
     for _ in 0..count {
-        let len = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
-        let id = std::str::from_utf8(take(len)?).map_err(|_| bad("id is not UTF-8"))?;
-        let score = f64::from_le_bytes(take(8)?.try_into().unwrap());
-        entries.push((id.to_string(), score));
+        let len = u16::from_le_bytes(r.array()?) as usize;
+        let id = r.text(len, "id")?.to_string();
+        let score = f64::from_le_bytes(r.array()?);
+        entries.push((id, score));
     }
-    if !rest.is_empty() {
-        return Err(bad("trailing bytes"));
-    }
+    r.finish()?;
     Ok(TopList {
         last_ts_ms,
         entries,
