@@ -36,6 +36,10 @@ pub struct BehaviourArgs {
     /// for a shop whose baskets come days apart).
     #[arg(long, env = "SHELF_COVISIT_MAX_GAP_HOURS", default_value_t = 24.0)]
     pub covisit_max_gap_hours: f64,
+    /// Days after which a co-visit's weight has halved: how long a pairing seen once keeps
+    /// counting against newer ones.
+    #[arg(long, env = "SHELF_COVISIT_HALF_LIFE_DAYS", default_value_t = 14.0)]
+    pub covisit_half_life_days: f64,
     /// Days after which an item's trending weight has halved.
     #[arg(long, env = "SHELF_TRENDING_HALF_LIFE_DAYS", default_value_t = 3.0)]
     pub trending_half_life_days: f64,
@@ -49,11 +53,16 @@ impl BehaviourArgs {
             "--covisit-max-gap-hours must be a number of hours, 0 or more"
         );
         anyhow::ensure!(
+            self.covisit_half_life_days.is_finite() && self.covisit_half_life_days > 0.0,
+            "--covisit-half-life-days must be positive"
+        );
+        anyhow::ensure!(
             self.trending_half_life_days.is_finite() && self.trending_half_life_days > 0.0,
             "--trending-half-life-days must be positive"
         );
         Ok(shelf_store::BehaviourConfig {
             covisit_max_gap_secs: self.covisit_max_gap_hours * 3600.0,
+            covisit_half_life_secs: self.covisit_half_life_days * 86_400.0,
             trending_half_life_secs: self.trending_half_life_days * 86_400.0,
             ..Default::default()
         })

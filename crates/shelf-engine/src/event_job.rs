@@ -126,7 +126,7 @@ impl EventJob {
                     &pair.to,
                     pair.weight,
                     ts,
-                    self.config.half_life_secs,
+                    self.behaviour.covisit_half_life_secs,
                     self.behaviour.covisit_neighbours,
                 );
             }
@@ -385,6 +385,59 @@ mod tests {
             offset,
             payload,
         }
+    }
+
+    /// Co-visit lists decay with the behaviour's own half-life, not the profiles'.
+    #[tokio::test]
+    async fn covisits_decay_with_their_own_half_life() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
+        let mut batch = store.batch();
+        for id in ["a", "b"] {
+            let item: shelf_types::Item =
+                serde_json::from_value(serde_json::json!({"id": id, "title": id})).unwrap();
+            let vector = StoredVector {
+                model_id: "m".into(),
+                text_hash: 0,
+                vector: vec![1.0, 0.0],
+            };
+            batch.put_item(&item, &vector);
+        }
+        store.commit(batch).unwrap();
+        let day = 86_400.0;
+        let profiles = DecayConfig {
+            half_life_secs: day,
+            ..Default::default()
+        };
+        let behaviour = BehaviourConfig {
+            covisit_half_life_secs: 10.0 * day,
+            ..Default::default()
+        };
+        let mut job = EventJob::new(Arc::clone(&store), profiles, 2).with_behaviour(behaviour);
+        let view = |item: &str, ts: &str| {
+            serde_json::to_vec(&serde_json::json!({
+                "user_id": "u", "kind": "view", "item_id": item, "ts": ts,
+            }))
+            .unwrap()
+        };
+        // a then b on day 0, and again on day 10: the day-0 pair has halved once.
+        job.apply(vec![
+            record(0, view("a", "2026-11-01T10:00:00Z")),
+            record(1, view("b", "2026-11-01T10:01:00Z")),
+            record(2, view("a", "2026-11-11T10:00:00Z")),
+            record(3, view("b", "2026-11-11T10:01:00Z")),
+        ])
+        .await
+        .unwrap();
+        let list = store.covisits("a").unwrap().unwrap();
+        // Forward a -> b weighs 1 (views, neighbour 1) on day 0 and again on day 10 (the
+        // second a is 10 days after the first b, beyond the 24-hour gap: no pair). With the
+        // profiles' 1-day half-life the first would be worth 2^-10.
+        let (expected, got) = (1.5, list.score("b"));
+        assert!(
+            (got - expected).abs() < 1e-9,
+            "a's list holds b at {got}, expected {expected}"
+        );
     }
 
     /// A click labels the impression it names only when it comes from the user who was

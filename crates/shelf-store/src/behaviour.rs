@@ -93,6 +93,8 @@ pub struct BehaviourConfig {
     pub covisit_backward: f64,
     /// Co-visited items kept per item.
     pub covisit_neighbours: usize,
+    /// Seconds after which a co-visit weight has halved.
+    pub covisit_half_life_secs: f64,
     /// Seconds after which a trending weight has halved (shorter than profiles': trends move).
     pub trending_half_life_secs: f64,
     /// Items kept per trending list (overall and per category).
@@ -106,6 +108,7 @@ impl Default for BehaviourConfig {
             covisit_max_gap_secs: 24.0 * 3600.0,
             covisit_backward: 0.5,
             covisit_neighbours: 100,
+            covisit_half_life_secs: 14.0 * 24.0 * 3600.0,
             trending_half_life_secs: 3.0 * 24.0 * 3600.0,
             trending_size: 200,
         }
