@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 pub mod ab;
 mod ctr;
+mod interaction_log;
 mod interactions;
 mod languages;
 mod relevance;
@@ -35,6 +36,7 @@ mod relevance;
 pub use ab::AbArgs;
 use ctr::*;
 pub use ctr::{CtrArgs, DemoDataArgs};
+use interaction_log::*;
 pub use interactions::InteractionsArgs;
 use interactions::*;
 pub use languages::LanguagesArgs;
