@@ -38,7 +38,7 @@ pub struct BehaviourArgs {
     pub covisit_max_gap_hours: f64,
     /// Days after which a co-visit's weight has halved: how long a pairing seen once keeps
     /// counting against newer ones.
-    #[arg(long, env = "SHELF_COVISIT_HALF_LIFE_DAYS", default_value_t = 14.0)]
+    #[arg(long, env = "SHELF_COVISIT_HALF_LIFE_DAYS", default_value_t = 180.0)]
     pub covisit_half_life_days: f64,
     /// Days after which an item's trending weight has halved.
     #[arg(long, env = "SHELF_TRENDING_HALF_LIFE_DAYS", default_value_t = 3.0)]

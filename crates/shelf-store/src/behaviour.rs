@@ -108,7 +108,7 @@ impl Default for BehaviourConfig {
             covisit_max_gap_secs: 24.0 * 3600.0,
             covisit_backward: 0.5,
             covisit_neighbours: 100,
-            covisit_half_life_secs: 14.0 * 24.0 * 3600.0,
+            covisit_half_life_secs: 180.0 * 24.0 * 3600.0,
             trending_half_life_secs: 3.0 * 24.0 * 3600.0,
             trending_size: 200,
         }
