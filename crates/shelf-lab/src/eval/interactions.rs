@@ -50,6 +50,10 @@ pub struct InteractionsArgs {
     /// the features (see the README's *Retrieval and ranking*).
     #[arg(long, value_delimiter = ',')]
     pub prior_weights: Option<Vec<f32>>,
+    /// The user's most recent distinct items whose co-visit lists feed the recommendation
+    /// (as `shelf serve --covisit-seeds`; a profile keeps 50).
+    #[arg(long, default_value_t = 20)]
+    pub covisit_seeds: usize,
     /// Neighbours kept per item by the item-kNN baseline.
     #[arg(long, default_value_t = 100)]
     pub knn_neighbours: usize,
@@ -213,6 +217,7 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
                 Arc::clone(&ranker),
                 RetrievalConfig {
                     exploration_share: 0.0,
+                    covisit_seeds: args.covisit_seeds,
                     ..Default::default()
                 },
             );
@@ -324,6 +329,7 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
             ranker,
             RetrievalConfig {
                 exploration_share: 0.0,
+                covisit_seeds: args.covisit_seeds,
                 ..Default::default()
             },
         );
