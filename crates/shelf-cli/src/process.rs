@@ -29,6 +29,8 @@ pub struct ProcessArgs {
     /// Half-life of event weights in profiles and item stats, in days.
     #[arg(long, env = "SHELF_HALF_LIFE_DAYS", default_value_t = 14.0)]
     pub half_life_days: f64,
+    #[command(flatten)]
+    pub behaviour: crate::serve::BehaviourArgs,
 }
 
 /// Runs the item job, then the event job, until both have applied the whole log (and, when
@@ -38,6 +40,7 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
         args.half_life_days > 0.0,
         "--half-life-days must be positive"
     );
+    let behaviour = args.behaviour.config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -50,7 +53,8 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
             half_life_secs: args.half_life_days * 86_400.0,
             ..Default::default()
         };
-        let mut event_job = EventJob::new(Arc::clone(&store), config, dim);
+        let mut event_job =
+            EventJob::new(Arc::clone(&store), config, dim).with_behaviour(behaviour);
         let mut items = args.data.open_reader(Topic::Items)?;
         let mut events = args.data.open_reader(Topic::Events)?;
         let batch = args.batch_size as usize;

@@ -28,16 +28,17 @@ pub type Companion = Box<
         + Send,
 >;
 
-/// How the event job pairs items into co-visits and decays trending lists (the embedded
-/// event job's; the Arroyo pipelines have their own settings).
+/// How the event job pairs items into co-visits and decays the co-visit and trending lists
+/// (the embedded event job's; the Arroyo pipelines have their own settings).
 #[derive(Clone, Debug, Args)]
 pub struct BehaviourArgs {
     /// Item events of one user at most this many hours apart are co-visits (e.g. a week
     /// for a shop whose baskets come days apart).
     #[arg(long, env = "SHELF_COVISIT_MAX_GAP_HOURS", default_value_t = 24.0)]
     pub covisit_max_gap_hours: f64,
-    /// Days after which a co-visit's weight has halved: how long a pairing seen once keeps
-    /// counting against newer ones.
+    /// Half-life, in days, of co-visit scores by event time (separate from
+    /// --half-life-days): a longer one lets older pairings keep their place in an item's
+    /// 100-entry list.
     #[arg(long, env = "SHELF_COVISIT_HALF_LIFE_DAYS", default_value_t = 180.0)]
     pub covisit_half_life_days: f64,
     /// Days after which an item's trending weight has halved.

@@ -52,7 +52,7 @@ pub struct InteractionsArgs {
     pub prior_weights: Option<Vec<f32>>,
     /// The user's most recent distinct items whose co-visit lists feed the recommendation
     /// (as `shelf serve --covisit-seeds`; a profile keeps 50).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, env = "SHELF_COVISIT_SEEDS", default_value_t = 20)]
     pub covisit_seeds: usize,
     /// Neighbours kept per item by the item-kNN baseline.
     #[arg(long, default_value_t = 100)]
