@@ -505,3 +505,59 @@ async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        behaviour: BehaviourArgs,
+    }
+
+    fn config(args: &[&str]) -> anyhow::Result<shelf_store::BehaviourConfig> {
+        let cli = Cli::try_parse_from(std::iter::once("shelf").chain(args.iter().copied()))?;
+        cli.behaviour.config()
+    }
+
+    #[test]
+    fn behaviour_flags_become_seconds_and_bad_values_name_their_flag() {
+        let c = config(&[
+            "--covisit-max-gap-hours",
+            "720",
+            "--covisit-half-life-days",
+            "30",
+            "--trending-half-life-days",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(c.covisit_max_gap_secs, 720.0 * 3600.0);
+        assert_eq!(c.covisit_half_life_secs, 30.0 * 86_400.0);
+        assert_eq!(c.trending_half_life_secs, 7.0 * 86_400.0);
+        // The defaults are the store's own.
+        let defaults = config(&[]).unwrap();
+        let store = shelf_store::BehaviourConfig::default();
+        assert_eq!(
+            defaults.covisit_half_life_secs,
+            store.covisit_half_life_secs
+        );
+        assert_eq!(defaults.covisit_max_gap_secs, store.covisit_max_gap_secs);
+        assert_eq!(
+            defaults.trending_half_life_secs,
+            store.trending_half_life_secs
+        );
+        for (flag, value) in [
+            ("--covisit-half-life-days", "0"),
+            ("--covisit-half-life-days", "inf"),
+            ("--trending-half-life-days", "-1"),
+            ("--covisit-max-gap-hours", "-1"),
+        ] {
+            let err = config(&[&format!("{flag}={value}")])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(flag), "{flag} {value}: {err}");
+        }
+    }
+}
