@@ -387,13 +387,12 @@ mod tests {
         }
     }
 
-    /// Co-visit lists decay with the behaviour's own half-life, not the profiles'.
-    #[tokio::test]
-    async fn covisits_decay_with_their_own_half_life() {
+    /// A fresh store holding items `ids` (titled with their ids, 2-d vectors).
+    fn store_with_items(ids: &[&str]) -> (tempfile::TempDir, Arc<Store>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
         let mut batch = store.batch();
-        for id in ["a", "b"] {
+        for id in ids {
             let item: shelf_types::Item =
                 serde_json::from_value(serde_json::json!({"id": id, "title": id})).unwrap();
             let vector = StoredVector {
@@ -404,6 +403,13 @@ mod tests {
             batch.put_item(&item, &vector);
         }
         store.commit(batch).unwrap();
+        (dir, store)
+    }
+
+    /// Co-visit lists decay with the behaviour's own half-life, not the profiles'.
+    #[tokio::test]
+    async fn covisits_decay_with_their_own_half_life() {
+        let (_dir, store) = store_with_items(&["a", "b"]);
         let day = 86_400.0;
         let profiles = DecayConfig {
             half_life_secs: day,
@@ -444,18 +450,7 @@ mod tests {
     /// served it (an anonymous response, from anyone): another user's click is no label.
     #[tokio::test]
     async fn a_click_labels_only_its_own_users_impression() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
-        let mut batch = store.batch();
-        let item: shelf_types::Item =
-            serde_json::from_str(r#"{"id":"sku-1","title":"Sofa"}"#).unwrap();
-        let vector = StoredVector {
-            model_id: "m".into(),
-            text_hash: 0,
-            vector: vec![1.0, 0.0],
-        };
-        batch.put_item(&item, &vector);
-        store.commit(batch).unwrap();
+        let (_dir, store) = store_with_items(&["sku-1"]);
         let mut job = EventJob::new(Arc::clone(&store), DecayConfig::default(), 2);
         let impression = |request: &str, user: Option<&str>| Impression {
             request_id: request.into(),

@@ -162,6 +162,13 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
     );
     let held: HashSet<usize> = held_out.values().copied().collect();
     let behaviour = args.behaviour.config()?;
+    // What `/v1/recommend` serves with, less exploration: the trained ranker's training
+    // responses and the evaluated ones alike.
+    let retrieval = RetrievalConfig {
+        exploration_share: 0.0,
+        covisit_seeds: args.covisit_seeds,
+        ..Default::default()
+    };
     let ranker: Arc<dyn Ranker> = match (&args.prior_weights, &args.ranker) {
         (Some(_), Some(_)) => anyhow::bail!("give --prior-weights or --ranker, not both"),
         (Some(w), None) => Arc::new(PriorRanker::with_weights(prior_weights(w)?)),
@@ -215,11 +222,7 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
                 embedder.clone(),
                 index.clone(),
                 Arc::clone(&ranker),
-                RetrievalConfig {
-                    exploration_share: 0.0,
-                    covisit_seeds: args.covisit_seeds,
-                    ..Default::default()
-                },
+                retrieval.clone(),
             );
             let mut examples = Vec::new();
             let mut requests = 0u64;
@@ -327,11 +330,7 @@ pub(super) async fn interactions(args: InteractionsArgs) -> anyhow::Result<()> {
             embedder.clone(),
             index.clone(),
             ranker,
-            RetrievalConfig {
-                exploration_share: 0.0,
-                covisit_seeds: args.covisit_seeds,
-                ..Default::default()
-            },
+            retrieval,
         );
         let ranker_name = retriever.ranker().name().to_string();
         let mut systems: Vec<String> = ["popularity", "item-knn"].map(String::from).to_vec();
